@@ -1,0 +1,176 @@
+//! orch's HTTP API.
+//!
+//! # Layout
+//! - this file: [`ApiConfig`], [`AppState`], [`router`] (routes, middleware order) and [`serve`]
+//!   (graceful shutdown).
+//! - [`routes`]: handlers for deployments, templates, health, metrics; each is also an
+//!   OpenAPI operation, so `/openapi.json` is generated from the routes that exist.
+//! - [`auth`]: API keys and scopes, the IP allowlist, the per-key rate limit.
+//! - [`request`]: request id, access log, latency metric, body extractor.
+//! - [`error`]: [`ApiError`] and its problem+json rendering.
+//! - [`views`]: response bodies.
+//!
+//! Handlers never talk to a cloud: operations are recorded in the store's outbox and carried
+//! out by the workflow layer.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::Router;
+use ipnet::IpNet;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use orch_store::Store;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub mod auth;
+pub mod error;
+pub mod request;
+pub mod routes;
+pub mod views;
+
+pub use auth::{ApiKeys, Scope};
+pub use error::ApiError;
+
+/// What the API needs to know, already validated by the binary's configuration loader.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub api_keys: ApiKeys,
+    pub rate_limit_per_minute: NonZeroU32,
+    /// Allowed browser origins; empty means no cross-origin access, `*` means any.
+    pub cors_origins: Vec<String>,
+    /// When not empty, only these networks may connect.
+    pub ip_allowlist: Vec<IpNet>,
+    pub max_body_bytes: usize,
+    /// Whether `/metrics` needs an API key.
+    pub metrics_require_auth: bool,
+    /// The region used when a request names none.
+    pub default_region: String,
+}
+
+impl ApiConfig {
+    /// A configuration with the documented defaults and the given keys.
+    pub fn with_keys(api_keys: ApiKeys) -> Self {
+        Self {
+            api_keys,
+            rate_limit_per_minute: NonZeroU32::new(100).expect("non-zero"),
+            cors_origins: Vec::new(),
+            ip_allowlist: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            metrics_require_auth: false,
+            default_region: "RegionOne".into(),
+        }
+    }
+}
+
+/// A dependency check for `/health/ready`: `Ok` or a short reason that is safe to show.
+pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ApiConfig>,
+    pub rate_limiter: auth::KeyRateLimiter,
+    pub metrics: PrometheusHandle,
+    /// Checks beyond the database (Temporal, the cloud), by name.
+    pub readiness_checks: Arc<Vec<(String, ReadinessCheck)>>,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: ApiConfig) -> Self {
+        Self {
+            rate_limiter: auth::KeyRateLimiter::per_minute(config.rate_limit_per_minute),
+            store,
+            config: Arc::new(config),
+            metrics: metrics_handle(),
+            readiness_checks: Arc::new(Vec::new()),
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder. Every crate records through the `metrics` facade;
+/// this renders all of it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be incomplete");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = routes::documented_routes(&state).split_for_parts();
+    let openapi = Arc::new(openapi);
+    let cors = cors_layer(&state.config.cors_origins);
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let openapi = openapi.clone();
+            async move { axum::Json(openapi.as_ref().clone()) }
+        }),
+    )
+    .fallback(|| async { ApiError::NotFound("route".into()) })
+    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+    // Listed inside-out: `observe` runs first and sees every response, including those of
+    // the allowlist and CORS layers.
+    .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+    .layer(from_fn_with_state(state.clone(), auth::enforce_ip_allowlist))
+    .layer(cors)
+    .layer(from_fn(request::observe))
+    .with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static(request::REQUEST_ID_HEADER),
+        ])
+        .expose_headers([
+            HeaderName::from_static(request::REQUEST_ID_HEADER),
+            header::RETRY_AFTER,
+            header::LOCATION,
+        ])
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets the
+/// requests in flight finish, and closes the database pool.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let store = state.store.clone();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! `/deployments`: create, read, list, update, delete, configure, scale, events.
+//!
+//! Every request is validated completely before anything is written; work is recorded as an
+//! operation in the same transaction as the status change, for the workflow layer.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::Json;
+use orch_core::{
+    apply_parameters, ConfigureRequest, CreateDeploymentRequest, DeploymentStatus, OperationKind, Problems,
+    ScaleRequest, Template, TemplateRef, UpdateDeploymentRequest,
+};
+use orch_store::deployments::{DeleteOutcome, DeploymentFilter, NewDeployment};
+use orch_store::{DeploymentRecord, Store, StoreError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use super::{QueryParams, RequestActor};
+use crate::error::{ApiError, ApiResult, ProblemDocument};
+use crate::request::Body;
+use crate::views::{
+    DeleteAccepted, DeploymentAccepted, DeploymentList, DeploymentSummary, DeploymentView, EventList, EventView,
+    OperationAccepted,
+};
+use crate::AppState;
+
+/// `POST /deployments` body. Documentation only: bodies are read by orch-core's strict
+/// reader, which reports every problem at once.
+#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+struct CreateDeploymentBody {
+    /// 1–63 characters of letters, digits, '.', '_' and '-'; unique among live deployments.
+    name: String,
+    /// A stored template's name or id, or a template object.
+    #[schema(value_type = Object)]
+    template: Value,
+    /// Defaults to the configured region.
+    cloud_region: Option<String>,
+    /// `<group>_count`, `<group>_flavor`, `<group>_image`.
+    #[schema(value_type = Object)]
+    parameters: Option<Value>,
+    /// Whether a failed deploy deletes what it created (default true).
+    rollback: Option<bool>,
+}
+
+/// `PATCH /deployments/{id}` body (documentation only).
+#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+struct UpdateDeploymentBody {
+    #[schema(value_type = Object)]
+    template: Option<Value>,
+    /// Merged into the current parameters; `null` removes one.
+    #[schema(value_type = Object)]
+    parameters: Option<Value>,
+}
+
+/// `POST /deployments/{id}/scale` body (documentation only).
+#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+struct ScaleBody {
+    target_count: u32,
+    /// The group to scale.
+    vm_type: String,
+}
+
+/// `POST /deployments/{id}/configure` body (documentation only).
+#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+struct ConfigureBody {
+    /// A playbook relative to the configured playbook directory.
+    playbook: String,
+    #[schema(value_type = Object)]
+    inventory: Option<Value>,
+    #[schema(value_type = Object)]
+    extra_vars: Option<Value>,
+    timeout_seconds: Option<u32>,
+}
+
+/// Resolves a template reference. A stored template that does not exist is a validation
+/// problem at `/template`, not a 404: the URL was right, the body was not.
+async fn resolve_template(store: &Store, reference: TemplateRef) -> ApiResult<(Option<String>, Template)> {
+    match reference {
+        TemplateRef::Inline(template) => Ok((None, *template)),
+        TemplateRef::Stored(name) => match store.template(&name).await {
+            Ok(record) => Ok((Some(record.id), record.template)),
+            Err(StoreError::NotFound(_)) => {
+                Err(Problems::single("/template", format!("no stored template has the name or id '{name}'")).into())
+            }
+            Err(error) => Err(error.into()),
+        },
+    }
+}
+
+/// A live (not soft-deleted) deployment, or 404.
+async fn live_deployment(store: &Store, id: &str) -> ApiResult<DeploymentRecord> {
+    let record = store.deployment(id).await?;
+    if record.deleted_at.is_some() {
+        return Err(ApiError::NotFound(format!("deployment '{id}'")));
+    }
+    Ok(record)
+}
+
+#[utoipa::path(post, path = "/deployments", tag = "deployments",
+    request_body = CreateDeploymentBody,
+    security(("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 202, description = "Recorded; the deploy runs asynchronously", body = DeploymentAccepted),
+        (status = 409, description = "A live deployment has this name", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body; every problem with its JSON pointer", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    RequestActor(actor): RequestActor,
+    Body(body): Body,
+) -> ApiResult<(StatusCode, HeaderMap, Json<DeploymentAccepted>)> {
+    let request = CreateDeploymentRequest::parse(&body)?;
+    let (template_id, template) = resolve_template(&state.store, request.template).await?;
+    let parameters = Value::Object(request.parameters);
+    apply_parameters(&template, &parameters, "/parameters")?;
+    let new = NewDeployment {
+        name: request.name,
+        template_id,
+        template,
+        parameters,
+        cloud_region: request
+            .cloud_region
+            .unwrap_or_else(|| state.config.default_region.clone()),
+        rollback: request.rollback,
+    };
+    let (record, operation) = state.store.create_deployment(&new, &actor).await?;
+    tracing::info!(deployment_id = %record.id, operation_id = %operation.id, "deployment recorded");
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/deployments/{}", record.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    let accepted = DeploymentAccepted {
+        id: record.id,
+        name: record.name,
+        status: record.status,
+        operation_id: operation.id,
+    };
+    Ok((StatusCode::ACCEPTED, headers, Json(accepted)))
+}
+
+#[utoipa::path(get, path = "/deployments", tag = "deployments",
+    params(
+        ("status" = Option<DeploymentStatus>, Query, description = "Only this status; DELETED lists soft-deleted deployments"),
+        ("name" = Option<String>, Query, description = "Only this exact name"),
+        ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
+        ("offset" = Option<i64>, Query, description = "Default 0"),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "Newest first", body = DeploymentList),
+              (status = 422, description = "Invalid query", body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn list(State(state): State<AppState>, mut query: QueryParams) -> ApiResult<Json<DeploymentList>> {
+    let (limit, offset) = query.page();
+    let status = match query.get("status").map(str::parse::<DeploymentStatus>) {
+        Some(Ok(status)) => Some(status),
+        Some(Err(message)) => {
+            query.problem("status", message);
+            None
+        }
+        None => None,
+    };
+    let name = query.get("name").map(str::to_owned);
+    query.finish(&["status", "name", "limit", "offset"])?;
+    let page = state
+        .store
+        .deployments(&DeploymentFilter {
+            status,
+            name,
+            limit,
+            offset,
+        })
+        .await?;
+    Ok(Json(DeploymentList {
+        items: page.items.into_iter().map(DeploymentSummary::from).collect(),
+        total: page.total,
+        limit,
+        offset,
+    }))
+}
+
+#[utoipa::path(get, path = "/deployments/{id}", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = DeploymentView),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<DeploymentView>> {
+    let record = state.store.deployment(&id).await?;
+    let resources = state.store.resources(&id).await?;
+    let operation = state.store.operation_in_flight(&id).await?;
+    Ok(Json(DeploymentView::new(record, resources, operation)))
+}
+
+#[utoipa::path(patch, path = "/deployments/{id}", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    request_body = UpdateDeploymentBody,
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 202, body = DeploymentAccepted),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 409, description = "Another operation is in flight, or the status does not allow it", body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 422, body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RequestActor(actor): RequestActor,
+    Body(body): Body,
+) -> ApiResult<(StatusCode, Json<DeploymentAccepted>)> {
+    let current = live_deployment(&state.store, &id).await?;
+    let request = UpdateDeploymentRequest::parse(&body, &current.name)?;
+    let parameters = Value::Object(request.merged_parameters(&current.parameters));
+    let (template_id, template) = match request.template {
+        Some(reference) => resolve_template(&state.store, reference).await?,
+        None => (current.template_id.clone(), current.template.clone()),
+    };
+    apply_parameters(&template, &parameters, "/parameters")?;
+    let payload = json!({
+        "template_id": template_id,
+        "template": template.to_value(),
+        "parameters": parameters,
+    });
+    let (record, operation) = state
+        .store
+        .request_operation(&id, OperationKind::Update, &payload, &actor)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DeploymentAccepted {
+            id: record.id,
+            name: record.name,
+            status: record.status,
+            operation_id: operation.id,
+        }),
+    ))
+}
+
+#[utoipa::path(delete, path = "/deployments/{id}", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 202, body = DeleteAccepted),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 409, body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RequestActor(actor): RequestActor,
+) -> ApiResult<(StatusCode, Json<DeleteAccepted>)> {
+    live_deployment(&state.store, &id).await?;
+    let (record, outcome) = state.store.delete_deployment(&id, &actor).await?;
+    let operation_id = match outcome {
+        DeleteOutcome::Deleted => None,
+        DeleteOutcome::Deleting => state
+            .store
+            .operation_in_flight(&id)
+            .await?
+            .map(|operation| operation.id),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DeleteAccepted {
+            id: record.id,
+            status: record.status,
+            operation_id,
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/deployments/{id}/configure", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    request_body = ConfigureBody,
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 202, body = OperationAccepted),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 409, body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 422, body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn configure(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RequestActor(actor): RequestActor,
+    Body(body): Body,
+) -> ApiResult<(StatusCode, Json<OperationAccepted>)> {
+    live_deployment(&state.store, &id).await?;
+    let request = ConfigureRequest::parse(&body)?;
+    let payload = serde_json::to_value(&request).map_err(ApiError::internal)?;
+    start_operation(&state, &id, OperationKind::Configure, payload, &actor).await
+}
+
+#[utoipa::path(post, path = "/deployments/{id}/scale", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    request_body = ScaleBody,
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 202, body = OperationAccepted),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 409, body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 422, body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn scale(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RequestActor(actor): RequestActor,
+    Body(body): Body,
+) -> ApiResult<(StatusCode, Json<OperationAccepted>)> {
+    let current = live_deployment(&state.store, &id).await?;
+    let effective = apply_parameters(&current.template, &current.parameters, "/parameters")?;
+    let request = ScaleRequest::parse(&body, &effective)?;
+    let payload = serde_json::to_value(&request).map_err(ApiError::internal)?;
+    start_operation(&state, &id, OperationKind::Scale, payload, &actor).await
+}
+
+async fn start_operation(
+    state: &AppState,
+    id: &str,
+    kind: OperationKind,
+    payload: Value,
+    actor: &orch_store::Actor,
+) -> ApiResult<(StatusCode, Json<OperationAccepted>)> {
+    let (record, operation) = state.store.request_operation(id, kind, &payload, actor).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(OperationAccepted {
+            deployment_id: record.id,
+            status: record.status,
+            operation_id: operation.id,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/deployments/{id}/events", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id"),
+           ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
+           ("offset" = Option<i64>, Query, description = "Default 0")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "Oldest first", body = EventList),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    mut query: QueryParams,
+) -> ApiResult<Json<EventList>> {
+    let (limit, offset) = query.page();
+    query.finish(&["limit", "offset"])?;
+    // Soft-deleted deployments keep their history readable.
+    state.store.deployment(&id).await?;
+    let page = state.store.events(&id, limit, offset).await?;
+    Ok(Json(EventList {
+        items: page.items.into_iter().map(EventView::from).collect(),
+        total: page.total,
+        limit,
+        offset,
+    }))
+}

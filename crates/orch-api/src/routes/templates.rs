@@ -1,0 +1,85 @@
+//! `/templates`: reusable deployment templates, in JSON or YAML.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::Json;
+use orch_core::Template;
+
+use super::QueryParams;
+use crate::error::{ApiResult, ProblemDocument};
+use crate::request::Body;
+use crate::views::{TemplateList, TemplateView};
+use crate::AppState;
+
+#[utoipa::path(post, path = "/templates", tag = "templates",
+    request_body(content((orch_core::Template = "application/json"), (orch_core::Template = "application/yaml"))),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 201, body = TemplateView),
+              (status = 409, description = "A template has this name", body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 422, body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn create(
+    State(state): State<AppState>,
+    Body(body): Body<true>,
+) -> ApiResult<(StatusCode, HeaderMap, Json<TemplateView>)> {
+    let template = Template::parse(&body, "", None)?;
+    let record = state.store.create_template(&template).await?;
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/templates/{}", record.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::CREATED, headers, Json(record.into())))
+}
+
+#[utoipa::path(get, path = "/templates", tag = "templates",
+    params(("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
+           ("offset" = Option<i64>, Query, description = "Default 0")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "Newest first", body = TemplateList)))]
+pub async fn list(State(state): State<AppState>, mut query: QueryParams) -> ApiResult<Json<TemplateList>> {
+    let (limit, offset) = query.page();
+    query.finish(&["limit", "offset"])?;
+    let page = state.store.templates(limit, offset).await?;
+    Ok(Json(TemplateList {
+        items: page.items.into_iter().map(TemplateView::from).collect(),
+        total: page.total,
+        limit,
+        offset,
+    }))
+}
+
+#[utoipa::path(get, path = "/templates/{id_or_name}", tag = "templates",
+    params(("id_or_name" = String, Path, description = "Template id or name")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = TemplateView),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn get(State(state): State<AppState>, Path(id_or_name): Path<String>) -> ApiResult<Json<TemplateView>> {
+    Ok(Json(state.store.template(&id_or_name).await?.into()))
+}
+
+#[utoipa::path(put, path = "/templates/{id_or_name}", tag = "templates",
+    params(("id_or_name" = String, Path, description = "Template id or name")),
+    request_body(content((orch_core::Template = "application/json"), (orch_core::Template = "application/yaml"))),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "Replaced; version incremented. Existing deployments keep their copy.", body = TemplateView),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 409, body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 422, body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn replace(
+    State(state): State<AppState>,
+    Path(id_or_name): Path<String>,
+    Body(body): Body<true>,
+) -> ApiResult<Json<TemplateView>> {
+    let template = Template::parse(&body, "", None)?;
+    Ok(Json(state.store.replace_template(&id_or_name, &template).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/templates/{id_or_name}", tag = "templates",
+    params(("id_or_name" = String, Path, description = "Template id or name")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 204, description = "Deleted"),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 409, description = "A live deployment uses it", body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn delete(State(state): State<AppState>, Path(id_or_name): Path<String>) -> ApiResult<StatusCode> {
+    state.store.delete_template(&id_or_name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

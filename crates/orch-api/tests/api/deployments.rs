@@ -1,0 +1,570 @@
+//! `/deployments`: create, read, list, update, delete, configure, scale, events, and the
+//! operations outbox behind them.
+
+use std::collections::HashSet;
+
+use orch_core::DeploymentStatus;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::db_test;
+use crate::harness::{expect_problem, pointers, spawn_app, web_app_stack, Db, TestApp, READ_KEY};
+
+async fn events_of(app: &TestApp, id: &str) -> Vec<Value> {
+    let page: Value = app
+        .get(&format!("/deployments/{id}/events?limit=100"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    page["items"].as_array().unwrap().clone()
+}
+
+async fn create_and_read(db: Db) {
+    let app = spawn_app(db).await;
+    app.create_seed_template().await;
+    let response = app
+        .request(Method::POST, "/deployments")
+        .header("X-Request-Id", "req-create-1")
+        .json(&json!({"name": "my-app", "template": "web-app-stack", "cloud_region": "us-west-1", "parameters": {"web_count": 2}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.headers()["x-request-id"], "req-create-1");
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["status"], "PENDING");
+    assert_eq!(accepted["name"], "my-app");
+    let id = accepted["id"].as_str().unwrap();
+    assert_eq!(location, format!("/deployments/{id}"));
+
+    let deployment: Value = app.get(&location).await.json().await.unwrap();
+    assert_eq!(deployment["status"], "PENDING");
+    assert_eq!(deployment["cloud_region"], "us-west-1");
+    assert_eq!(deployment["parameters"], json!({"web_count": 2}));
+    assert_eq!(deployment["rollback"], true);
+    assert_eq!(deployment["template"]["name"], "web-app-stack");
+    assert_eq!(deployment["resources"]["vm_ids"], json!([]));
+    assert_eq!(deployment["resources"]["network_id"], Value::Null);
+    assert_eq!(deployment["operation"]["kind"], "create");
+    assert_eq!(deployment["operation"]["state"], "PENDING");
+    assert_eq!(deployment["operation"]["id"], accepted["operation_id"]);
+
+    // The outbox row is there for the workflow layer.
+    let operations = app.store.operations(id).await.unwrap();
+    assert_eq!(operations.len(), 1);
+    assert_eq!(operations[0].kind, orch_core::OperationKind::Create);
+    assert_eq!(operations[0].request_id.as_deref(), Some("req-create-1"));
+
+    // The event names the key (by id, never the key) and the request.
+    let events = events_of(&app, id).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["action"], "deployment.created");
+    assert_eq!(events[0]["request_id"], "req-create-1");
+    assert_eq!(events[0]["actor"].as_str().unwrap().len(), 12);
+    assert!(!events[0].to_string().contains(crate::harness::WRITE_KEY));
+
+    // Inline templates work and the region defaults.
+    let mut inline = web_app_stack();
+    inline.as_object_mut().unwrap().remove("name");
+    let response = app
+        .post(
+            "/deployments",
+            &json!({"name": "inline-1", "template": inline, "rollback": false}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deployment: Value = app.get(&format!("/deployments/{id}")).await.json().await.unwrap();
+    assert_eq!(deployment["template"]["name"], "inline-1");
+    assert_eq!(deployment["template_id"], Value::Null);
+    assert_eq!(deployment["cloud_region"], "RegionOne");
+    assert_eq!(deployment["rollback"], false);
+
+    // Resources recorded by the workflow layer appear in seed 001's shape.
+    let attributes = json!({"group": "web", "name": "my-app-web-0", "ip": "10.0.1.10"});
+    for (key, kind, cloud_id, attributes) in [
+        ("network", "network", "net-123", json!({})),
+        ("server/web/0", "server", "vm-456", attributes),
+    ] {
+        app.store
+            .record_resource(&orch_store::deployments::ResourceUpsert {
+                deployment_id: &id,
+                logical_key: key,
+                kind,
+                cloud_id: Some(cloud_id),
+                status: "ACTIVE",
+                attributes: &attributes,
+            })
+            .await
+            .unwrap();
+    }
+    let deployment: Value = app.get(&format!("/deployments/{id}")).await.json().await.unwrap();
+    assert_eq!(deployment["resources"]["network_id"], "net-123");
+    assert_eq!(deployment["resources"]["vm_ids"], json!(["vm-456"]));
+    assert_eq!(
+        deployment["resources"]["groups"]["web"]["servers"][0]["ip"],
+        "10.0.1.10"
+    );
+
+    expect_problem(app.get("/deployments/does-not-exist").await, StatusCode::NOT_FOUND).await;
+}
+db_test!(create_and_read_a_deployment, create_and_read);
+
+async fn validation(db: Db) {
+    let app = spawn_app(db).await;
+    app.create_seed_template().await;
+    let problem = expect_problem(
+        app.post(
+            "/deployments",
+            &json!({"name": "bad name", "template": "web-app-stack", "parameters": {"web_count": -1}, "rollback": "no", "colour": 1}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(pointers(&problem), ["/name", "/rollback", "/colour"]);
+
+    // Parameters are checked against the template: unknown ones, wrong types, bounds.
+    let problem = expect_problem(
+        app.post(
+            "/deployments",
+            &json!({"name": "ok", "template": "web-app-stack", "parameters": {"web_count": "2", "cache_count": 1, "db_flavor": "", "app_count": 1001}}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let mut found = pointers(&problem);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "/parameters/app_count",
+            "/parameters/cache_count",
+            "/parameters/db_flavor",
+            "/parameters/web_count"
+        ]
+    );
+
+    let problem = expect_problem(
+        app.post("/deployments", &json!({"name": "ok", "template": "missing"}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(pointers(&problem), ["/template"]);
+
+    let mut inline = web_app_stack();
+    inline["network_config"]["subnets"]["web"] = json!("192.168.0.0/24");
+    let problem = expect_problem(
+        app.post("/deployments", &json!({"name": "ok", "template": inline}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(pointers(&problem), ["/template/network_config/subnets/web"]);
+
+    let listed: Value = app.get("/deployments").await.json().await.unwrap();
+    assert_eq!(listed["total"], 0, "a refused request writes nothing");
+}
+db_test!(invalid_deployments_are_refused_with_pointers, validation);
+
+async fn listing(db: Db) {
+    let app = spawn_app(db).await;
+    app.create_seed_template().await;
+    let mut ids = Vec::new();
+    for index in 0..5 {
+        ids.push(app.create_deployment(&format!("list-{index}")).await);
+    }
+    app.complete_pending_operation(&ids[1], DeploymentStatus::Completed)
+        .await;
+    app.complete_pending_operation(&ids[3], DeploymentStatus::Completed)
+        .await;
+
+    let page: Value = app.get("/deployments?limit=2").await.json().await.unwrap();
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["limit"], 2);
+    assert_eq!(page["offset"], 0);
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["list-4", "list-3"], "newest first");
+    let page: Value = app.get("/deployments?limit=2&offset=4").await.json().await.unwrap();
+    assert_eq!(page["items"][0]["name"], "list-0");
+
+    let completed: Value = app.get("/deployments?status=COMPLETED").await.json().await.unwrap();
+    assert_eq!(completed["total"], 2);
+    let by_name: Value = app.get("/deployments?name=list-2").await.json().await.unwrap();
+    assert_eq!(by_name["total"], 1);
+    assert_eq!(by_name["items"][0]["id"], json!(ids[2]));
+    let both: Value = app
+        .get("/deployments?status=COMPLETED&name=list-1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(both["total"], 1);
+    let default: Value = app.get("/deployments").await.json().await.unwrap();
+    assert_eq!(default["limit"], 20);
+
+    let problem = expect_problem(
+        app.get("/deployments?limit=101&offset=-1&status=RUNNING&sort=name")
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let parameters: Vec<&str> = problem["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["parameter"].as_str().unwrap())
+        .collect();
+    assert_eq!(parameters, ["limit", "offset", "status", "sort"]);
+}
+db_test!(list_filters_and_paginates, listing);
+
+async fn conflicts(db: Db) {
+    let app = spawn_app(db).await;
+    app.create_seed_template().await;
+    let id = app.create_deployment("conflicts").await;
+    let scale = json!({"target_count": 3, "vm_type": "web"});
+    let configure = json!({"playbook": "site.yml"});
+
+    // Names are unique among live deployments.
+    let duplicate = app
+        .post(
+            "/deployments",
+            &json!({"name": "conflicts", "template": "web-app-stack"}),
+        )
+        .await;
+    expect_problem(duplicate, StatusCode::CONFLICT).await;
+
+    // PENDING: scale and configure need COMPLETED.
+    let problem = expect_problem(
+        app.post(&format!("/deployments/{id}/scale"), &scale).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("operation 'create'"),
+        "{problem}"
+    );
+
+    // Claimed by a workflow: delete must wait for it.
+    let operation = app.store.operation_in_flight(&id).await.unwrap().unwrap();
+    app.store.claim_operation(&operation.id).await.unwrap().unwrap();
+    let deployment: Value = app.get(&format!("/deployments/{id}")).await.json().await.unwrap();
+    assert_eq!(deployment["status"], "IN_PROGRESS");
+    expect_problem(
+        app.request(Method::DELETE, &format!("/deployments/{id}"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::CONFLICT,
+    )
+    .await;
+    app.store
+        .finish_operation(&operation.id, true, DeploymentStatus::Completed, None)
+        .await
+        .unwrap();
+
+    // COMPLETED: one operation at a time.
+    let accepted = app.post(&format!("/deployments/{id}/scale"), &scale).await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let accepted: Value = accepted.json().await.unwrap();
+    assert_eq!(accepted["status"], "SCALING");
+    assert_eq!(accepted["deployment_id"], json!(id));
+    for (path, body) in [("scale", &scale), ("configure", &configure)] {
+        let problem = expect_problem(
+            app.post(&format!("/deployments/{id}/{path}"), body).await,
+            StatusCode::CONFLICT,
+        )
+        .await;
+        assert!(problem["detail"].as_str().unwrap().contains("in flight"), "{problem}");
+    }
+    let patch = app
+        .send_json(
+            Method::PATCH,
+            &format!("/deployments/{id}"),
+            &json!({"parameters": {"web_count": 1}}),
+        )
+        .await;
+    expect_problem(patch, StatusCode::CONFLICT).await;
+    app.complete_pending_operation(&id, DeploymentStatus::Completed).await;
+
+    let configured = app.post(&format!("/deployments/{id}/configure"), &json!({"playbook": "configure-web.yml", "inventory": {"web_servers": ["10.0.1.10"]}, "extra_vars": {"app_port": 8080}})).await;
+    assert_eq!(configured.status(), StatusCode::ACCEPTED);
+    assert_eq!(configured.json::<Value>().await.unwrap()["status"], "CONFIGURING");
+    let operations = app.store.operations(&id).await.unwrap();
+    assert_eq!(operations.last().unwrap().payload["extra_vars"]["app_port"], 8080);
+}
+db_test!(one_operation_at_a_time, conflicts);
+
+async fn operation_validation(db: Db) {
+    let app = spawn_app(db).await;
+    let mut template = web_app_stack();
+    template["vm_config"]["web"]["min_count"] = json!(2);
+    template["vm_config"]["web"]["max_count"] = json!(10);
+    assert_eq!(app.post("/templates", &template).await.status(), StatusCode::CREATED);
+    let id = app.create_deployment("bounded").await;
+    app.complete_pending_operation(&id, DeploymentStatus::Completed).await;
+    let events_before = events_of(&app, &id).await.len();
+
+    for (body, pointer) in [
+        (json!({"target_count": 1, "vm_type": "web"}), "/target_count"),
+        (json!({"target_count": 11, "vm_type": "web"}), "/target_count"),
+        (json!({"target_count": 2, "vm_type": "cache"}), "/vm_type"),
+        (json!({"target_count": "2", "vm_type": "web"}), "/target_count"),
+    ] {
+        let problem = expect_problem(
+            app.post(&format!("/deployments/{id}/scale"), &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(pointers(&problem), [pointer], "{body}");
+    }
+    for (body, pointer) in [
+        (json!({"playbook": "../../etc/shadow.yml"}), "/playbook"),
+        (json!({"playbook": "/etc/site.yml"}), "/playbook"),
+        (json!({"playbook": "site.yml", "extra_vars": [1]}), "/extra_vars"),
+        (
+            json!({"playbook": "site.yml", "timeout_seconds": 0}),
+            "/timeout_seconds",
+        ),
+    ] {
+        let problem = expect_problem(
+            app.post(&format!("/deployments/{id}/configure"), &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(pointers(&problem), [pointer], "{body}");
+    }
+    let problem = expect_problem(
+        app.send_json(
+            Method::PATCH,
+            &format!("/deployments/{id}"),
+            &json!({"parameters": {"web_count": 1}}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(pointers(&problem), ["/parameters/web_count"]);
+
+    let deployment: Value = app.get(&format!("/deployments/{id}")).await.json().await.unwrap();
+    assert_eq!(deployment["status"], "COMPLETED", "refused requests change nothing");
+    assert_eq!(events_of(&app, &id).await.len(), events_before);
+    expect_problem(
+        app.post(
+            "/deployments/missing/scale",
+            &json!({"target_count": 2, "vm_type": "web"}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
+db_test!(scale_and_configure_are_validated, operation_validation);
+
+async fn update(db: Db) {
+    let app = spawn_app(db).await;
+    app.create_seed_template().await;
+    let id = app.create_deployment("updatable").await;
+    app.complete_pending_operation(&id, DeploymentStatus::Completed).await;
+    let mut bigger = web_app_stack();
+    bigger["vm_config"]["cache"] = json!({"flavor": "m1.small", "image": "cirros", "count": 1, "subnet": "app"});
+    let response = app
+        .send_json(
+            Method::PATCH,
+            &format!("/deployments/{id}"),
+            &json!({"template": bigger, "parameters": {"cache_count": 2}}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.json::<Value>().await.unwrap()["status"], "UPDATING");
+    let operation = app.store.operation_in_flight(&id).await.unwrap().unwrap();
+    assert_eq!(operation.kind, orch_core::OperationKind::Update);
+    assert_eq!(operation.payload["parameters"], json!({"cache_count": 2}));
+    assert_eq!(operation.payload["template"]["vm_config"]["cache"]["count"], 1);
+    let problem = expect_problem(
+        app.send_json(Method::PATCH, &format!("/deployments/{id}"), &json!({}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(pointers(&problem), [""]);
+}
+db_test!(update_records_the_new_desired_state, update);
+
+async fn soft_delete(db: Db) {
+    let app = spawn_app(db).await;
+    app.create_seed_template().await;
+
+    // PENDING and never picked up: deleted at once, history kept.
+    let id = app.create_deployment("short-lived").await;
+    let response = app
+        .request(Method::DELETE, &format!("/deployments/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "DELETED");
+    let deployment: Value = app.get(&format!("/deployments/{id}")).await.json().await.unwrap();
+    assert_eq!(deployment["status"], "DELETED");
+    assert!(deployment["deleted_at"].is_string());
+    let operations = app.store.operations(&id).await.unwrap();
+    assert_eq!(operations[0].state, "CANCELLED", "the relay will not start it");
+    let actions: Vec<String> = events_of(&app, &id)
+        .await
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, ["deployment.created", "deployment.deleted"]);
+    let live: Value = app.get("/deployments").await.json().await.unwrap();
+    assert_eq!(live["total"], 0);
+    let deleted: Value = app.get("/deployments?status=DELETED").await.json().await.unwrap();
+    assert_eq!(deleted["total"], 1);
+    expect_problem(
+        app.request(Method::DELETE, &format!("/deployments/{id}"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    // The name is free again.
+    app.create_deployment("short-lived").await;
+
+    // COMPLETED: a delete operation for the workflow layer.
+    let id = app.create_deployment("long-lived").await;
+    app.complete_pending_operation(&id, DeploymentStatus::Completed).await;
+    let response = app
+        .request(Method::DELETE, &format!("/deployments/{id}"))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "DELETING");
+    assert!(body["operation_id"].is_string());
+    app.complete_pending_operation(&id, DeploymentStatus::Deleted).await;
+    let deployment: Value = app.get(&format!("/deployments/{id}")).await.json().await.unwrap();
+    assert_eq!(deployment["status"], "DELETED");
+    assert!(deployment["deleted_at"].is_string());
+
+    // A read key can read the history of a deleted deployment.
+    let events = app
+        .client
+        .get(app.url(&format!("/deployments/{id}/events")))
+        .header("X-API-Key", READ_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let events: Value = events.json().await.unwrap();
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "deployment.created",
+            "operation.started",
+            "operation.succeeded",
+            "operation.requested",
+            "operation.started",
+            "operation.succeeded"
+        ]
+    );
+    let paged: Value = app
+        .get(&format!("/deployments/{id}/events?limit=2&offset=2"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paged["total"], 6);
+    assert_eq!(paged["items"][0]["action"], "operation.succeeded");
+    assert_eq!(paged["items"][1]["action"], "operation.requested");
+}
+db_test!(delete_is_soft_and_keeps_history, soft_delete);
+
+async fn concurrent_creates(db: Db) {
+    let app = std::sync::Arc::new(spawn_app(db).await);
+    app.create_seed_template().await;
+    let mut tasks = Vec::new();
+    for index in 0..200 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = app
+                .post(
+                    "/deployments",
+                    &json!({"name": format!("burst-{index}"), "template": "web-app-stack"}),
+                )
+                .await;
+            (response.status(), response.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut ids = HashSet::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert!(ids.insert(body["id"].as_str().unwrap().to_owned()));
+    }
+    let listed: Value = app.get("/deployments?limit=1").await.json().await.unwrap();
+    assert_eq!(listed["total"], 200);
+    let pending = app.store.pending_operations(1000).await.unwrap();
+    assert_eq!(pending.len(), 200, "every accepted request has its operation");
+    let deployments: HashSet<String> = pending
+        .iter()
+        .map(|operation| operation.deployment_id.clone())
+        .collect();
+    assert_eq!(deployments, ids);
+
+    // The same name sent 20 times at once is created once.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.post(
+                "/deployments",
+                &json!({"name": "same-name", "template": "web-app-stack"}),
+            )
+            .await
+            .status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|status| **status == StatusCode::ACCEPTED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|status| **status == StatusCode::CONFLICT)
+            .count(),
+        19,
+        "{statuses:?}"
+    );
+    let same: Value = app.get("/deployments?name=same-name").await.json().await.unwrap();
+    assert_eq!(same["total"], 1);
+}
+db_test!(concurrent_creates_are_neither_lost_nor_duplicated, concurrent_creates);

@@ -1,0 +1,25 @@
+//! orch's pure domain: what a template is, how parameters change it, which requests are
+//! valid, and the deployment lifecycle. Nothing here does I/O, so everything is unit-tested
+//! beside the code.
+//!
+//! # Layout
+//! - [`template`]: the template document, its strict reader and its validation.
+//! - [`parameters`]: `<group>_count|_flavor|_image` overrides.
+//! - [`deployment`]: statuses, operation kinds, scale and configure requests.
+//! - [`names`]: the safe character sets for names.
+//! - [`problem`]: validation problems located by JSON pointers.
+
+pub mod deployment;
+pub mod names;
+pub mod parameters;
+pub mod problem;
+mod reader;
+pub mod template;
+
+pub use deployment::{
+    ConfigureRequest, CreateDeploymentRequest, DeploymentStatus, OperationKind, ScaleRequest, TemplateRef,
+    UpdateDeploymentRequest,
+};
+pub use parameters::apply_parameters;
+pub use problem::{Problem, Problems};
+pub use template::Template;

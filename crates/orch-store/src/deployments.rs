@@ -1,0 +1,615 @@
+//! Deployments, their events and their operations.
+//!
+//! Every status change that asks for work is one transaction: the deployment's new status,
+//! the `operations` outbox row the workflow layer executes, and the `deployment_events` row
+//! that records who asked. The partial unique index on `operations` makes a second operation
+//! on the same deployment fail inside the database, whichever replica it reaches.
+
+use orch_core::{DeploymentStatus, OperationKind, Template};
+use serde_json::{json, Value};
+use sqlx::{Any, Row, Transaction};
+use uuid::Uuid;
+
+use crate::records::{operation_state, DEPLOYMENT_COLUMNS, OPERATION_COLUMNS};
+use crate::{
+    now, timed, Actor, DeploymentRecord, EventRecord, OperationRecord, Page, ResourceRecord, Result, Store, StoreError,
+};
+
+/// What a new deployment is made from, already validated.
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    pub name: String,
+    /// The stored template it came from; `None` for an inline template.
+    pub template_id: Option<String>,
+    pub template: Template,
+    pub parameters: Value,
+    pub cloud_region: String,
+    pub rollback: bool,
+}
+
+/// Filters of the deployment list. Soft-deleted deployments are listed only when asked for
+/// by `status = DELETED`.
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentFilter {
+    pub status: Option<DeploymentStatus>,
+    pub name: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// How a delete request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// Nothing had been created yet: the pending create was cancelled and the deployment is
+    /// deleted at once.
+    Deleted,
+    /// A delete operation was recorded for the workflow layer.
+    Deleting,
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'static, Any>,
+    deployment_id: &str,
+    action: &str,
+    actor: &Actor,
+    detail: Value,
+    at: &str,
+) -> Result<()> {
+    let query = sqlx::query(
+        "INSERT INTO deployment_events (deployment_id, action, actor, request_id, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(deployment_id)
+    .bind(action)
+    .bind(actor.key_id.clone())
+    .bind(actor.request_id.clone())
+    .bind(detail.to_string())
+    .bind(at)
+    .execute(&mut **tx);
+    timed("events.insert", query).await?;
+    Ok(())
+}
+
+async fn insert_operation(
+    tx: &mut Transaction<'static, Any>,
+    deployment_id: &str,
+    kind: OperationKind,
+    payload: &Value,
+    actor: &Actor,
+    at: &str,
+) -> Result<OperationRecord, sqlx::Error> {
+    let id = Uuid::now_v7().to_string();
+    let query = sqlx::query(
+        "INSERT INTO operations (id, deployment_id, kind, state, payload, actor, request_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&id)
+    .bind(deployment_id)
+    .bind(kind.as_str())
+    .bind(operation_state::PENDING)
+    .bind(payload.to_string())
+    .bind(actor.key_id.clone())
+    .bind(actor.request_id.clone())
+    .bind(at)
+    .execute(&mut **tx);
+    timed("operations.insert", query).await?;
+    Ok(OperationRecord {
+        id,
+        deployment_id: deployment_id.to_owned(),
+        kind,
+        state: operation_state::PENDING.to_owned(),
+        payload: payload.clone(),
+        actor: actor.key_id.clone(),
+        request_id: actor.request_id.clone(),
+        error: None,
+        created_at: at.to_owned(),
+        started_at: None,
+        finished_at: None,
+    })
+}
+
+/// `'A', 'B'` for an `IN (…)` list of our own status constants (never user input).
+fn status_list(statuses: &[DeploymentStatus]) -> String {
+    statuses
+        .iter()
+        .map(|status| format!("'{}'", status.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// Records a new deployment in `PENDING` with its `create` operation and first event.
+    #[tracing::instrument(skip_all, fields(deployment = %new.name))]
+    pub async fn create_deployment(
+        &self,
+        new: &NewDeployment,
+        actor: &Actor,
+    ) -> Result<(DeploymentRecord, OperationRecord)> {
+        let id = Uuid::now_v7().to_string();
+        let at = now();
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $9, $9, NULL)"
+        );
+        let insert = sqlx::query(&sql)
+            .bind(&id)
+            .bind(&new.name)
+            .bind(DeploymentStatus::Pending.as_str())
+            .bind(new.template_id.clone())
+            .bind(new.template.to_value().to_string())
+            .bind(new.parameters.to_string())
+            .bind(&new.cloud_region)
+            .bind(i64::from(new.rollback))
+            .bind(&at)
+            .execute(&mut *tx);
+        match timed("deployments.insert", insert).await {
+            Ok(_) => {}
+            Err(error) if StoreError::is_unique_violation(&error) => {
+                return Err(StoreError::Conflict(format!(
+                    "a deployment named '{}' already exists",
+                    new.name
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        }
+        if let Some(template_id) = &new.template_id {
+            // The template may have been deleted since the request resolved it.
+            let live = timed(
+                "templates.exists",
+                sqlx::query("SELECT 1 FROM deployment_templates WHERE id = $1 AND deleted_at IS NULL")
+                    .bind(template_id)
+                    .fetch_optional(&mut *tx),
+            )
+            .await?;
+            if live.is_none() {
+                return Err(StoreError::NotFound(format!("template '{template_id}'")));
+            }
+        }
+        let operation = insert_operation(&mut tx, &id, OperationKind::Create, &json!({}), actor, &at).await?;
+        let detail = json!({
+            "operation_id": operation.id,
+            "template": new.template.name,
+            "template_id": new.template_id,
+            "parameters": new.parameters,
+            "cloud_region": new.cloud_region,
+            "rollback": new.rollback,
+        });
+        insert_event(&mut tx, &id, "deployment.created", actor, detail, &at).await?;
+        tx.commit().await?;
+        let record = DeploymentRecord {
+            id,
+            name: new.name.clone(),
+            status: DeploymentStatus::Pending,
+            status_reason: None,
+            template_id: new.template_id.clone(),
+            template: new.template.clone(),
+            parameters: new.parameters.clone(),
+            cloud_region: new.cloud_region.clone(),
+            rollback: new.rollback,
+            created_at: at.clone(),
+            updated_at: at,
+            deleted_at: None,
+        };
+        Ok((record, operation))
+    }
+
+    /// A deployment by id, including a soft-deleted one (its history stays readable).
+    #[tracing::instrument(skip(self))]
+    pub async fn deployment(&self, id: &str) -> Result<DeploymentRecord> {
+        let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1");
+        match timed(
+            "deployments.get",
+            sqlx::query(&sql).bind(id).fetch_optional(self.pool()),
+        )
+        .await?
+        {
+            Some(row) => DeploymentRecord::from_row(&row),
+            None => Err(StoreError::NotFound(format!("deployment '{id}'"))),
+        }
+    }
+
+    /// Deployments matching `filter`, newest first.
+    #[tracing::instrument(skip(self))]
+    pub async fn deployments(&self, filter: &DeploymentFilter) -> Result<Page<DeploymentRecord>> {
+        let mut conditions = vec![if filter.status == Some(DeploymentStatus::Deleted) {
+            "deleted_at IS NOT NULL"
+        } else {
+            "deleted_at IS NULL"
+        }];
+        let mut binds: Vec<String> = Vec::new();
+        if let Some(status) = filter.status.filter(|status| *status != DeploymentStatus::Deleted) {
+            binds.push(status.as_str().to_owned());
+            conditions.push("status = $1");
+        }
+        let name_condition;
+        if let Some(name) = &filter.name {
+            binds.push(name.clone());
+            name_condition = format!("name = ${}", binds.len());
+            conditions.push(&name_condition);
+        }
+        let filter_sql = conditions.join(" AND ");
+        let list_sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE {filter_sql} ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
+            binds.len() + 1,
+            binds.len() + 2
+        );
+        let count_sql = format!("SELECT COUNT(*) AS total FROM deployments WHERE {filter_sql}");
+        let mut list = sqlx::query(&list_sql);
+        let mut count = sqlx::query(&count_sql);
+        for bind in &binds {
+            list = list.bind(bind.clone());
+            count = count.bind(bind.clone());
+        }
+        let rows = timed(
+            "deployments.list",
+            list.bind(filter.limit).bind(filter.offset).fetch_all(self.pool()),
+        )
+        .await?;
+        let total: i64 = timed("deployments.count", count.fetch_one(self.pool()))
+            .await?
+            .try_get("total")?;
+        Ok(Page {
+            items: rows.iter().map(DeploymentRecord::from_row).collect::<Result<_>>()?,
+            total,
+        })
+    }
+
+    /// Moves a live deployment into the status of `kind` and records the operation, if the
+    /// deployment's status allows it and no other operation is in flight.
+    #[tracing::instrument(skip(self, payload, actor))]
+    pub async fn request_operation(
+        &self,
+        id: &str,
+        kind: OperationKind,
+        payload: &Value,
+        actor: &Actor,
+    ) -> Result<(DeploymentRecord, OperationRecord)> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "UPDATE deployments SET status = $2, status_reason = NULL, updated_at = $3 \
+             WHERE id = $1 AND deleted_at IS NULL AND status IN ({})",
+            status_list(kind.allowed_from())
+        );
+        let update = sqlx::query(&sql)
+            .bind(id)
+            .bind(kind.status_while_running().as_str())
+            .bind(&at)
+            .execute(&mut *tx);
+        if timed("deployments.transition", update).await?.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(self.explain_refusal(id, kind).await);
+        }
+        let operation = match insert_operation(&mut tx, id, kind, payload, actor, &at).await {
+            Ok(operation) => operation,
+            Err(error) if StoreError::is_unique_violation(&error) => {
+                tx.rollback().await?;
+                return Err(self.explain_refusal(id, kind).await);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let detail = json!({"operation_id": operation.id, "kind": kind.as_str(), "request": payload});
+        insert_event(&mut tx, id, "operation.requested", actor, detail, &at).await?;
+        tx.commit().await?;
+        Ok((self.deployment(id).await?, operation))
+    }
+
+    /// Says why `kind` cannot start on deployment `id`: not found, wrong status, or another
+    /// operation in flight.
+    async fn explain_refusal(&self, id: &str, kind: OperationKind) -> StoreError {
+        let deployment = match self.deployment(id).await {
+            Ok(deployment) if deployment.deleted_at.is_none() => deployment,
+            Ok(_) => return StoreError::NotFound(format!("deployment '{id}'")),
+            Err(error) => return error,
+        };
+        match self.operation_in_flight(id).await {
+            Ok(Some(operation)) => StoreError::Conflict(format!(
+                "operation '{}' ({}) is in flight on this deployment; wait for it to finish",
+                operation.kind.as_str(),
+                operation.id
+            )),
+            Ok(None) => {
+                let allowed: Vec<&str> = kind.allowed_from().iter().map(|status| status.as_str()).collect();
+                StoreError::Conflict(format!(
+                    "deployment is {}; {} needs it to be {}",
+                    deployment.status,
+                    kind.as_str(),
+                    allowed.join(" or ")
+                ))
+            }
+            Err(error) => error,
+        }
+    }
+
+    /// Deletes a deployment: at once when its create was never picked up, else by recording
+    /// a delete operation.
+    #[tracing::instrument(skip(self, actor))]
+    pub async fn delete_deployment(&self, id: &str, actor: &Actor) -> Result<(DeploymentRecord, DeleteOutcome)> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        // Taking the pending create away from the relay is the first write, so the relay and
+        // this request cannot both win.
+        let cancel = sqlx::query(
+            "UPDATE operations SET state = $2, finished_at = $3, error = 'cancelled by delete' \
+             WHERE deployment_id = $1 AND kind = 'create' AND state = $4",
+        )
+        .bind(id)
+        .bind(operation_state::CANCELLED)
+        .bind(&at)
+        .bind(operation_state::PENDING)
+        .execute(&mut *tx);
+        if timed("operations.cancel", cancel).await?.rows_affected() == 1 {
+            let delete = sqlx::query(
+                "UPDATE deployments SET status = $2, deleted_at = $3, updated_at = $3 WHERE id = $1 AND deleted_at IS NULL",
+            )
+            .bind(id)
+            .bind(DeploymentStatus::Deleted.as_str())
+            .bind(&at)
+            .execute(&mut *tx);
+            timed("deployments.delete", delete).await?;
+            let detail = json!({"immediate": true, "reason": "no workflow had started; nothing existed in the cloud"});
+            insert_event(&mut tx, id, "deployment.deleted", actor, detail, &at).await?;
+            tx.commit().await?;
+            return Ok((self.deployment(id).await?, DeleteOutcome::Deleted));
+        }
+        tx.rollback().await?;
+        let (record, _) = self
+            .request_operation(id, OperationKind::Delete, &json!({}), actor)
+            .await?;
+        Ok((record, DeleteOutcome::Deleting))
+    }
+
+    /// The operation in flight (pending or running) on a deployment, if any.
+    #[tracing::instrument(skip(self))]
+    pub async fn operation_in_flight(&self, deployment_id: &str) -> Result<Option<OperationRecord>> {
+        let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE deployment_id = $1 AND state IN ($2, $3)");
+        let row = timed(
+            "operations.in_flight",
+            sqlx::query(&sql)
+                .bind(deployment_id)
+                .bind(operation_state::PENDING)
+                .bind(operation_state::RUNNING)
+                .fetch_optional(self.pool()),
+        )
+        .await?;
+        row.as_ref().map(OperationRecord::from_row).transpose()
+    }
+
+    /// Every operation of a deployment, oldest first.
+    #[tracing::instrument(skip(self))]
+    pub async fn operations(&self, deployment_id: &str) -> Result<Vec<OperationRecord>> {
+        let sql =
+            format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE deployment_id = $1 ORDER BY created_at, id");
+        let rows = timed(
+            "operations.list",
+            sqlx::query(&sql).bind(deployment_id).fetch_all(self.pool()),
+        )
+        .await?;
+        rows.iter().map(OperationRecord::from_row).collect()
+    }
+
+    /// A deployment's history, oldest first.
+    #[tracing::instrument(skip(self))]
+    pub async fn events(&self, deployment_id: &str, limit: i64, offset: i64) -> Result<Page<EventRecord>> {
+        let rows = timed(
+            "events.list",
+            sqlx::query(
+                "SELECT id, action, actor, request_id, detail, created_at FROM deployment_events \
+                 WHERE deployment_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
+            )
+            .bind(deployment_id)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(self.pool()),
+        )
+        .await?;
+        let total: i64 = timed(
+            "events.count",
+            sqlx::query("SELECT COUNT(*) AS total FROM deployment_events WHERE deployment_id = $1")
+                .bind(deployment_id)
+                .fetch_one(self.pool()),
+        )
+        .await?
+        .try_get("total")?;
+        Ok(Page {
+            items: rows.iter().map(EventRecord::from_row).collect::<Result<_>>()?,
+            total,
+        })
+    }
+
+    /// The live cloud resources recorded for a deployment.
+    #[tracing::instrument(skip(self))]
+    pub async fn resources(&self, deployment_id: &str) -> Result<Vec<ResourceRecord>> {
+        let rows = timed(
+            "resources.list",
+            sqlx::query(
+                "SELECT logical_key, kind, cloud_id, status, attributes, created_at, updated_at FROM resources \
+                 WHERE deployment_id = $1 AND deleted_at IS NULL ORDER BY logical_key",
+            )
+            .bind(deployment_id)
+            .fetch_all(self.pool()),
+        )
+        .await?;
+        rows.iter().map(ResourceRecord::from_row).collect()
+    }
+
+    /// Number of deployments per status, soft-deleted ones as `DELETED`.
+    #[tracing::instrument(skip(self))]
+    pub async fn count_by_status(&self) -> Result<Vec<(DeploymentStatus, i64)>> {
+        let rows = timed(
+            "deployments.count_by_status",
+            sqlx::query("SELECT status, COUNT(*) AS total FROM deployments GROUP BY status").fetch_all(self.pool()),
+        )
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                let status = status.parse().map_err(|_| StoreError::Corrupt("deployments.status"))?;
+                Ok((status, row.try_get("total")?))
+            })
+            .collect()
+    }
+}
+
+/// A cloud resource as the workflow layer records it the moment the cloud returns its id.
+#[derive(Debug, Clone)]
+pub struct ResourceUpsert<'a> {
+    pub deployment_id: &'a str,
+    pub logical_key: &'a str,
+    pub kind: &'a str,
+    pub cloud_id: Option<&'a str>,
+    pub status: &'a str,
+    pub attributes: &'a Value,
+}
+
+impl Store {
+    /// Records (or updates) one resource by its logical key; idempotent, so an activity that
+    /// runs twice records it once.
+    #[tracing::instrument(skip_all, fields(deployment_id = resource.deployment_id, key = resource.logical_key))]
+    pub async fn record_resource(&self, resource: &ResourceUpsert<'_>) -> Result<()> {
+        let at = now();
+        let query = sqlx::query(
+            "INSERT INTO resources (id, deployment_id, logical_key, kind, cloud_id, status, attributes, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+             ON CONFLICT (deployment_id, logical_key) DO UPDATE SET kind = excluded.kind, \
+             cloud_id = COALESCE(excluded.cloud_id, resources.cloud_id), status = excluded.status, \
+             attributes = excluded.attributes, updated_at = excluded.updated_at, deleted_at = NULL",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(resource.deployment_id)
+        .bind(resource.logical_key)
+        .bind(resource.kind)
+        .bind(resource.cloud_id)
+        .bind(resource.status)
+        .bind(resource.attributes.to_string())
+        .bind(&at)
+        .execute(self.pool());
+        timed("resources.upsert", query).await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Marks a pending operation as running (the relay's claim). Returns `None` when it was
+    /// not pending any more (cancelled, or claimed by another relay).
+    #[tracing::instrument(skip(self))]
+    pub async fn claim_operation(&self, operation_id: &str) -> Result<Option<OperationRecord>> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        let claimed = sqlx::query("UPDATE operations SET state = $2, started_at = $3 WHERE id = $1 AND state = $4")
+            .bind(operation_id)
+            .bind(operation_state::RUNNING)
+            .bind(&at)
+            .bind(operation_state::PENDING)
+            .execute(&mut *tx);
+        if timed("operations.claim", claimed).await?.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = $1");
+        let row = timed(
+            "operations.get",
+            sqlx::query(&sql).bind(operation_id).fetch_one(&mut *tx),
+        )
+        .await?;
+        let operation = OperationRecord::from_row(&row)?;
+        if operation.kind == OperationKind::Create {
+            let started =
+                sqlx::query("UPDATE deployments SET status = $2, updated_at = $3 WHERE id = $1 AND status = $4")
+                    .bind(&operation.deployment_id)
+                    .bind(DeploymentStatus::InProgress.as_str())
+                    .bind(&at)
+                    .bind(DeploymentStatus::Pending.as_str())
+                    .execute(&mut *tx);
+            timed("deployments.transition", started).await?;
+        }
+        let detail = json!({"operation_id": operation.id, "kind": operation.kind.as_str()});
+        insert_event(
+            &mut tx,
+            &operation.deployment_id,
+            "operation.started",
+            &Actor::default(),
+            detail,
+            &at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(operation))
+    }
+
+    /// Ends a running operation and moves its deployment to `status`, with `reason` (the
+    /// cause of a failure) shown in the API and the events. `DELETED` also soft-deletes.
+    #[tracing::instrument(skip(self))]
+    pub async fn finish_operation(
+        &self,
+        operation_id: &str,
+        succeeded: bool,
+        status: DeploymentStatus,
+        reason: Option<&str>,
+    ) -> Result<DeploymentRecord> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        let state = if succeeded {
+            operation_state::SUCCEEDED
+        } else {
+            operation_state::FAILED
+        };
+        let finished =
+            sqlx::query("UPDATE operations SET state = $2, finished_at = $3, error = $4 WHERE id = $1 AND state = $5")
+                .bind(operation_id)
+                .bind(state)
+                .bind(&at)
+                .bind(reason)
+                .bind(operation_state::RUNNING)
+                .execute(&mut *tx);
+        if timed("operations.finish", finished).await?.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "operation '{operation_id}' is not running"
+            )));
+        }
+        let row = timed(
+            "operations.get",
+            sqlx::query("SELECT deployment_id, kind FROM operations WHERE id = $1")
+                .bind(operation_id)
+                .fetch_one(&mut *tx),
+        )
+        .await?;
+        let deployment_id: String = row.try_get("deployment_id")?;
+        let kind: String = row.try_get("kind")?;
+        let deleted_at = (status == DeploymentStatus::Deleted).then_some(at.as_str());
+        let update = sqlx::query(
+            "UPDATE deployments SET status = $2, status_reason = $3, updated_at = $4, deleted_at = COALESCE($5, deleted_at) WHERE id = $1",
+        )
+        .bind(&deployment_id)
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(&at)
+        .bind(deleted_at)
+        .execute(&mut *tx);
+        timed("deployments.transition", update).await?;
+        let action = if succeeded {
+            "operation.succeeded"
+        } else {
+            "operation.failed"
+        };
+        let detail = json!({"operation_id": operation_id, "kind": kind, "status": status.as_str(), "reason": reason});
+        insert_event(&mut tx, &deployment_id, action, &Actor::default(), detail, &at).await?;
+        tx.commit().await?;
+        self.deployment(&deployment_id).await
+    }
+
+    /// Pending operations, oldest first: the relay's work list.
+    #[tracing::instrument(skip(self))]
+    pub async fn pending_operations(&self, limit: i64) -> Result<Vec<OperationRecord>> {
+        let sql =
+            format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE state = $1 ORDER BY created_at, id LIMIT $2");
+        let rows = timed(
+            "operations.pending",
+            sqlx::query(&sql)
+                .bind(operation_state::PENDING)
+                .bind(limit)
+                .fetch_all(self.pool()),
+        )
+        .await?;
+        rows.iter().map(OperationRecord::from_row).collect()
+    }
+}

@@ -1,0 +1,555 @@
+//! Configuration: documented defaults, overridden by a TOML config file (`--config` or
+//! `ORCH_CONFIG`), overridden by a `.env` file in the working directory, overridden by the
+//! process environment. Every value is checked at start-up; an invalid one stops the process
+//! with one line naming the variable and the problem. Secrets are held in `SecretString` and
+//! never printed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use orch_api::{ApiConfig, ApiKeys};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Every variable orch reads, with its default (`None`: unset by default) and whether it is
+/// a secret. The README's configuration table mirrors this list.
+pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
+    ("DATABASE_URL", Some(orch_store::DEFAULT_DATABASE_URL), true),
+    ("API_HOST", Some("127.0.0.1"), false),
+    ("API_PORT", Some("8000"), false),
+    ("API_KEYS", None, true),
+    ("RATE_LIMIT_PER_MINUTE", Some("100"), false),
+    ("LOG_LEVEL", Some("info"), false),
+    ("LOG_FORMAT", Some("json"), false),
+    ("CORS_ORIGINS", Some(""), false),
+    ("IP_ALLOWLIST", Some(""), false),
+    ("MAX_BODY_BYTES", Some("1048576"), false),
+    ("METRICS_REQUIRE_AUTH", Some("false"), false),
+    ("TEMPORAL_HOST", None, false),
+    ("TEMPORAL_NAMESPACE", Some("default"), false),
+    ("OPENSTACK_AUTH_URL", None, false),
+    ("OPENSTACK_USERNAME", None, false),
+    ("OPENSTACK_PASSWORD", None, true),
+    ("OPENSTACK_PROJECT_NAME", None, false),
+    ("OPENSTACK_USER_DOMAIN_NAME", Some("Default"), false),
+    ("OPENSTACK_PROJECT_DOMAIN_NAME", Some("Default"), false),
+    ("OPENSTACK_REGION_NAME", Some("RegionOne"), false),
+];
+
+/// One line: which variable, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+fn invalid(variable: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable: variable.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Credentials for the OpenStack cloud (seed 001's `OPENSTACK_*`), used by the cloud layer.
+#[derive(Debug, Clone)]
+pub struct OpenStackConfig {
+    pub auth_url: url::Url,
+    pub username: String,
+    pub password: SecretString,
+    pub project_name: String,
+    pub user_domain_name: String,
+    pub project_domain_name: String,
+    pub region_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: SecretString,
+    pub api_host: IpAddr,
+    pub api_port: u16,
+    pub api: ApiConfig,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub temporal_host: Option<String>,
+    pub temporal_namespace: String,
+    pub openstack: Option<OpenStackConfig>,
+}
+
+/// Where a value came from, for `orch config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File,
+    DotEnv,
+    Environment,
+}
+
+/// The raw values by variable name, each with its source.
+#[derive(Debug, Default)]
+pub struct Sources {
+    values: BTreeMap<String, (String, Source)>,
+}
+
+impl Sources {
+    /// Layers defaults, the config file, `.env` (in `dotenv_dir`) and `environment`.
+    pub fn gather(
+        config_file: Option<&Path>,
+        dotenv_dir: &Path,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut sources = Self::default();
+        for (name, default, _) in VARIABLES {
+            if let Some(default) = default {
+                sources.set(name, default.to_string(), Source::Default);
+            }
+        }
+        if let Some(path) = config_file {
+            for (name, value) in read_config_file(path)? {
+                sources.set(&name, value, Source::File);
+            }
+        }
+        let dotenv = dotenv_dir.join(".env");
+        if dotenv.is_file() {
+            let entries = dotenvy::from_path_iter(&dotenv).map_err(|error| invalid(".env", error.to_string()))?;
+            for entry in entries {
+                let (name, value) = entry.map_err(|error| invalid(".env", dotenv_problem(&error)))?;
+                if is_known(&name) {
+                    sources.set(&name, value, Source::DotEnv);
+                }
+            }
+        }
+        for (name, value) in environment {
+            if is_known(&name) {
+                sources.set(&name, value, Source::Environment);
+            }
+        }
+        Ok(sources)
+    }
+
+    fn set(&mut self, name: &str, value: String, source: Source) {
+        self.values.insert(name.to_owned(), (value, source));
+    }
+
+    /// The value, with empty strings counting as unset for variables without a default.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(|(value, _)| value.as_str())
+    }
+
+    fn non_empty(&self, name: &str) -> Option<&str> {
+        self.get(name).filter(|value| !value.trim().is_empty())
+    }
+
+    /// Every variable with its value (secrets redacted) and source, for `orch config`.
+    pub fn describe(&self) -> Vec<(String, String, Source)> {
+        VARIABLES
+            .iter()
+            .filter_map(|(name, _, secret)| {
+                let (value, source) = self.values.get(*name)?;
+                let shown = if *secret { redact(name, value) } else { value.clone() };
+                Some((name.to_string(), shown, *source))
+            })
+            .collect()
+    }
+
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let database_url = self
+            .non_empty("DATABASE_URL")
+            .unwrap_or(orch_store::DEFAULT_DATABASE_URL);
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid("DATABASE_URL", "must start with sqlite:// or postgres://"));
+        }
+        let api_host = parse(
+            "API_HOST",
+            self.get("API_HOST").unwrap_or_default(),
+            "an IP address such as 127.0.0.1 or 0.0.0.0",
+        )?;
+        let api_port = parse(
+            "API_PORT",
+            self.get("API_PORT").unwrap_or_default(),
+            "a port number from 0 to 65535",
+        )?;
+        let api_keys = match self.non_empty("API_KEYS") {
+            Some(spec) => ApiKeys::parse(spec).map_err(|problem| invalid("API_KEYS", problem))?,
+            None => {
+                return Err(invalid(
+                    "API_KEYS",
+                    "is not set; give at least one key, e.g. API_KEYS=<random key>:write",
+                ))
+            }
+        };
+        let rate_limit_per_minute: NonZeroU32 = parse(
+            "RATE_LIMIT_PER_MINUTE",
+            self.get("RATE_LIMIT_PER_MINUTE").unwrap_or_default(),
+            "a whole number above 0",
+        )?;
+        let max_body_bytes: usize = parse(
+            "MAX_BODY_BYTES",
+            self.get("MAX_BODY_BYTES").unwrap_or_default(),
+            "a number of bytes",
+        )?;
+        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+            return Err(invalid("MAX_BODY_BYTES", "must be between 1024 and 67108864"));
+        }
+        let metrics_require_auth = parse_bool(
+            "METRICS_REQUIRE_AUTH",
+            self.get("METRICS_REQUIRE_AUTH").unwrap_or("false"),
+        )?;
+        let cors_origins = parse_origins(self.get("CORS_ORIGINS").unwrap_or_default())?;
+        let ip_allowlist: Vec<IpNet> = orch_api::auth::parse_ip_allowlist(self.get("IP_ALLOWLIST").unwrap_or_default())
+            .map_err(|problem| invalid("IP_ALLOWLIST", problem))?;
+        let log_level = self.get("LOG_LEVEL").unwrap_or("info").to_owned();
+        if tracing_subscriber::EnvFilter::builder().parse(&log_level).is_err() {
+            return Err(invalid(
+                "LOG_LEVEL",
+                "must be a level (error, warn, info, debug, trace) or a filter such as info,orch_api=debug",
+            ));
+        }
+        let log_format = match self.get("LOG_FORMAT").unwrap_or("json").to_ascii_lowercase().as_str() {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            _ => return Err(invalid("LOG_FORMAT", "must be 'json' or 'pretty'")),
+        };
+        let temporal_host = self.non_empty("TEMPORAL_HOST").map(str::to_owned);
+        if let Some(host) = &temporal_host {
+            let valid = host
+                .rsplit_once(':')
+                .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(invalid("TEMPORAL_HOST", "must be HOST:PORT, e.g. localhost:7233"));
+            }
+        }
+        let temporal_namespace = self.non_empty("TEMPORAL_NAMESPACE").unwrap_or("default").to_owned();
+        let openstack = self.load_openstack()?;
+        let default_region = openstack
+            .as_ref()
+            .map(|cloud| cloud.region_name.clone())
+            .unwrap_or_else(|| {
+                self.non_empty("OPENSTACK_REGION_NAME")
+                    .unwrap_or("RegionOne")
+                    .to_owned()
+            });
+        Ok(Config {
+            database_url: SecretString::from(database_url.to_owned()),
+            api_host,
+            api_port,
+            api: ApiConfig {
+                api_keys,
+                rate_limit_per_minute,
+                cors_origins,
+                ip_allowlist,
+                max_body_bytes,
+                metrics_require_auth,
+                default_region,
+            },
+            log_level,
+            log_format,
+            temporal_host,
+            temporal_namespace,
+            openstack,
+        })
+    }
+
+    /// Either no `OPENSTACK_AUTH_URL` (no cloud configured) or a complete set of credentials.
+    fn load_openstack(&self) -> Result<Option<OpenStackConfig>, ConfigError> {
+        let Some(auth_url) = self.non_empty("OPENSTACK_AUTH_URL") else {
+            return Ok(None);
+        };
+        let auth_url = url::Url::parse(auth_url)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+            .ok_or_else(|| {
+                invalid(
+                    "OPENSTACK_AUTH_URL",
+                    "must be an http(s) URL such as https://keystone.example.com:5000/v3",
+                )
+            })?;
+        let required = |name: &str| {
+            self.non_empty(name)
+                .map(str::to_owned)
+                .ok_or_else(|| invalid(name, "is required when OPENSTACK_AUTH_URL is set"))
+        };
+        Ok(Some(OpenStackConfig {
+            auth_url,
+            username: required("OPENSTACK_USERNAME")?,
+            password: SecretString::from(required("OPENSTACK_PASSWORD")?),
+            project_name: required("OPENSTACK_PROJECT_NAME")?,
+            user_domain_name: required("OPENSTACK_USER_DOMAIN_NAME")?,
+            project_domain_name: required("OPENSTACK_PROJECT_DOMAIN_NAME")?,
+            region_name: required("OPENSTACK_REGION_NAME")?,
+        }))
+    }
+}
+
+fn is_known(name: &str) -> bool {
+    VARIABLES.iter().any(|(known, _, _)| *known == name)
+}
+
+fn parse<T: std::str::FromStr>(name: &str, value: &str, expected: &str) -> Result<T, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(name, format!("'{value}' is not {expected}")))
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => Err(invalid(name, format!("'{value}' is not true or false"))),
+    }
+}
+
+fn parse_origins(spec: &str) -> Result<Vec<String>, ConfigError> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            if origin == "*" {
+                return Ok(origin.to_owned());
+            }
+            let url = url::Url::parse(origin).map_err(|_| {
+                invalid(
+                    "CORS_ORIGINS",
+                    format!("'{origin}' is not an origin such as https://app.example.com"),
+                )
+            })?;
+            let is_origin = matches!(url.scheme(), "http" | "https")
+                && url.path() == "/"
+                && url.query().is_none()
+                && !origin.ends_with('/');
+            if is_origin {
+                Ok(origin.to_owned())
+            } else {
+                Err(invalid(
+                    "CORS_ORIGINS",
+                    format!("'{origin}' must be scheme://host[:port] with no path"),
+                ))
+            }
+        })
+        .collect()
+}
+
+/// Secrets are shown only as their shape: a database URL keeps everything but its password.
+fn redact(name: &str, value: &str) -> String {
+    if name == "DATABASE_URL" {
+        if let Ok(mut url) = url::Url::parse(value) {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            return url.to_string();
+        }
+    }
+    if value.is_empty() {
+        String::new()
+    } else {
+        "***".to_owned()
+    }
+}
+
+/// The database URL for connecting; the only place the secret is exposed.
+pub fn database_url(config: &Config) -> &str {
+    config.database_url.expose_secret()
+}
+
+/// A database URL safe to log.
+pub fn redacted_database_url(config: &Config) -> String {
+    redact("DATABASE_URL", config.database_url.expose_secret())
+}
+
+fn dotenv_problem(error: &dotenvy::Error) -> String {
+    match error {
+        dotenvy::Error::LineParse(_, index) => format!("cannot parse the line at byte {index}"),
+        other => other.to_string(),
+    }
+}
+
+/// Reads a TOML config file of `VARIABLE = value` pairs (names in any case).
+fn read_config_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let label = format!("config file {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|error| invalid(&label, error.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|error: toml::de::Error| invalid(&label, error.message().to_owned()))?;
+    let mut values = Vec::new();
+    for (key, value) in table {
+        let name = key.to_ascii_uppercase();
+        if !is_known(&name) {
+            return Err(invalid(&label, format!("unknown setting '{key}'")));
+        }
+        let text = match value {
+            toml::Value::String(text) => text,
+            toml::Value::Integer(number) => number.to_string(),
+            toml::Value::Boolean(flag) => flag.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned).ok_or(()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| invalid(&name, "lists in the config file may only hold strings"))?
+                .join(","),
+            _ => return Err(invalid(&name, "must be a string, number, boolean or list of strings")),
+        };
+        values.push((name, text));
+    }
+    Ok(values)
+}
+
+/// The config file named by `--config` or `ORCH_CONFIG`.
+pub fn config_file_path(flag: Option<PathBuf>) -> Option<PathBuf> {
+    flag.or_else(|| std::env::var_os("ORCH_CONFIG").map(PathBuf::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "k-0123456789abcdef";
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("orch-config-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    }
+
+    #[test]
+    fn defaults_apply_when_only_keys_are_set() {
+        let dir = temp_dir();
+        let config = Sources::gather(None, &dir, env(&[("API_KEYS", &format!("{KEY}:write"))]))
+            .unwrap()
+            .load()
+            .unwrap();
+        assert_eq!(config.api_port, 8000);
+        assert_eq!(config.api.rate_limit_per_minute.get(), 100);
+        assert_eq!(database_url(&config), orch_store::DEFAULT_DATABASE_URL);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(config.openstack.is_none());
+    }
+
+    #[test]
+    fn environment_beats_dotenv_beats_file_beats_defaults() {
+        let dir = temp_dir();
+        let file = dir.join("orch.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "api_port = 9001\nrate_limit_per_minute = 7\nLOG_FORMAT = \"pretty\"\napi_keys = [\"{KEY}:write\"]\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join(".env"), "API_PORT=9002\nRATE_LIMIT_PER_MINUTE=8\n").unwrap();
+        let sources = Sources::gather(Some(&file), &dir, env(&[("API_PORT", "9003")])).unwrap();
+        let config = sources.load().unwrap();
+        assert_eq!(config.api_port, 9003);
+        assert_eq!(config.api.rate_limit_per_minute.get(), 8);
+        assert_eq!(config.log_format, LogFormat::Pretty);
+        let described = sources.describe();
+        let port = described.iter().find(|(name, _, _)| name == "API_PORT").unwrap();
+        assert_eq!(port.2, Source::Environment);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let dir = temp_dir();
+        for (name, value, expected) in [
+            ("API_PORT", "http", "API_PORT"),
+            ("RATE_LIMIT_PER_MINUTE", "0", "RATE_LIMIT_PER_MINUTE"),
+            ("LOG_FORMAT", "xml", "LOG_FORMAT"),
+            ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
+            ("IP_ALLOWLIST", "10.0.0.0/40", "IP_ALLOWLIST"),
+            ("CORS_ORIGINS", "https://a.example/path", "CORS_ORIGINS"),
+            ("TEMPORAL_HOST", "nohost", "TEMPORAL_HOST"),
+            ("OPENSTACK_AUTH_URL", "ftp://x", "OPENSTACK_AUTH_URL"),
+            ("MAX_BODY_BYTES", "10", "MAX_BODY_BYTES"),
+            ("API_KEYS", "short:write", "API_KEYS"),
+        ] {
+            let mut pairs = vec![("API_KEYS".to_owned(), format!("{KEY}:write"))];
+            pairs.push((name.to_owned(), value.to_owned()));
+            let error = Sources::gather(None, &dir, pairs).unwrap().load().unwrap_err();
+            assert_eq!(error.variable, expected, "{error}");
+        }
+        let missing = Sources::gather(None, &dir, Vec::new()).unwrap().load().unwrap_err();
+        assert_eq!(missing.variable, "API_KEYS");
+    }
+
+    #[test]
+    fn openstack_needs_complete_credentials() {
+        let dir = temp_dir();
+        let error = Sources::gather(
+            None,
+            &dir,
+            env(&[
+                ("API_KEYS", &format!("{KEY}:write")),
+                ("OPENSTACK_AUTH_URL", "http://127.0.0.1:5000/v3"),
+            ]),
+        )
+        .unwrap()
+        .load()
+        .unwrap_err();
+        assert_eq!(error.variable, "OPENSTACK_USERNAME");
+    }
+
+    #[test]
+    fn secrets_are_never_shown() {
+        let dir = temp_dir();
+        let sources = Sources::gather(
+            None,
+            &dir,
+            env(&[
+                ("API_KEYS", &format!("{KEY}:write")),
+                ("DATABASE_URL", "postgres://orch:hunter2@db:5432/orch"),
+                ("OPENSTACK_PASSWORD", "s3cret"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{:?}", sources.describe());
+        assert!(
+            !shown.contains(KEY) && !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(shown.contains("postgres://orch:***@db:5432/orch"), "{shown}");
+        let config = Sources::gather(
+            None,
+            &dir,
+            env(&[
+                ("API_KEYS", &format!("{KEY}:write")),
+                ("DATABASE_URL", "postgres://orch:hunter2@db/orch"),
+            ]),
+        )
+        .unwrap()
+        .load()
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(KEY) && !debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn config_file_rejects_unknown_settings() {
+        let dir = temp_dir();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "api_prot = 1\n").unwrap();
+        let error = Sources::gather(Some(&file), &dir, Vec::new()).unwrap_err();
+        assert!(error.to_string().contains("unknown setting 'api_prot'"), "{error}");
+    }
+}
