@@ -1,0 +1,159 @@
+//! The `orch` binary as a user runs it: help, configuration errors, `serve` on port 0 with
+//! graceful shutdown on SIGTERM, and no secret in the logs.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "cli-test-key-0123456789";
+
+fn orch() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orch"));
+    // Only what each test sets: a developer's own settings must not leak in.
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+/// A fresh working directory per test, so `./data` and `.env` are the test's own.
+fn scratch_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "orch-cli-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn help_explains_every_command() {
+    let output = orch().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("serve") && text.contains("config"), "{text}");
+    for command in ["serve", "config"] {
+        let output = orch().args([command, "--help"]).output().unwrap();
+        assert!(output.status.success(), "{command} --help");
+        assert!(!output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn invalid_configuration_exits_with_one_line_naming_the_variable() {
+    let dir = scratch_dir();
+    for (name, value, expected) in [
+        ("API_PORT", "eighty", "API_PORT"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT"),
+        ("RATE_LIMIT_PER_MINUTE", "-1", "RATE_LIMIT_PER_MINUTE"),
+    ] {
+        let output = orch()
+            .current_dir(&dir)
+            .env("API_KEYS", format!("{KEY}:write"))
+            .env(name, value)
+            .arg("serve")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    let output = orch().current_dir(&dir).arg("serve").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("API_KEYS"));
+    assert!(
+        !dir.join("data").exists(),
+        "nothing is created when the configuration is invalid"
+    );
+}
+
+#[test]
+fn config_command_shows_sources_without_secrets() {
+    let dir = scratch_dir();
+    std::fs::write(dir.join(".env"), "API_PORT=9100\n").unwrap();
+    let output = orch()
+        .current_dir(&dir)
+        .env("API_KEYS", format!("{KEY}:write"))
+        .env("OPENSTACK_PASSWORD", "cloud-secret")
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("API_PORT=9100\t# DotEnv"), "{text}");
+    assert!(text.contains("API_KEYS=***\t# Environment"), "{text}");
+    assert!(!text.contains(KEY) && !text.contains("cloud-secret"), "{text}");
+}
+
+#[test]
+fn serve_answers_and_stops_gracefully_on_sigterm() {
+    let dir = scratch_dir();
+    let mut child = orch()
+        .current_dir(&dir)
+        .env("API_KEYS", format!("{KEY}:write"))
+        .env("API_PORT", "0")
+        .env("LOG_LEVEL", "trace")
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let url = first_line
+        .trim()
+        .strip_prefix("orch listening on ")
+        .expect(&first_line)
+        .to_owned();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        assert_eq!(
+            client.get(format!("{url}/health/ready")).send().await.unwrap().status(),
+            200
+        );
+        let listed = client
+            .get(format!("{url}/deployments"))
+            .header("X-API-Key", KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(listed.status(), 200);
+    });
+    assert!(dir.join("data/orch.db").exists(), "SQLite under ./data by default");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "orch did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(logs.contains("shutdown requested"), "{logs}");
+    assert!(
+        logs.contains("\"request_id\""),
+        "JSON logs carry the request id: {logs}"
+    );
+    assert!(!logs.contains(KEY), "the API key never reaches the logs");
+}

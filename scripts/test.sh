@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, clippy, and the whole test suite on SQLite and on
+# PostgreSQL. Uses the PostgreSQL in TEST_DATABASE_URL, else the one on 127.0.0.1:5432, else
+# installs and starts one.
+source "$(dirname "$0")/common.sh"
+
+ensure_postgres() {
+  if [ -n "${TEST_DATABASE_URL:-}" ]; then
+    return
+  fi
+  if port_open 5432; then
+    export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
+    return
+  fi
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    log "installing PostgreSQL"
+    apt_install postgresql
+  fi
+  local version
+  version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+  log "starting PostgreSQL ${version}"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || pg_ctlcluster "$version" main start
+  for _ in $(seq 1 50); do port_open 5432 && break; sleep 0.2; done
+  # The packaged cluster wants a password over TCP; give the superuser a test-only one.
+  su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'orch-test'\"" >/dev/null
+  export TEST_DATABASE_URL="postgres://postgres:orch-test@127.0.0.1:5432/postgres"
+}
+
+drop_old_test_databases() {
+  command -v psql >/dev/null 2>&1 || return 0
+  psql "$TEST_DATABASE_URL" -Atq -c "SELECT datname FROM pg_database WHERE datname LIKE 'orch_test_%'" 2>/dev/null |
+    while read -r name; do psql "$TEST_DATABASE_URL" -q -c "DROP DATABASE IF EXISTS \"$name\"" >/dev/null 2>&1 || true; done
+}
+
+ensure_postgres
+drop_old_test_databases
+log "PostgreSQL for tests: ${TEST_DATABASE_URL%%@*}@…"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+log "cargo test (SQLite and PostgreSQL)"
+cargo test --locked --workspace
