@@ -1,0 +1,1025 @@
+//! Nova v2.1: flavors, servers (create with multi-create, list with filters and
+//! `changes-since`, show, delete, resize and confirm, metadata), key pairs, volume attachments,
+//! limits. Microversions up to 2.96 are accepted; 2.26 adds tags and 2.47 embeds the flavor,
+//! as in Nova.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::config::Flavor;
+use crate::world::{new_id, timestamp, Server, World};
+use crate::{authorize, create_delay, error, Shared};
+
+const MAX_MICROVERSION: (u32, u32) = (2, 96);
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/compute", get(versions))
+        .route("/compute/", get(versions))
+        .route("/compute/v2.1", get(version))
+        .route("/compute/v2.1/", get(version))
+        .route("/compute/v2.1/flavors", get(list_flavors))
+        .route("/compute/v2.1/flavors/detail", get(list_flavors))
+        .route("/compute/v2.1/flavors/{id}", get(show_flavor))
+        .route("/compute/v2.1/servers", get(list_servers).post(create_server))
+        .route("/compute/v2.1/servers/detail", get(list_servers))
+        .route("/compute/v2.1/servers/{id}", get(show_server).delete(delete_server))
+        .route("/compute/v2.1/servers/{id}/action", post(server_action))
+        .route(
+            "/compute/v2.1/servers/{id}/metadata",
+            get(show_metadata).put(replace_metadata).post(update_metadata),
+        )
+        .route(
+            "/compute/v2.1/servers/{id}/os-volume_attachments",
+            get(list_attachments).post(attach_volume),
+        )
+        .route(
+            "/compute/v2.1/servers/{id}/os-volume_attachments/{volume_id}",
+            axum::routing::delete(detach_volume),
+        )
+        .route("/compute/v2.1/os-keypairs", get(list_keypairs).post(create_keypair))
+        .route(
+            "/compute/v2.1/os-keypairs/{name}",
+            get(show_keypair).delete(delete_keypair),
+        )
+        .route("/compute/v2.1/limits", get(limits))
+}
+
+fn fail(status: StatusCode, message: impl AsRef<str>) -> Response {
+    error("compute", status, message.as_ref())
+}
+
+fn version_document(cloud: &Shared) -> Value {
+    json!({
+        "id": "v2.1", "status": "CURRENT", "version": format!("{}.{}", MAX_MICROVERSION.0, MAX_MICROVERSION.1),
+        "min_version": "2.1", "updated": "2013-07-23T11:33:21Z",
+        "links": [{"rel": "self", "href": format!("{}/compute/v2.1/", cloud.base_url)}],
+        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}]
+    })
+}
+
+async fn versions(State(cloud): State<Shared>) -> Json<Value> {
+    Json(json!({"versions": [version_document(&cloud)]}))
+}
+
+async fn version(State(cloud): State<Shared>) -> Json<Value> {
+    Json(json!({"version": version_document(&cloud)}))
+}
+
+/// The requested microversion, from `OpenStack-API-Version: compute 2.x` or the legacy header.
+fn microversion(headers: &HeaderMap) -> Result<(u32, u32), Response> {
+    let requested = headers
+        .get("openstack-api-version")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().strip_prefix("compute").map(str::trim).map(str::to_owned))
+        .or_else(|| {
+            headers
+                .get("x-openstack-nova-api-version")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        });
+    let Some(requested) = requested else {
+        return Ok((2, 1));
+    };
+    if requested == "latest" {
+        return Ok(MAX_MICROVERSION);
+    }
+    let parsed = requested
+        .split_once('.')
+        .and_then(|(major, minor)| Some((major.parse().ok()?, minor.parse().ok()?)));
+    match parsed {
+        Some(version) if version >= (2, 1) && version <= MAX_MICROVERSION => Ok(version),
+        _ => Err(fail(
+            StatusCode::NOT_ACCEPTABLE,
+            format!("Version {requested} is not supported by the API. Minimum is 2.1 and maximum is 2.96."),
+        )),
+    }
+}
+
+fn with_version(mut response: Response, version: (u32, u32)) -> Response {
+    let value = format!("compute {}.{}", version.0, version.1);
+    response
+        .headers_mut()
+        .insert("openstack-api-version", value.parse().expect("ascii"));
+    response
+        .headers_mut()
+        .insert("vary", "OpenStack-API-Version".parse().expect("ascii"));
+    response
+}
+
+fn render_flavor(flavor: &Flavor, base_url: &str) -> Value {
+    json!({
+        "id": flavor.id, "name": flavor.name, "vcpus": flavor.vcpus, "ram": flavor.ram, "disk": flavor.disk,
+        "OS-FLV-EXT-DATA:ephemeral": 0, "swap": "", "rxtx_factor": 1.0, "os-flavor-access:is_public": true,
+        "OS-FLV-DISABLED:disabled": false, "description": null,
+        "links": [{"rel": "self", "href": format!("{base_url}/compute/v2.1/flavors/{}", flavor.id)}]
+    })
+}
+
+async fn list_flavors(State(cloud): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let flavors: Vec<Value> = cloud
+        .config()
+        .flavors
+        .iter()
+        .map(|flavor| render_flavor(flavor, &cloud.base_url))
+        .collect();
+    Json(json!({"flavors": flavors})).into_response()
+}
+
+async fn show_flavor(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    match cloud.config().flavors.iter().find(|flavor| flavor.id == id) {
+        Some(flavor) => Json(json!({"flavor": render_flavor(flavor, &cloud.base_url)})).into_response(),
+        None => fail(StatusCode::NOT_FOUND, format!("Flavor {id} could not be found.")),
+    }
+}
+
+/// A server as `GET /servers/{id}` shows it at microversion 2.47 and later.
+pub fn render_server(world: &World, server: &Server, now: DateTime<Utc>, base_url: &str) -> Value {
+    render_server_at(world, server, now, base_url, (2, 96))
+}
+
+fn render_server_at(world: &World, server: &Server, now: DateTime<Utc>, base_url: &str, version: (u32, u32)) -> Value {
+    let status = server.status(now);
+    let mut addresses = Map::new();
+    for (network_id, port_id) in &server.interfaces {
+        let network_name = world
+            .neutron("networks")
+            .get(network_id)
+            .and_then(|n| n["name"].as_str())
+            .unwrap_or(network_id)
+            .to_owned();
+        if let Some(port) = world.neutron("ports").get(port_id) {
+            let entries = addresses
+                .entry(network_name)
+                .or_insert_with(|| Value::Array(Vec::new()));
+            for ip in port["fixed_ips"].as_array().into_iter().flatten() {
+                let address = ip["ip_address"].as_str().unwrap_or_default();
+                let version = if address.contains(':') { 6 } else { 4 };
+                entries.as_array_mut().expect("array").push(json!({
+                    "addr": address, "version": version, "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": port["mac_address"]
+                }));
+            }
+        }
+    }
+    let flavor = if version >= (2, 47) {
+        json!({"vcpus": server.flavor.vcpus, "ram": server.flavor.ram, "disk": server.flavor.disk, "ephemeral": 0, "swap": 0,
+               "original_name": server.flavor.name, "extra_specs": {}})
+    } else {
+        json!({"id": server.flavor.id, "links": [{"rel": "bookmark", "href": format!("{base_url}/compute/flavors/{}", server.flavor.id)}]})
+    };
+    let (vm_state, power_state) = match status {
+        "BUILD" => ("building", 0),
+        "ERROR" => ("error", 0),
+        "VERIFY_RESIZE" => ("resized", 1),
+        _ => ("active", 1),
+    };
+    let task_state = if server.deleted_at.is_some() {
+        json!("deleting")
+    } else if status == "BUILD" {
+        json!("spawning")
+    } else {
+        Value::Null
+    };
+    let mut rendered = json!({
+        "id": server.id, "name": server.name, "status": status,
+        "tenant_id": world.project_id, "user_id": world.user_id,
+        "metadata": server.metadata, "hostId": if status == "BUILD" { "" } else { "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c" },
+        "image": {"id": server.image_id, "links": [{"rel": "bookmark", "href": format!("{base_url}/compute/images/{}", server.image_id)}]},
+        "flavor": flavor,
+        "created": timestamp(server.created), "updated": timestamp(server.updated(now)),
+        "addresses": addresses, "accessIPv4": "", "accessIPv6": "",
+        "links": [
+            {"rel": "self", "href": format!("{base_url}/compute/v2.1/servers/{}", server.id)},
+            {"rel": "bookmark", "href": format!("{base_url}/compute/servers/{}", server.id)}
+        ],
+        "OS-DCF:diskConfig": "MANUAL", "progress": if status == "BUILD" { 0 } else { 100 },
+        "OS-EXT-AZ:availability_zone": "nova", "config_drive": "", "key_name": server.key_name,
+        "OS-SRV-USG:launched_at": if status == "BUILD" { Value::Null } else { json!(timestamp(server.active_at)) },
+        "OS-SRV-USG:terminated_at": null,
+        "OS-EXT-STS:task_state": task_state, "OS-EXT-STS:vm_state": vm_state, "OS-EXT-STS:power_state": power_state,
+        "os-extended-volumes:volumes_attached": server.volumes.iter().map(|id| json!({"id": id, "delete_on_termination": false})).collect::<Vec<_>>(),
+        "security_groups": server.security_groups.iter().map(|name| json!({"name": name})).collect::<Vec<_>>(),
+        "locked": false,
+    });
+    if version >= (2, 26) {
+        rendered["tags"] = json!(server.tags);
+    }
+    if status == "ERROR" {
+        rendered["fault"] = json!({"code": 500, "created": timestamp(server.active_at), "message": "No valid host was found. There are not enough hosts available."});
+    }
+    rendered
+}
+
+/// Nova's `name` filter is a regular expression; the anchored exact form and plain substrings
+/// are what clients send.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match (pattern.strip_prefix('^'), pattern.ends_with('$')) {
+        (Some(rest), true) => rest.trim_end_matches('$') == name,
+        (Some(rest), false) => name.starts_with(rest),
+        (None, true) => name.ends_with(pattern.trim_end_matches('$')),
+        (None, false) => name.contains(pattern),
+    }
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S")
+                .ok()
+                .map(|t| t.and_utc())
+        })
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc())
+        })
+}
+
+fn tag_list(value: Option<&String>) -> Vec<String> {
+    value
+        .map(|tags| tags.split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+async fn list_servers(
+    State(cloud): State<Shared>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let version = match microversion(&headers) {
+        Ok(version) => version,
+        Err(response) => return response,
+    };
+    let changes_since = match query.get("changes-since").or_else(|| query.get("changes_since")) {
+        Some(text) => match parse_time(text) {
+            Some(at) => Some(at),
+            None => {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("Invalid filter field: changes-since. '{text}' is not a valid timestamp"),
+                )
+            }
+        },
+        None => None,
+    };
+    let limit: Option<usize> = match query.get("limit").map(|limit| limit.parse()) {
+        Some(Ok(limit)) => Some(limit),
+        Some(Err(_)) => return fail(StatusCode::BAD_REQUEST, "Invalid input for query parameters limit."),
+        None => None,
+    };
+    let tags = tag_list(query.get("tags"));
+    let tags_any = tag_list(query.get("tags-any"));
+    let now = Utc::now();
+    let world = cloud.world();
+    let mut servers: Vec<(DateTime<Utc>, String, Value)> = Vec::new();
+    for server in world.servers.values() {
+        if let Some(since) = changes_since {
+            if server.updated(now) < since {
+                continue;
+            }
+        }
+        if let Some(pattern) = query.get("name") {
+            if !name_matches(pattern, &server.name) {
+                continue;
+            }
+        }
+        if let Some(status) = query.get("status") {
+            if !server.status(now).eq_ignore_ascii_case(status) {
+                continue;
+            }
+        }
+        if !tags.iter().all(|tag| server.tags.contains(tag)) {
+            continue;
+        }
+        if !tags_any.is_empty() && !tags_any.iter().any(|tag| server.tags.contains(tag)) {
+            continue;
+        }
+        servers.push((
+            server.created,
+            server.id.clone(),
+            render_server_at(&world, server, now, &cloud.base_url, version),
+        ));
+    }
+    if let Some(since) = changes_since {
+        for (removed_at, shown) in &world.deleted_servers {
+            let name_ok = query
+                .get("name")
+                .is_none_or(|pattern| name_matches(pattern, shown["name"].as_str().unwrap_or_default()));
+            let shown_tags: Vec<String> = shown["tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect();
+            if *removed_at >= since && name_ok && tags.iter().all(|tag| shown_tags.contains(tag)) {
+                servers.push((
+                    *removed_at,
+                    shown["id"].as_str().unwrap_or_default().to_owned(),
+                    shown.clone(),
+                ));
+            }
+        }
+    }
+    // Nova lists newest first; `marker` continues after the given id.
+    servers.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    if let Some(marker) = query.get("marker") {
+        match servers.iter().position(|(_, id, _)| id == marker) {
+            Some(position) => {
+                servers.drain(..=position);
+            }
+            None => return fail(StatusCode::BAD_REQUEST, format!("marker [{marker}] not found")),
+        }
+    }
+    if let Some(limit) = limit {
+        servers.truncate(limit);
+    }
+    let detailed = true;
+    let servers: Vec<Value> = servers
+        .into_iter()
+        .map(|(_, _, server)| {
+            if detailed {
+                server
+            } else {
+                json!({"id": server["id"], "name": server["name"], "links": server["links"]})
+            }
+        })
+        .collect();
+    with_version(Json(json!({"servers": servers})).into_response(), version)
+}
+
+async fn show_server(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let version = match microversion(&headers) {
+        Ok(version) => version,
+        Err(response) => return response,
+    };
+    let world = cloud.world();
+    match world.servers.get(&id) {
+        Some(server) => with_version(
+            Json(json!({"server": render_server_at(&world, server, Utc::now(), &cloud.base_url, version)}))
+                .into_response(),
+            version,
+        ),
+        None => fail(StatusCode::NOT_FOUND, format!("Instance {id} could not be found.")),
+    }
+}
+
+fn find_flavor(flavors: &[Flavor], reference: &str) -> Option<Flavor> {
+    let id = reference.rsplit('/').next().unwrap_or(reference);
+    flavors.iter().find(|flavor| flavor.id == id).cloned()
+}
+
+/// A validated create request.
+struct ServerRequest {
+    name: String,
+    flavor: Flavor,
+    image_id: String,
+    networks: Vec<NetworkRequest>,
+    key_name: Option<String>,
+    security_groups: Vec<String>,
+    metadata: Map<String, Value>,
+    tags: Vec<String>,
+    user_data: Option<String>,
+    min_count: u64,
+    max_count: u64,
+}
+
+enum NetworkRequest {
+    Network(String),
+    Port(String),
+}
+
+fn read_server_request(
+    cloud: &Shared,
+    world: &World,
+    body: &Value,
+    version: (u32, u32),
+) -> Result<ServerRequest, Response> {
+    let server = body
+        .get("server")
+        .filter(|s| s.is_object())
+        .ok_or_else(|| fail(StatusCode::BAD_REQUEST, "Invalid input for field/attribute server."))?;
+    let bad = |message: String| fail(StatusCode::BAD_REQUEST, message);
+    let name = server["name"]
+        .as_str()
+        .filter(|n| !n.trim().is_empty() && n.len() <= 255)
+        .ok_or_else(|| bad("Invalid input for field/attribute name.".into()))?;
+    let config = cloud.config();
+    let flavor_ref = server["flavorRef"]
+        .as_str()
+        .ok_or_else(|| bad("Invalid input for field/attribute flavorRef.".into()))?;
+    let flavor = find_flavor(&config.flavors, flavor_ref)
+        .ok_or_else(|| bad(format!("Flavor {flavor_ref} could not be found.")))?;
+    let image_ref = server["imageRef"].as_str().unwrap_or_default();
+    let image_id = image_ref.rsplit('/').next().unwrap_or(image_ref).to_owned();
+    if !config.images.iter().any(|image| image.id == image_id) {
+        return Err(bad(format!("Image {image_ref} could not be found.")));
+    }
+    let networks = match &server["networks"] {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| {
+                if let Some(port) = item["port"].as_str() {
+                    world
+                        .neutron("ports")
+                        .contains_key(port)
+                        .then(|| NetworkRequest::Port(port.to_owned()))
+                        .ok_or_else(|| bad(format!("Port id {port} could not be found.")))
+                } else if let Some(uuid) = item["uuid"].as_str() {
+                    world
+                        .neutron("networks")
+                        .contains_key(uuid)
+                        .then(|| NetworkRequest::Network(uuid.to_owned()))
+                        .ok_or_else(|| bad(format!("Network {uuid} could not be found.")))
+                } else {
+                    Err(bad("Bad networks format: network uuid is not in proper format".into()))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Value::String(choice) if choice == "none" || choice == "auto" => Vec::new(),
+        Value::Null if version < (2, 37) => Vec::new(),
+        _ => return Err(bad("Invalid input for field/attribute networks.".into())),
+    };
+    let key_name = server["key_name"].as_str().map(str::to_owned);
+    if let Some(key) = &key_name {
+        if !world.keypairs.contains_key(key) {
+            return Err(bad("Invalid key_name provided.".into()));
+        }
+    }
+    let mut security_groups = Vec::new();
+    for group in server["security_groups"].as_array().into_iter().flatten() {
+        let wanted = group["name"].as_str().unwrap_or_default();
+        let found = world
+            .neutron("security_groups")
+            .values()
+            .find(|g| g["name"] == wanted || g["id"] == wanted);
+        match found {
+            Some(found) => security_groups.push(found["name"].as_str().unwrap_or(wanted).to_owned()),
+            None => return Err(bad(format!("Unable to find security_group with name or id '{wanted}'"))),
+        }
+    }
+    if security_groups.is_empty() {
+        security_groups.push("default".to_owned());
+    }
+    let metadata = server
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if metadata
+        .iter()
+        .any(|(k, v)| k.is_empty() || k.len() > 255 || !v.is_string() || v.as_str().is_some_and(|v| v.len() > 255))
+    {
+        return Err(bad("Invalid input for field/attribute metadata.".into()));
+    }
+    let tags: Vec<String> = server["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    if !tags.is_empty() && version < (2, 52) {
+        return Err(bad(
+            "Additional properties are not allowed ('tags' was unexpected)".into()
+        ));
+    }
+    if tags.len() > 50
+        || tags
+            .iter()
+            .any(|t| t.is_empty() || t.len() > 60 || t.contains(',') || t.contains('/'))
+    {
+        return Err(bad("Invalid input for field/attribute tags.".into()));
+    }
+    let user_data = match server["user_data"].as_str() {
+        Some(data) => match base64::engine::general_purpose::STANDARD.decode(data) {
+            Ok(_) if data.len() <= 65_535 => Some(data.to_owned()),
+            _ => return Err(bad("User data needs to be valid base 64.".into())),
+        },
+        None => None,
+    };
+    let min_count = server["min_count"].as_u64().unwrap_or(1).max(1);
+    let max_count = server["max_count"].as_u64().unwrap_or(min_count).max(min_count);
+    Ok(ServerRequest {
+        name: name.to_owned(),
+        flavor,
+        image_id,
+        networks,
+        key_name,
+        security_groups,
+        metadata,
+        tags,
+        user_data,
+        min_count,
+        max_count,
+    })
+}
+
+async fn create_server(State(cloud): State<Shared>, headers: HeaderMap, body: Option<Json<Value>>) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let version = match microversion(&headers) {
+        Ok(version) => version,
+        Err(response) => return response,
+    };
+    let Some(Json(body)) = body else {
+        return fail(StatusCode::BAD_REQUEST, "The request body is not valid JSON.");
+    };
+    let lose_response = create_delay(&cloud).await;
+    let config = cloud.config();
+    let mut world = cloud.world();
+    let request = match read_server_request(&cloud, &world, &body, version) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    // Quotas: create as many as fit between min_count and max_count, as Nova does.
+    let usage = world.usage();
+    let quota = &config.quotas;
+    let fits = |n: u64| {
+        usage.instances + n <= quota.instances
+            && usage.cores + n * request.flavor.vcpus <= quota.cores
+            && usage.ram + n * request.flavor.ram <= quota.ram
+    };
+    if !fits(request.min_count) {
+        let (resource, used, limit) = if usage.instances + request.min_count > quota.instances {
+            ("instances", usage.instances, quota.instances)
+        } else if usage.cores + request.min_count * request.flavor.vcpus > quota.cores {
+            ("cores", usage.cores, quota.cores)
+        } else {
+            ("ram", usage.ram, quota.ram)
+        };
+        let requested = match resource {
+            "instances" => request.min_count,
+            "cores" => request.min_count * request.flavor.vcpus,
+            _ => request.min_count * request.flavor.ram,
+        };
+        return fail(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Quota exceeded for {resource}: Requested {requested}, but already used {used} of {limit} {resource}"
+            ),
+        );
+    }
+    let count = (request.min_count..=request.max_count)
+        .rev()
+        .find(|n| fits(*n))
+        .unwrap_or(request.min_count);
+    let now = Utc::now();
+    let mut first = None;
+    for index in 0..count {
+        let id = new_id();
+        let name = if count > 1 {
+            format!("{}-{}", request.name, index + 1)
+        } else {
+            request.name.clone()
+        };
+        let mut interfaces = Vec::new();
+        for network in &request.networks {
+            let port = match network {
+                NetworkRequest::Port(port_id) => {
+                    let port = world.neutron_mut("ports").get_mut(port_id).expect("validated");
+                    port["device_id"] = json!(id);
+                    port["device_owner"] = json!("compute:nova");
+                    port.clone()
+                }
+                NetworkRequest::Network(network_id) => match world.create_port(network_id, &id, "compute:nova", "") {
+                    Ok(port) => port,
+                    Err(message) => return fail(StatusCode::BAD_REQUEST, message),
+                },
+            };
+            interfaces.push((
+                port["network_id"].as_str().unwrap_or_default().to_owned(),
+                port["id"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+        let server = Server {
+            id: id.clone(),
+            name,
+            flavor: request.flavor.clone(),
+            image_id: request.image_id.clone(),
+            metadata: request.metadata.clone(),
+            tags: request.tags.clone(),
+            key_name: request.key_name.clone(),
+            interfaces,
+            security_groups: request.security_groups.clone(),
+            created: now,
+            active_at: now + Duration::milliseconds(config.boot_delay_ms as i64),
+            fails: config.server_error_rate > 0.0 && rand::random::<f64>() < config.server_error_rate,
+            deleted_at: None,
+            resized_at: None,
+            resize_confirmed: false,
+            previous_flavor: None,
+            volumes: Vec::new(),
+            user_data: request.user_data.clone(),
+        };
+        world.servers.insert(id.clone(), server);
+        first.get_or_insert(id);
+    }
+    drop(world);
+    if lose_response {
+        return fail(StatusCode::SERVICE_UNAVAILABLE, "The server did not answer in time.");
+    }
+    let id = first.expect("at least one server");
+    if body["server"]["return_reservation_id"] == true {
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"reservation_id": format!("r-{}", &id[..8])})),
+        )
+            .into_response();
+    }
+    let location = format!("{}/compute/v2.1/servers/{id}", cloud.base_url);
+    let body = json!({"server": {
+        "id": id,
+        "links": [
+            {"rel": "self", "href": location},
+            {"rel": "bookmark", "href": format!("{}/compute/servers/{id}", cloud.base_url)}
+        ],
+        "OS-DCF:diskConfig": "MANUAL",
+        "security_groups": request.security_groups.iter().map(|name| json!({"name": name})).collect::<Vec<_>>(),
+        "adminPass": uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+    }});
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("location", location.parse().expect("ascii"));
+    with_version(response, version)
+}
+
+async fn delete_server(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let mut world = cloud.world();
+    match world.servers.get_mut(&id) {
+        Some(server) => {
+            if server.deleted_at.is_none() {
+                server.deleted_at = Some(Utc::now());
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => fail(StatusCode::NOT_FOUND, format!("Instance {id} could not be found.")),
+    }
+}
+
+async fn server_action(
+    State(cloud): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let Some(Json(body)) = body else {
+        return fail(StatusCode::BAD_REQUEST, "The request body is not valid JSON.");
+    };
+    let flavors = cloud.config().flavors;
+    let now = Utc::now();
+    let mut world = cloud.world();
+    let Some(server) = world.servers.get_mut(&id) else {
+        return fail(StatusCode::NOT_FOUND, format!("Instance {id} could not be found."));
+    };
+    let status = server.status(now);
+    if let Some(resize) = body.get("resize") {
+        if status != "ACTIVE" {
+            return fail(
+                StatusCode::CONFLICT,
+                format!(
+                    "Cannot 'resize' instance {id} while it is in vm_state {}",
+                    status.to_lowercase()
+                ),
+            );
+        }
+        let reference = resize["flavorRef"].as_str().unwrap_or_default();
+        let Some(flavor) = find_flavor(&flavors, reference) else {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("Flavor {reference} could not be found."),
+            );
+        };
+        if flavor.id == server.flavor.id {
+            return fail(StatusCode::BAD_REQUEST, "When resizing, instances must change flavor!");
+        }
+        server.previous_flavor = Some(std::mem::replace(&mut server.flavor, flavor));
+        server.resized_at = Some(now);
+        server.resize_confirmed = false;
+        return StatusCode::ACCEPTED.into_response();
+    }
+    if body.get("confirmResize").is_some() || body.get("revertResize").is_some() {
+        if status != "VERIFY_RESIZE" {
+            return fail(
+                StatusCode::CONFLICT,
+                format!(
+                    "Cannot 'confirmResize' instance {id} while it is in vm_state {}",
+                    status.to_lowercase()
+                ),
+            );
+        }
+        if body.get("revertResize").is_some() {
+            if let Some(previous) = server.previous_flavor.take() {
+                server.flavor = previous;
+            }
+        }
+        server.resize_confirmed = true;
+        server.resized_at = Some(now);
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    fail(StatusCode::BAD_REQUEST, "There is no such action.")
+}
+
+fn with_server<T>(cloud: &Shared, id: &str, change: impl FnOnce(&mut Server) -> T) -> Result<T, Response> {
+    let mut world = cloud.world();
+    match world.servers.get_mut(id) {
+        Some(server) => Ok(change(server)),
+        None => Err(fail(
+            StatusCode::NOT_FOUND,
+            format!("Instance {id} could not be found."),
+        )),
+    }
+}
+
+async fn show_metadata(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    match with_server(&cloud, &id, |server| server.metadata.clone()) {
+        Ok(metadata) => Json(json!({"metadata": metadata})).into_response(),
+        Err(response) => response,
+    }
+}
+
+fn read_metadata(body: Option<Json<Value>>) -> Result<Map<String, Value>, Response> {
+    body.and_then(|Json(body)| body.get("metadata").and_then(Value::as_object).cloned())
+        .filter(|metadata| metadata.values().all(Value::is_string))
+        .ok_or_else(|| fail(StatusCode::BAD_REQUEST, "Invalid input for field/attribute metadata."))
+}
+
+async fn replace_metadata(
+    State(cloud): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let metadata = match read_metadata(body) {
+        Ok(metadata) => metadata,
+        Err(response) => return response,
+    };
+    match with_server(&cloud, &id, |server| {
+        server.metadata = metadata;
+        server.metadata.clone()
+    }) {
+        Ok(metadata) => Json(json!({"metadata": metadata})).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn update_metadata(
+    State(cloud): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let metadata = match read_metadata(body) {
+        Ok(metadata) => metadata,
+        Err(response) => return response,
+    };
+    match with_server(&cloud, &id, |server| {
+        server.metadata.extend(metadata);
+        server.metadata.clone()
+    }) {
+        Ok(metadata) => Json(json!({"metadata": metadata})).into_response(),
+        Err(response) => response,
+    }
+}
+
+fn render_attachment(server_id: &str, volume_id: &str) -> Value {
+    json!({"id": volume_id, "serverId": server_id, "volumeId": volume_id, "device": "/dev/vdb", "tag": null, "delete_on_termination": false})
+}
+
+async fn list_attachments(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    match with_server(&cloud, &id, |server| server.volumes.clone()) {
+        Ok(volumes) => {
+            Json(json!({"volumeAttachments": volumes.iter().map(|v| render_attachment(&id, v)).collect::<Vec<_>>()}))
+                .into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+async fn attach_volume(
+    State(cloud): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let Some(volume_id) = body
+        .as_ref()
+        .and_then(|Json(body)| body["volumeAttachment"]["volumeId"].as_str())
+        .map(str::to_owned)
+    else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "Invalid input for field/attribute volumeAttachment.",
+        );
+    };
+    let now = Utc::now();
+    let mut world = cloud.world();
+    let Some(server) = world.servers.get(&id) else {
+        return fail(StatusCode::NOT_FOUND, format!("Instance {id} could not be found."));
+    };
+    if server.status(now) != "ACTIVE" {
+        return fail(
+            StatusCode::CONFLICT,
+            format!(
+                "Cannot 'attach_volume' instance {id} while it is in vm_state {}",
+                server.status(now).to_lowercase()
+            ),
+        );
+    }
+    let Some(volume) = world.volumes.get_mut(&volume_id) else {
+        return fail(StatusCode::NOT_FOUND, format!("Volume {volume_id} could not be found."));
+    };
+    if volume.status(now) != "available" {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid volume: volume {volume_id} status must be 'available'"),
+        );
+    }
+    volume.attachment = Some((id.clone(), new_id()));
+    world
+        .servers
+        .get_mut(&id)
+        .expect("checked")
+        .volumes
+        .push(volume_id.clone());
+    Json(json!({"volumeAttachment": render_attachment(&id, &volume_id)})).into_response()
+}
+
+async fn detach_volume(
+    State(cloud): State<Shared>,
+    headers: HeaderMap,
+    Path((id, volume_id)): Path<(String, String)>,
+) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let mut world = cloud.world();
+    let Some(server) = world.servers.get_mut(&id) else {
+        return fail(StatusCode::NOT_FOUND, format!("Instance {id} could not be found."));
+    };
+    let before = server.volumes.len();
+    server.volumes.retain(|volume| *volume != volume_id);
+    if server.volumes.len() == before {
+        return fail(
+            StatusCode::NOT_FOUND,
+            format!("Volume {volume_id} is not attached to instance {id}."),
+        );
+    }
+    if let Some(volume) = world.volumes.get_mut(&volume_id) {
+        volume.attachment = None;
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn list_keypairs(State(cloud): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let world = cloud.world();
+    let keypairs: Vec<Value> = world.keypairs.values().map(|k| json!({"keypair": {"name": k["name"], "public_key": k["public_key"], "fingerprint": k["fingerprint"], "type": k["type"]}})).collect();
+    Json(json!({"keypairs": keypairs})).into_response()
+}
+
+async fn create_keypair(State(cloud): State<Shared>, headers: HeaderMap, body: Option<Json<Value>>) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let keypair = body
+        .as_ref()
+        .map(|Json(body)| body["keypair"].clone())
+        .unwrap_or_default();
+    let Some(name) = keypair["name"]
+        .as_str()
+        .filter(|n| !n.is_empty() && n.len() <= 255)
+        .map(str::to_owned)
+    else {
+        return fail(StatusCode::BAD_REQUEST, "Invalid input for field/attribute name.");
+    };
+    let Some(public_key) = keypair["public_key"]
+        .as_str()
+        .filter(|k| k.starts_with("ssh-") || k.starts_with("ecdsa-"))
+        .map(str::to_owned)
+    else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "Keypair data is invalid: failed to generate fingerprint",
+        );
+    };
+    let quota = cloud.config().quotas.key_pairs;
+    let mut world = cloud.world();
+    if world.keypairs.contains_key(&name) {
+        return fail(StatusCode::CONFLICT, format!("Key pair '{name}' already exists."));
+    }
+    if world.keypairs.len() as u64 >= quota {
+        return fail(StatusCode::FORBIDDEN, "Quota exceeded, too many key pairs.");
+    }
+    let digest: u64 = public_key.bytes().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    let fingerprint = digest
+        .to_be_bytes()
+        .iter()
+        .chain(digest.to_le_bytes().iter())
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let stored = json!({
+        "name": name, "public_key": public_key, "fingerprint": fingerprint, "type": "ssh",
+        "user_id": world.user_id, "created_at": timestamp(Utc::now()), "deleted": false, "deleted_at": null, "id": world.keypairs.len() + 1, "updated_at": null
+    });
+    world.keypairs.insert(name, stored.clone());
+    Json(json!({"keypair": {"name": stored["name"], "public_key": stored["public_key"], "fingerprint": stored["fingerprint"], "user_id": stored["user_id"], "type": "ssh"}})).into_response()
+}
+
+async fn show_keypair(State(cloud): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    match cloud.world().keypairs.get(&name) {
+        Some(keypair) => Json(json!({"keypair": keypair})).into_response(),
+        None => fail(StatusCode::NOT_FOUND, format!("Keypair {name} not found for user")),
+    }
+}
+
+async fn delete_keypair(State(cloud): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    match cloud.world().keypairs.remove(&name) {
+        Some(_) => StatusCode::ACCEPTED.into_response(),
+        None => fail(StatusCode::NOT_FOUND, format!("Keypair {name} not found for user")),
+    }
+}
+
+async fn limits(State(cloud): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let quotas = cloud.config().quotas;
+    let world = cloud.world();
+    let usage = world.usage();
+    Json(json!({"limits": {"rate": [], "absolute": {
+        "maxTotalInstances": quotas.instances, "maxTotalCores": quotas.cores, "maxTotalRAMSize": quotas.ram,
+        "maxTotalKeypairs": quotas.key_pairs, "maxServerMeta": 128, "maxImageMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240,
+        "maxServerGroups": 10, "maxServerGroupMembers": 10, "maxSecurityGroups": -1, "maxSecurityGroupRules": -1,
+        "maxTotalFloatingIps": -1, "totalFloatingIpsUsed": 0, "totalSecurityGroupsUsed": 0, "totalServerGroupsUsed": 0,
+        "totalInstancesUsed": usage.instances, "totalCoresUsed": usage.cores, "totalRAMUsed": usage.ram
+    }}}))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_filter_follows_nova_regex_usage() {
+        assert!(name_matches("^web-0$", "web-0"));
+        assert!(!name_matches("^web-0$", "web-01"));
+        assert!(name_matches("web", "my-web-1"));
+        assert!(name_matches("^my", "my-web-1"));
+    }
+}
