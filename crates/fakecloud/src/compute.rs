@@ -227,12 +227,28 @@ fn render_server_at(world: &World, server: &Server, now: DateTime<Utc>, base_url
 /// Nova's `name` filter is a regular expression; the anchored exact form and plain substrings
 /// are what clients send.
 fn name_matches(pattern: &str, name: &str) -> bool {
+    // Escaped literals (`\.`) stand for themselves.
+    let unescaped = unescape(pattern);
+    let pattern = unescaped.as_str();
     match (pattern.strip_prefix('^'), pattern.ends_with('$')) {
         (Some(rest), true) => rest.trim_end_matches('$') == name,
         (Some(rest), false) => name.starts_with(rest),
         (None, true) => name.ends_with(pattern.trim_end_matches('$')),
         (None, false) => name.contains(pattern),
     }
+}
+
+fn unescape(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            out.extend(chars.next());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
@@ -1021,5 +1037,6 @@ mod tests {
         assert!(!name_matches("^web-0$", "web-01"));
         assert!(name_matches("web", "my-web-1"));
         assert!(name_matches("^my", "my-web-1"));
+        assert!(name_matches("^a\\.b$", "a.b"));
     }
 }

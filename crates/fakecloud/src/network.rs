@@ -302,7 +302,12 @@ async fn create(
         "security_groups" => (quotas.security_groups, "security_group"),
         _ => (quotas.security_group_rules, "security_group_rule"),
     };
-    if world.neutron(kind).len() as u64 >= quota {
+    let used = world
+        .neutron(kind)
+        .keys()
+        .filter(|id| !world.builtin.contains(*id))
+        .count() as u64;
+    if used >= quota {
         return over_quota(quota_name);
     }
     let created = match kind {

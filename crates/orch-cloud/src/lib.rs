@@ -1,1 +1,24 @@
+//! orch's cloud layer: a direct REST client for OpenStack (Keystone v3, Nova v2.1,
+//! Neutron v2.0, Cinder v3, Glance v2) over reqwest with rustls.
+//!
+//! # Layout
+//! - [`client`]: [`OpenStack`], the one HTTP layer: tokens, catalog, SSRF guard, limits,
+//!   breakers, retries, metrics.
+//! - [`config`]: [`CloudConfig`] from `clouds.yaml`, `OS_*` or `OPENSTACK_*`.
+//! - [`compute`], [`network`], [`volume`]: the calls, with serde types.
+//! - [`managed`]: deterministic names, tags and find-before-create (`ensure_*`), and listing
+//!   a deployment's or all managed resources for cleanup and orphan detection.
+//! - [`error`]: [`CloudError`], which says whether a retry can help.
 
+pub mod client;
+pub mod compute;
+pub mod config;
+pub mod error;
+pub mod managed;
+pub mod network;
+pub mod volume;
+
+pub use client::OpenStack;
+pub use config::{ClientLimits, CloudConfig, Credentials};
+pub use error::CloudError;
+pub use managed::{ManagedResource, ResourceKey};
