@@ -29,3 +29,21 @@ apt_install() {
 port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
+
+# Python tools used by tests, in a virtual environment of the project's own (.venv/tools):
+# python-openstackclient drives fakecloud as a real cloud client would.
+PYTHON_TOOLS=(python-openstackclient==10.5.0)
+ensure_python_tools() {
+  local venv="$ROOT/.venv/tools"
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv"
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+  fi
+  local stamp="$venv/.installed"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "${PYTHON_TOOLS[*]}" ]; then
+    log "installing ${PYTHON_TOOLS[*]}"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
+    echo "${PYTHON_TOOLS[*]}" > "$stamp"
+  fi
+  export OPENSTACK_CLI="$venv/bin/openstack"
+}

@@ -34,6 +34,7 @@ drop_old_test_databases() {
 
 ensure_postgres
 drop_old_test_databases
+ensure_python_tools
 log "PostgreSQL for tests: ${TEST_DATABASE_URL%%@*}@…"
 
 log "cargo fmt --check"

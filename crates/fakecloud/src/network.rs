@@ -809,13 +809,12 @@ async fn remove(
 fn check_in_use(world: &World, kind: &str, id: &str) -> Result<(), Response> {
     let ports = world.neutron("ports").values();
     match kind {
-        "networks" => {
+        "networks"
             if ports
                 .clone()
-                .any(|port| port["network_id"] == id && port["device_owner"] != "network:dhcp")
-            {
-                return Err(fail(StatusCode::CONFLICT, "NetworkInUse", format!("Unable to complete operation on network {id}. There are one or more ports still in use on the network.")));
-            }
+                .any(|port| port["network_id"] == id && port["device_owner"] != "network:dhcp") =>
+        {
+            return Err(fail(StatusCode::CONFLICT, "NetworkInUse", format!("Unable to complete operation on network {id}. There are one or more ports still in use on the network.")));
         }
         "subnets" => {
             let used = ports.clone().any(|port| {
@@ -830,17 +829,16 @@ fn check_in_use(world: &World, kind: &str, id: &str) -> Result<(), Response> {
                 return Err(fail(StatusCode::CONFLICT, "SubnetInUse", format!("Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet.")));
             }
         }
-        "routers" => {
+        "routers"
             if ports
                 .clone()
-                .any(|port| port["device_id"] == id && port["device_owner"] == "network:router_interface")
-            {
-                return Err(fail(
-                    StatusCode::CONFLICT,
-                    "RouterInUse",
-                    format!("Router {id} still has ports"),
-                ));
-            }
+                .any(|port| port["device_id"] == id && port["device_owner"] == "network:router_interface") =>
+        {
+            return Err(fail(
+                StatusCode::CONFLICT,
+                "RouterInUse",
+                format!("Router {id} still has ports"),
+            ));
         }
         "security_groups" => {
             let group = &world.neutron("security_groups")[id];

@@ -126,6 +126,12 @@ pub struct World {
     mac_counter: u64,
 }
 
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl World {
     pub fn new() -> Self {
         let mut world = Self {
@@ -193,7 +199,7 @@ impl World {
             }
         }
         self.volumes
-            .retain(|_, volume| !volume.deleted_at.is_some_and(|at| at + delay <= now));
+            .retain(|_, volume| volume.deleted_at.is_none_or(|at| at + delay > now));
     }
 
     pub fn neutron(&self, kind: &str) -> &BTreeMap<String, Value> {

@@ -20,9 +20,11 @@ struct Session {
 }
 
 async fn session(configure: impl FnOnce(&mut FakeConfig)) -> Session {
-    let mut config = FakeConfig::default();
-    config.boot_delay_ms = 300;
-    config.delete_delay_ms = 200;
+    let mut config = FakeConfig {
+        boot_delay_ms: 300,
+        delete_delay_ms: 200,
+        ..FakeConfig::default()
+    };
     configure(&mut config);
     let cloud = FakeCloud::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let http = Client::new();

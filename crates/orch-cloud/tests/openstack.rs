@@ -13,10 +13,12 @@ use serde_json::{json, Value};
 const UBUNTU: &str = "ubuntu-22.04";
 
 async fn start(configure: impl FnOnce(&mut FakeConfig)) -> FakeCloud {
-    let mut config = FakeConfig::default();
-    config.boot_delay_ms = 200;
-    config.delete_delay_ms = 100;
-    config.volume_delay_ms = 100;
+    let mut config = FakeConfig {
+        boot_delay_ms: 200,
+        delete_delay_ms: 100,
+        volume_delay_ms: 100,
+        ..FakeConfig::default()
+    };
     configure(&mut config);
     FakeCloud::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap()
 }
@@ -205,7 +207,10 @@ async fn every_call_works_against_fakecloud() {
         .await
         .unwrap();
     client.attach_volume(&server_id, &volume.id).await.unwrap();
-    assert_eq!(client.list_attachments(&server_id).await.unwrap(), [volume.id.clone()]);
+    assert_eq!(
+        client.list_attachments(&server_id).await.unwrap(),
+        std::slice::from_ref(&volume.id)
+    );
     assert_eq!(client.get_volume(&volume.id).await.unwrap().status, "in-use");
     client.detach_volume(&server_id, &volume.id).await.unwrap();
 
