@@ -35,6 +35,8 @@ pub enum ApiError {
     UnsupportedMediaType(&'static str),
     #[error("rate limit exceeded; retry in {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
+    #[error("{0}")]
+    Unavailable(String),
     #[error("an internal error occurred; quote the request id when reporting it")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -76,6 +78,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,6 +95,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::RateLimited { .. } => "rate-limited",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal-error",
         }
     }

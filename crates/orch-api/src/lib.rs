@@ -72,6 +72,11 @@ impl ApiConfig {
 /// A dependency check for `/health/ready`: `Ok` or a short reason that is safe to show.
 pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// Asks the cloud whether it knows a region: `Ok(Ok(()))` it does, `Ok(Err(why))` it does
+/// not (with the regions it knows), `Err(why)` the cloud could not be asked.
+pub type RegionCheck =
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<Result<(), String>, String>> + Send>> + Send + Sync>;
+
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -81,6 +86,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Checks beyond the database (Temporal, the cloud), by name.
     pub readiness_checks: Arc<Vec<(String, ReadinessCheck)>>,
+    /// When a cloud is configured: refuses unknown regions at request time.
+    pub region_check: Option<RegionCheck>,
 }
 
 impl AppState {
@@ -91,6 +98,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: metrics_handle(),
             readiness_checks: Arc::new(Vec::new()),
+            region_check: None,
         }
     }
 }

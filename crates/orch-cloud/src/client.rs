@@ -203,6 +203,44 @@ impl OpenStack {
         Ok(self.session().await?.project_id.clone())
     }
 
+    /// Checks that Keystone answers, without issuing a token: for readiness probes, which run
+    /// often and must not load the identity service.
+    #[tracing::instrument(skip(self))]
+    pub async fn ping_identity(&self) -> Result<()> {
+        let url = self.inner.config.auth_url.as_str();
+        self.check_allowed(url)?;
+        let response = self
+            .inner
+            .http
+            .get(url)
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await;
+        let status_label = response
+            .as_ref()
+            .map_or_else(|_| "error".to_owned(), |r| r.status().as_u16().to_string());
+        metrics::counter!("openstack_api_calls_total", "service" => "identity", "method" => "GET", "status" => status_label).increment(1);
+        match response {
+            Ok(response)
+                if response.status().is_success()
+                    || response.status().is_redirection()
+                    || response.status() == StatusCode::MULTIPLE_CHOICES =>
+            {
+                Ok(())
+            }
+            Ok(response) => Err(CloudError::Unavailable {
+                service: "identity",
+                message: format!("answered {}", response.status()),
+                ambiguous: false,
+            }),
+            Err(_) => Err(CloudError::Unavailable {
+                service: "identity",
+                message: "cannot be reached".into(),
+                ambiguous: false,
+            }),
+        }
+    }
+
     /// Checks that Keystone answers and the credentials work (a fresh token is issued).
     pub async fn check_identity(&self) -> Result<()> {
         self.authenticate().await.map(|_| ())

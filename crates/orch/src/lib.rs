@@ -10,6 +10,7 @@ use orch_api::AppState;
 use orch_store::{Store, StoreOptions};
 use tokio::net::TcpListener;
 
+pub mod cloud;
 pub mod config;
 
 use config::{Config, LogFormat, Sources};
@@ -45,9 +46,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => {
-            let config = sources.load()?;
+            let mut config = sources.load()?;
+            let environment: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            let cloud = cloud::client(&config, &environment)?;
+            if let Some(cloud) = &cloud {
+                config.api.default_region = cloud.region().to_owned();
+            }
             init_logging(&config);
-            serve(config).await
+            serve(config, cloud).await
         }
     }
 }
@@ -70,7 +76,7 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, cloud: Option<orch_cloud::OpenStack>) -> anyhow::Result<()> {
     tracing::info!(database = %config::redacted_database_url(&config), "connecting to the database");
     let store = Store::connect(config::database_url(&config), &StoreOptions::default())
         .await
@@ -83,7 +89,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // The first line on stdout is the address, so scripts and tests can use port 0.
     println!("orch listening on http://{bound}");
     tracing::info!(address = %bound, "serving the API");
-    let state = AppState::new(store, config.api);
+    let mut state = AppState::new(store, config.api);
+    match &cloud {
+        Some(cloud) => {
+            tracing::info!(region = cloud.region(), "cloud configured");
+            state.region_check = Some(cloud::region_check(cloud));
+            state.readiness_checks = std::sync::Arc::new(vec![("cloud".to_owned(), cloud::readiness_check(cloud))]);
+        }
+        None => {
+            tracing::warn!("no cloud configured (OPENSTACK_AUTH_URL, OS_CLOUD or OS_AUTH_URL); regions are not checked")
+        }
+    }
     orch_api::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

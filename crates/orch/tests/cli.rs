@@ -157,3 +157,84 @@ fn serve_answers_and_stops_gracefully_on_sigterm() {
     );
     assert!(!logs.contains(KEY), "the API key never reaches the logs");
 }
+
+#[test]
+fn serve_checks_regions_and_readiness_with_the_configured_cloud() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cloud = runtime
+        .block_on(fakecloud::FakeCloud::start(
+            "127.0.0.1:0".parse().unwrap(),
+            fakecloud::FakeConfig::default(),
+        ))
+        .unwrap();
+    let dir = scratch_dir();
+    let mut child = orch()
+        .current_dir(&dir)
+        .env("API_KEYS", format!("{KEY}:write"))
+        .env("API_PORT", "0")
+        .env("OPENSTACK_AUTH_URL", cloud.auth_url())
+        .env("OPENSTACK_USERNAME", "admin")
+        .env("OPENSTACK_PASSWORD", "fakecloud")
+        .env("OPENSTACK_PROJECT_NAME", "admin")
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let url = first_line
+        .trim()
+        .strip_prefix("orch listening on ")
+        .expect(&first_line)
+        .to_owned();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let ready: serde_json::Value = client.get(format!("{url}/health/ready")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(ready["checks"]["cloud"]["status"], "ok", "{ready}");
+        let template = serde_json::json!({"vm_config": {"web": {"flavor": "m1.tiny", "image": "cirros", "count": 1}},
+                                          "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}});
+        let refused = client
+            .post(format!("{url}/deployments"))
+            .header("X-API-Key", KEY)
+            .json(&serde_json::json!({"name": "far", "template": template, "cloud_region": "us-west-1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 422);
+        let problem: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["pointer"], "/cloud_region");
+        let accepted = client
+            .post(format!("{url}/deployments"))
+            .header("X-API-Key", KEY)
+            .json(&serde_json::json!({"name": "near", "template": template}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(accepted.status(), 202);
+        let deployment: serde_json::Value = accepted.json().await.unwrap();
+        let shown: serde_json::Value = client
+            .get(format!("{url}/deployments/{}", deployment["id"].as_str().unwrap()))
+            .header("X-API-Key", KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(shown["cloud_region"], "RegionOne", "the cloud's region is the default");
+        cloud.stop().await;
+        let ready = client.get(format!("{url}/health/ready")).send().await.unwrap();
+        assert_eq!(ready.status(), 503);
+        let ready: serde_json::Value = ready.json().await.unwrap();
+        assert_eq!(ready["checks"]["cloud"]["status"], "failing");
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -92,6 +92,24 @@ async fn resolve_template(store: &Store, reference: TemplateRef) -> ApiResult<(O
     }
 }
 
+/// With a cloud configured, a region it does not know is refused now, not when a workflow
+/// runs.
+async fn check_region(state: &AppState, region: &str) -> ApiResult<()> {
+    let Some(check) = &state.region_check else {
+        return Ok(());
+    };
+    match check(region.to_owned()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(why)) => Err(Problems::single("/cloud_region", why).into()),
+        Err(why) => {
+            tracing::warn!(reason = %why, "cannot check the region with the cloud");
+            Err(ApiError::Unavailable(
+                "the cloud cannot be reached to check the region; try again later".into(),
+            ))
+        }
+    }
+}
+
 /// A live (not soft-deleted) deployment, or 404.
 async fn live_deployment(store: &Store, id: &str) -> ApiResult<DeploymentRecord> {
     let record = store.deployment(id).await?;
@@ -118,14 +136,16 @@ pub async fn create(
     let (template_id, template) = resolve_template(&state.store, request.template).await?;
     let parameters = Value::Object(request.parameters);
     apply_parameters(&template, &parameters, "/parameters")?;
+    let cloud_region = request
+        .cloud_region
+        .unwrap_or_else(|| state.config.default_region.clone());
+    check_region(&state, &cloud_region).await?;
     let new = NewDeployment {
         name: request.name,
         template_id,
         template,
         parameters,
-        cloud_region: request
-            .cloud_region
-            .unwrap_or_else(|| state.config.default_region.clone()),
+        cloud_region,
         rollback: request.rollback,
     };
     let (record, operation) = state.store.create_deployment(&new, &actor).await?;

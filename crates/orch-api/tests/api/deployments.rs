@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::db_test;
-use crate::harness::{expect_problem, pointers, spawn_app, web_app_stack, Db, TestApp, READ_KEY};
+use crate::harness::{expect_problem, pointers, spawn_app, spawn_app_customized, web_app_stack, Db, TestApp, READ_KEY};
 
 async fn events_of(app: &TestApp, id: &str) -> Vec<Value> {
     let page: Value = app
@@ -568,3 +568,52 @@ async fn concurrent_creates(db: Db) {
     assert_eq!(same["total"], 1);
 }
 db_test!(concurrent_creates_are_neither_lost_nor_duplicated, concurrent_creates);
+
+async fn regions(db: Db) {
+    let check: orch_api::RegionCheck = std::sync::Arc::new(|region: String| {
+        Box::pin(async move {
+            match region.as_str() {
+                "RegionOne" => Ok(Ok(())),
+                "down" => Err("identity unreachable".to_owned()),
+                _ => Ok(Err(format!(
+                    "region '{region}' is not in the service catalog; known regions: RegionOne"
+                ))),
+            }
+        })
+    });
+    let app = spawn_app_customized(db, |_| {}, |state| state.region_check = Some(check)).await;
+    app.create_seed_template().await;
+    let problem = expect_problem(
+        app.post(
+            "/deployments",
+            &json!({"name": "far", "template": "web-app-stack", "cloud_region": "us-west-1"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(pointers(&problem), ["/cloud_region"]);
+    assert!(problem["errors"][0]["detail"].as_str().unwrap().contains("RegionOne"));
+    let problem = expect_problem(
+        app.post(
+            "/deployments",
+            &json!({"name": "far", "template": "web-app-stack", "cloud_region": "down"}),
+        )
+        .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert!(
+        !problem["detail"].as_str().unwrap().contains("identity unreachable"),
+        "internals stay in the log"
+    );
+    let listed: Value = app.get("/deployments").await.json().await.unwrap();
+    assert_eq!(listed["total"], 0);
+    assert_eq!(
+        app.post("/deployments", &json!({"name": "near", "template": "web-app-stack"}))
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+}
+db_test!(unknown_regions_are_refused_at_request_time, regions);

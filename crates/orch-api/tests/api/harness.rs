@@ -102,6 +102,15 @@ pub async fn spawn_app(db: Db) -> TestApp {
 }
 
 pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut ApiConfig)) -> TestApp {
+    spawn_app_customized(db, configure, |_| {}).await
+}
+
+/// Like `spawn_app_with`, and lets the test change the state (region check, readiness checks).
+pub async fn spawn_app_customized(
+    db: Db,
+    configure: impl FnOnce(&mut ApiConfig),
+    customize: impl FnOnce(&mut AppState),
+) -> TestApp {
     let url = db.fresh_url().await;
     let store = Store::connect(&url, &StoreOptions::default())
         .await
@@ -111,7 +120,8 @@ pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut ApiConfig)) -> T
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (shutdown, signal) = oneshot::channel::<()>();
-    let state = AppState::new(store.clone(), config);
+    let mut state = AppState::new(store.clone(), config);
+    customize(&mut state);
     let server = tokio::spawn(orch_api::serve(listener, state, async move {
         let _ = signal.await;
     }));
