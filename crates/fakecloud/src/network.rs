@@ -474,7 +474,13 @@ fn create_subnet(world: &mut World, body: &Map<String, Value>) -> Result<Value, 
     if enable_dhcp {
         // Neutron's DHCP agent takes the first free address, as on a real cloud.
         world
-            .create_port(&network_id, &format!("dhcp-{network_id}"), "network:dhcp", "")
+            .create_port(
+                &network_id,
+                &format!("dhcp-{network_id}"),
+                "network:dhcp",
+                "",
+                Some(&id),
+            )
             .map_err(bad_request)?;
     }
     Ok(subnet)
@@ -544,8 +550,25 @@ fn create_port(world: &mut World, body: &Map<String, Value>) -> Result<Value, Re
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    let subnet = body
+        .get("fixed_ips")
+        .and_then(Value::as_array)
+        .and_then(|ips| ips.first())
+        .and_then(|ip| ip["subnet_id"].as_str())
+        .map(str::to_owned);
+    for group in body
+        .get("security_groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let id = group.as_str().unwrap_or_default();
+        if !world.neutron("security_groups").contains_key(id) {
+            return Err(not_found("security_group", id));
+        }
+    }
     let mut port = world
-        .create_port(&network_id, &device_id, &owner, &name)
+        .create_port(&network_id, &device_id, &owner, &name, subnet.as_deref())
         .map_err(|message| fail(StatusCode::CONFLICT, "IpAddressGenerationFailure", message))?;
     let id = port["id"].as_str().expect("id").to_owned();
     for key in ["tags", "description", "security_groups"] {

@@ -30,6 +30,9 @@ pub struct Server {
     pub key_name: Option<String>,
     /// (network id, port id) per interface.
     pub interfaces: Vec<(String, String)>,
+    /// Ports Nova made for this server (deleted with it); ports passed in by the client are
+    /// only detached, as in Nova.
+    pub nova_ports: Vec<String>,
     pub security_groups: Vec<String>,
     pub created: DateTime<Utc>,
     pub active_at: DateTime<Utc>,
@@ -190,7 +193,12 @@ impl World {
             shown["OS-EXT-STS:task_state"] = Value::Null;
             self.deleted_servers.push((removed_at, shown));
             for (_, port_id) in &server.interfaces {
-                self.neutron.get_mut("ports").expect("kind").remove(port_id);
+                if server.nova_ports.contains(port_id) {
+                    self.neutron.get_mut("ports").expect("kind").remove(port_id);
+                } else if let Some(port) = self.neutron.get_mut("ports").expect("kind").get_mut(port_id) {
+                    port["device_id"] = json!("");
+                    port["device_owner"] = json!("");
+                }
             }
             for volume in server.volumes {
                 if let Some(volume) = self.volumes.get_mut(&volume) {
@@ -255,6 +263,7 @@ impl World {
         device_id: &str,
         device_owner: &str,
         name: &str,
+        subnet: Option<&str>,
     ) -> Result<Value, String> {
         let network = self
             .neutron("networks")
@@ -265,6 +274,20 @@ impl World {
             .and_then(|subnets| subnets.first())
             .and_then(Value::as_str)
             .map(str::to_owned);
+        let subnet_id = match subnet {
+            Some(wanted) => {
+                let inside = network["subnets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|id| id == wanted);
+                if !inside {
+                    return Err(format!("Subnet {wanted} is not on network {network_id}."));
+                }
+                Some(wanted.to_owned())
+            }
+            None => subnet_id,
+        };
         let mut fixed_ips = Vec::new();
         if let Some(subnet_id) = subnet_id {
             let ip = self

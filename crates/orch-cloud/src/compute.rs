@@ -116,6 +116,8 @@ pub struct ServerCreate {
     pub flavor_id: String,
     pub image_id: String,
     pub network_ids: Vec<String>,
+    /// Pre-created ports (each on a chosen subnet); used instead of `network_ids` when given.
+    pub port_ids: Vec<String>,
     pub security_groups: Vec<String>,
     pub key_name: Option<String>,
     /// Plain text; encoded as base64 for Nova.
@@ -147,7 +149,13 @@ impl OpenStack {
             "networks": request.network_ids.iter().map(|id| json!({"uuid": id})).collect::<Vec<_>>(),
             "metadata": request.metadata,
         });
-        if request.network_ids.is_empty() {
+        if !request.port_ids.is_empty() {
+            server["networks"] = json!(request
+                .port_ids
+                .iter()
+                .map(|id| json!({"port": id}))
+                .collect::<Vec<_>>());
+        } else if request.network_ids.is_empty() {
             server["networks"] = json!("none");
         }
         if !request.security_groups.is_empty() {

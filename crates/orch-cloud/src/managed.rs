@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::client::OpenStack;
 use crate::compute::{Server, ServerCreate, ServerFilter};
 use crate::error::{CloudError, Result};
-use crate::network::{Network, Router, SecurityGroup, Subnet, SubnetCreate};
+use crate::network::{Network, Port, Router, SecurityGroup, Subnet, SubnetCreate};
 use crate::volume::Volume;
 
 pub const MANAGED_TAG: &str = "orch_managed";
@@ -163,6 +163,26 @@ impl OpenStack {
         find_or_create(
             || self.find_router(key),
             || self.create_router(&name, external_network_id, &tags),
+        )
+        .await
+    }
+
+    pub async fn find_port(&self, key: &ResourceKey) -> Result<Option<Port>> {
+        Ok(first(self.list_ports(&key.tag_filter()).await?, key))
+    }
+
+    /// The port for `key`: a server's interface on a chosen subnet.
+    pub async fn ensure_port(
+        &self,
+        key: &ResourceKey,
+        network_id: &str,
+        subnet_id: Option<&str>,
+        security_group_ids: &[String],
+    ) -> Result<(Port, bool)> {
+        let (name, tags) = (key.name(), key.tags());
+        find_or_create(
+            || self.find_port(key),
+            || self.create_port(&name, network_id, subnet_id, security_group_ids, &tags),
         )
         .await
     }

@@ -298,16 +298,25 @@ impl OpenStack {
         decode(self.neutron_list("ports", "ports", filters).await?)
     }
 
+    /// A port on `network_id`, with its address from `subnet_id` when given, and the security
+    /// groups (by id) that filter its traffic.
     #[tracing::instrument(skip(self, tags))]
-    pub async fn create_port(&self, name: &str, network_id: &str, tags: &[String]) -> Result<Port> {
-        decode(
-            self.neutron_create(
-                "ports",
-                "port",
-                json!({"name": name, "network_id": network_id, "tags": tags}),
-            )
-            .await?,
-        )
+    pub async fn create_port(
+        &self,
+        name: &str,
+        network_id: &str,
+        subnet_id: Option<&str>,
+        security_group_ids: &[String],
+        tags: &[String],
+    ) -> Result<Port> {
+        let mut body = json!({"name": name, "network_id": network_id, "tags": tags});
+        if let Some(subnet_id) = subnet_id {
+            body["fixed_ips"] = json!([{"subnet_id": subnet_id}]);
+        }
+        if !security_group_ids.is_empty() {
+            body["security_groups"] = json!(security_group_ids);
+        }
+        decode(self.neutron_create("ports", "port", body).await?)
     }
 
     pub async fn delete_port(&self, id: &str) -> Result<()> {

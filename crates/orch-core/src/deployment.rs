@@ -133,7 +133,7 @@ impl FromStr for OperationKind {
 }
 
 /// A validated scale request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ScaleRequest {
     pub target_count: u32,
     pub vm_type: String,

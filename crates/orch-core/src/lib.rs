@@ -12,6 +12,7 @@
 pub mod deployment;
 pub mod names;
 pub mod parameters;
+pub mod plan;
 pub mod problem;
 mod reader;
 pub mod template;

@@ -613,3 +613,81 @@ impl Store {
         rows.iter().map(OperationRecord::from_row).collect()
     }
 }
+
+impl Store {
+    /// One operation by id.
+    #[tracing::instrument(skip(self))]
+    pub async fn operation(&self, operation_id: &str) -> Result<OperationRecord> {
+        let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = $1");
+        match timed(
+            "operations.get",
+            sqlx::query(&sql).bind(operation_id).fetch_optional(self.pool()),
+        )
+        .await?
+        {
+            Some(row) => OperationRecord::from_row(&row),
+            None => Err(StoreError::NotFound(format!("operation '{operation_id}'"))),
+        }
+    }
+
+    /// Sets the template and parameters a deployment now stands for (after an update or a
+    /// scale), with an event.
+    #[tracing::instrument(skip(self, template, parameters))]
+    pub async fn set_desired(
+        &self,
+        deployment_id: &str,
+        template_id: Option<&str>,
+        template: &Template,
+        parameters: &Value,
+    ) -> Result<()> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        let update = sqlx::query(
+            "UPDATE deployments SET template_id = $2, template = $3, parameters = $4, updated_at = $5 WHERE id = $1",
+        )
+        .bind(deployment_id)
+        .bind(template_id)
+        .bind(template.to_value().to_string())
+        .bind(parameters.to_string())
+        .bind(&at)
+        .execute(&mut *tx);
+        timed("deployments.set_desired", update).await?;
+        let detail = json!({"template": template.name, "parameters": parameters});
+        insert_event(
+            &mut tx,
+            deployment_id,
+            "deployment.desired_state_changed",
+            &Actor::default(),
+            detail,
+            &at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a resource as gone from the cloud.
+    #[tracing::instrument(skip(self))]
+    pub async fn mark_resource_deleted(&self, deployment_id: &str, logical_key: &str) -> Result<()> {
+        let at = now();
+        let query = sqlx::query(
+            "UPDATE resources SET status = 'DELETED', deleted_at = $3, updated_at = $3 WHERE deployment_id = $1 AND logical_key = $2 AND deleted_at IS NULL",
+        )
+        .bind(deployment_id)
+        .bind(logical_key)
+        .bind(&at)
+        .execute(self.pool());
+        timed("resources.delete", query).await?;
+        Ok(())
+    }
+
+    /// Appends an event written by the workflow layer (progress, compensation).
+    #[tracing::instrument(skip(self, detail))]
+    pub async fn record_event(&self, deployment_id: &str, action: &str, detail: Value) -> Result<()> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        insert_event(&mut tx, deployment_id, action, &Actor::default(), detail, &at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! Desired state: the cloud resources a template asks for, each under a logical key that is
+//! stable across runs, and the plan between what exists and what is desired.
+//!
+//! Keys: `network`, `subnet:<name>`, `router`, `router-interface:<subnet>`,
+//! `security-group:<name>`, `server:<group>:<index>`, `volume:<group>:<index>:<n>`. Keys never
+//! contain `/` or `,`, so they fit into cloud tags.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::template::{SecurityRule, Template};
+
+/// One server to boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerSpec {
+    pub key: String,
+    pub group: String,
+    pub index: u32,
+    pub flavor: String,
+    pub image: String,
+    pub subnet: String,
+    pub security_groups: Vec<String>,
+    pub key_pair: Option<String>,
+    pub user_data: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// (key, size in GiB, volume type) per volume.
+    pub volumes: Vec<(String, u32, Option<String>)>,
+}
+
+/// Everything a template asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredState {
+    pub servers: Vec<ServerSpec>,
+    pub subnets: Vec<String>,
+    pub security_groups: BTreeMap<String, Vec<SecurityRule>>,
+    pub router: bool,
+}
+
+pub fn server_key(group: &str, index: u32) -> String {
+    format!("server:{group}:{index}")
+}
+
+/// The group and index of a server key.
+pub fn parse_server_key(key: &str) -> Option<(&str, u32)> {
+    let rest = key.strip_prefix("server:")?;
+    let (group, index) = rest.rsplit_once(':')?;
+    Some((group, index.parse().ok()?))
+}
+
+impl DesiredState {
+    pub fn of(template: &Template) -> Self {
+        let mut servers = Vec::new();
+        for (group_name, group) in &template.vm_config {
+            for index in 0..group.count {
+                servers.push(server_spec(template, group_name, index));
+            }
+        }
+        Self {
+            servers,
+            subnets: template.network_config.subnets.keys().cloned().collect(),
+            security_groups: template
+                .security_groups
+                .iter()
+                .map(|(name, group)| (name.clone(), group.rules.clone()))
+                .collect(),
+            router: template.network_config.router.enabled,
+        }
+    }
+
+    /// Server keys in creation order.
+    pub fn server_keys(&self) -> BTreeSet<String> {
+        self.servers.iter().map(|server| server.key.clone()).collect()
+    }
+}
+
+/// The spec of server `index` of `group`, also for indices beyond the template's count
+/// (scale out).
+pub fn server_spec(template: &Template, group_name: &str, index: u32) -> ServerSpec {
+    let group = &template.vm_config[group_name];
+    let key = server_key(group_name, index);
+    ServerSpec {
+        volumes: group
+            .volumes
+            .iter()
+            .enumerate()
+            .map(|(n, volume)| {
+                (
+                    format!("volume:{group_name}:{index}:{n}"),
+                    volume.size_gb,
+                    volume.volume_type.clone(),
+                )
+            })
+            .collect(),
+        key,
+        group: group_name.to_owned(),
+        index,
+        flavor: group.flavor.clone(),
+        image: group.image.clone(),
+        subnet: group.subnet_name(group_name).to_owned(),
+        security_groups: group.security_groups.clone(),
+        key_pair: group.key_pair.clone().or_else(|| template.key_pair.clone()),
+        user_data: group.user_data.clone(),
+        metadata: group.metadata.clone(),
+    }
+}
+
+/// What an update does to the servers: create, delete, resize.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerPlan {
+    pub create: Vec<String>,
+    pub delete: Vec<String>,
+    /// (key, new flavor).
+    pub resize: Vec<(String, String)>,
+}
+
+impl ServerPlan {
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.delete.is_empty() && self.resize.is_empty()
+    }
+}
+
+/// The plan from `existing` servers (key -> flavor they were created with) to `desired`.
+/// Servers are deleted newest (highest index) first; an image change is not applied to
+/// existing servers (it would mean a rebuild).
+pub fn plan_servers(existing: &BTreeMap<String, String>, desired: &DesiredState) -> ServerPlan {
+    let wanted: BTreeMap<&str, &ServerSpec> = desired
+        .servers
+        .iter()
+        .map(|server| (server.key.as_str(), server))
+        .collect();
+    let mut plan = ServerPlan::default();
+    for server in &desired.servers {
+        match existing.get(&server.key) {
+            None => plan.create.push(server.key.clone()),
+            Some(flavor) if *flavor != server.flavor => plan.resize.push((server.key.clone(), server.flavor.clone())),
+            Some(_) => {}
+        }
+    }
+    let mut delete: Vec<&String> = existing
+        .keys()
+        .filter(|key| !wanted.contains_key(key.as_str()))
+        .collect();
+    delete.sort_by_key(|key| std::cmp::Reverse(parse_server_key(key).map(|(_, index)| index)));
+    plan.delete = delete.into_iter().cloned().collect();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn template(web: u32, flavor: &str) -> Template {
+        Template::parse(
+            &json!({"name": "t",
+                    "vm_config": {"web": {"flavor": flavor, "image": "cirros", "count": web, "volumes": [{"size_gb": 5}]},
+                                  "db": {"flavor": "m1.large", "image": "cirros", "count": 1, "subnet": "web"}},
+                    "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}}),
+            "",
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn desired_state_names_every_resource() {
+        let desired = DesiredState::of(&template(2, "m1.small"));
+        let keys: Vec<&str> = desired.servers.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["server:db:0", "server:web:0", "server:web:1"]);
+        assert_eq!(desired.servers[2].volumes, [("volume:web:1:0".to_owned(), 5, None)]);
+        assert_eq!(desired.servers[0].subnet, "web");
+        assert!(desired.router);
+        assert_eq!(parse_server_key("server:web:12"), Some(("web", 12)));
+    }
+
+    #[test]
+    fn plans_create_delete_newest_first_and_resize() {
+        let existing: BTreeMap<String, String> = [
+            ("server:web:0", "m1.small"),
+            ("server:web:1", "m1.small"),
+            ("server:web:2", "m1.small"),
+            ("server:db:0", "m1.large"),
+        ]
+        .into_iter()
+        .map(|(k, f)| (k.to_owned(), f.to_owned()))
+        .collect();
+        let plan = plan_servers(&existing, &DesiredState::of(&template(1, "m1.small")));
+        assert_eq!(plan.delete, ["server:web:2", "server:web:1"]);
+        assert!(plan.create.is_empty() && plan.resize.is_empty());
+        let plan = plan_servers(&existing, &DesiredState::of(&template(4, "m1.medium")));
+        assert_eq!(plan.create, ["server:web:3"]);
+        assert_eq!(plan.resize.len(), 3);
+        assert!(plan_servers(&existing, &DesiredState::of(&template(3, "m1.small"))).is_empty());
+    }
+}

@@ -1,0 +1,172 @@
+//! Temporal plumbing: the client connection, the worker, and the relay that turns recorded
+//! operations into workflow executions.
+
+use std::future::Future;
+use std::time::Duration;
+
+use orch_core::OperationKind;
+use orch_store::{OperationRecord, Store};
+use temporalio_client::errors::WorkflowStartError;
+use temporalio_client::{
+    Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowIdConflictPolicy, WorkflowStartOptions,
+};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+use crate::activities::{OperationRef, OrchActivities};
+use crate::workflows::{DeleteWorkflow, DeployWorkflow, ScaleWorkflow, UpdateWorkflow};
+
+/// The task queue orch's workers poll.
+pub const DEFAULT_TASK_QUEUE: &str = "orch";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot connect to Temporal at {host}: {message}")]
+    Connect { host: String, message: String },
+    #[error("worker: {0}")]
+    Worker(String),
+    #[error("starting workflow {workflow_id}: {message}")]
+    Start { workflow_id: String, message: String },
+}
+
+/// Connects to the Temporal frontend at `host` (HOST:PORT).
+#[tracing::instrument]
+pub async fn connect(host: &str, namespace: &str) -> Result<Client, EngineError> {
+    let connect_error = |message: String| EngineError::Connect {
+        host: host.to_owned(),
+        message,
+    };
+    let url = Url::parse(&format!("http://{host}")).map_err(|error| connect_error(error.to_string()))?;
+    let connection = Connection::connect(
+        ConnectionOptions::new(url)
+            .identity(format!("orch-{}", std::process::id()))
+            .build(),
+    )
+    .await
+    .map_err(|error| connect_error(error.to_string()))?;
+    Client::new(connection, ClientOptions::new(namespace.to_owned()).build())
+        .map_err(|error| connect_error(error.to_string()))
+}
+
+/// Runs a worker for every orch workflow and activity until `shutdown` resolves; in-flight
+/// activities are finished or handed back to Temporal.
+pub async fn run_worker(
+    client: Client,
+    task_queue: &str,
+    activities: OrchActivities,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), EngineError> {
+    let worker_error = |error: &dyn std::fmt::Display| EngineError::Worker(error.to_string());
+    let runtime = Runtime::from_current_tokio(Default::default()).map_err(|e| worker_error(&e))?;
+    let options = WorkerOptions::new(task_queue)
+        .register_activities(activities)
+        .register_workflow::<DeployWorkflow>()
+        .map_err(|e| worker_error(&e))?
+        .register_workflow::<DeleteWorkflow>()
+        .map_err(|e| worker_error(&e))?
+        .register_workflow::<ScaleWorkflow>()
+        .map_err(|e| worker_error(&e))?
+        .register_workflow::<UpdateWorkflow>()
+        .map_err(|e| worker_error(&e))?
+        .build();
+    let mut worker = Worker::new(&runtime, client, options).map_err(|e| worker_error(&e))?;
+    let stop = worker.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop();
+    });
+    tracing::info!(task_queue, "worker polling");
+    worker.run().await.map_err(|e| worker_error(&e))
+}
+
+/// The workflow id of an operation: a second start of the same operation is a no-op.
+pub fn workflow_id(operation_id: &str) -> String {
+    format!("orch-op-{operation_id}")
+}
+
+/// Starts the workflow of one recorded operation, idempotently.
+#[tracing::instrument(skip(client, operation), fields(operation_id = %operation.id, kind = operation.kind.as_str()))]
+pub async fn start_operation(
+    client: &Client,
+    task_queue: &str,
+    operation: &OperationRecord,
+) -> Result<(), EngineError> {
+    let id = workflow_id(&operation.id);
+    let input = OperationRef {
+        operation_id: operation.id.clone(),
+        deployment_id: operation.deployment_id.clone(),
+    };
+    let options = WorkflowStartOptions::new(task_queue, &id)
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .build();
+    let started = match operation.kind {
+        OperationKind::Create => client
+            .start_workflow(DeployWorkflow::run, input, options)
+            .await
+            .map(|_| ()),
+        OperationKind::Delete => client
+            .start_workflow(DeleteWorkflow::run, input, options)
+            .await
+            .map(|_| ()),
+        OperationKind::Scale => client
+            .start_workflow(ScaleWorkflow::run, input, options)
+            .await
+            .map(|_| ()),
+        OperationKind::Update => client
+            .start_workflow(UpdateWorkflow::run, input, options)
+            .await
+            .map(|_| ()),
+        OperationKind::Configure => client
+            .start_workflow(crate::configure::ConfigureWorkflow::run, input, options)
+            .await
+            .map(|_| ()),
+    };
+    match started {
+        Ok(()) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+        Err(error) => Err(EngineError::Start {
+            workflow_id: id,
+            message: error.to_string(),
+        }),
+    }
+}
+
+/// Starts every pending operation's workflow; returns how many it started.
+pub async fn relay_once(store: &Store, client: &Client, task_queue: &str) -> Result<usize, EngineError> {
+    let pending = store
+        .pending_operations(200)
+        .await
+        .map_err(|error| EngineError::Start {
+            workflow_id: "-".into(),
+            message: error.to_string(),
+        })?;
+    let mut started = 0;
+    for operation in &pending {
+        match start_operation(client, task_queue, operation).await {
+            Ok(()) => started += 1,
+            Err(error) => {
+                tracing::warn!(error = %error, "relay could not start an operation; it stays recorded and is retried")
+            }
+        }
+    }
+    Ok(started)
+}
+
+/// The relay (invariant 4): every operation committed to the database gets its workflow,
+/// even if the process that accepted it died right after the commit.
+pub async fn run_relay(
+    store: Store,
+    client: Client,
+    task_queue: String,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        if let Err(error) = relay_once(&store, &client, &task_queue).await {
+            tracing::warn!(error = %error, "relay cycle failed");
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! The workflows end to end: a real Temporal dev server (the `temporal` CLI from PyPI), an
+//! in-process worker, fakecloud, and a fresh SQLite state per test. Each test uses its own
+//! task queue, so tests run in parallel against one dev server.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use fakecloud::{FakeCloud, FakeConfig};
+use orch_cloud::{ClientLimits, CloudConfig, OpenStack};
+use orch_core::{DeploymentStatus, OperationKind, Template};
+use orch_store::deployments::NewDeployment;
+use orch_store::{Actor, Store, StoreOptions};
+use orch_workflows::{connect, relay_once, run_worker, OrchActivities};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+/// The `temporal` CLI: `TEMPORAL_CLI`, else the project's `.venv/tools`, else `PATH`.
+fn temporal_cli() -> String {
+    if let Ok(path) = std::env::var("TEMPORAL_CLI") {
+        return path;
+    }
+    let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/tools/bin/temporal");
+    if std::path::Path::new(local).exists() {
+        return local.to_owned();
+    }
+    "temporal".to_owned()
+}
+
+struct DevServer {
+    address: String,
+    _child: Child,
+}
+
+/// One dev server per test binary, started on first use on a free port.
+fn dev_server() -> &'static str {
+    static SERVER: OnceLock<DevServer> = OnceLock::new();
+    &SERVER
+        .get_or_init(|| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let db = std::env::temp_dir().join(format!("orch-temporal-{}-{port}.db", std::process::id()));
+            let child = Command::new(temporal_cli())
+                .args([
+                    "server",
+                    "start-dev",
+                    "--headless",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--log-level",
+                    "error",
+                ])
+                .arg("--db-filename")
+                .arg(&db)
+                .args([
+                    "--sqlite-pragma",
+                    "journal_mode=wal",
+                    "--sqlite-pragma",
+                    "synchronous=normal",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "cannot start '{}' ({error}); run scripts/test.sh, which installs it",
+                        temporal_cli()
+                    )
+                });
+            let address = format!("127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect(&address).is_err() {
+                assert!(Instant::now() < deadline, "the Temporal dev server did not start");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            DevServer { address, _child: child }
+        })
+        .address
+}
+
+struct Harness {
+    store: Store,
+    cloud: FakeCloud,
+    client: temporalio_client::Client,
+    task_queue: String,
+    stop_worker: Option<oneshot::Sender<()>>,
+}
+
+async fn harness(configure: impl FnOnce(&mut FakeConfig)) -> Harness {
+    let mut fake = FakeConfig {
+        boot_delay_ms: 300,
+        delete_delay_ms: 100,
+        volume_delay_ms: 100,
+        ..FakeConfig::default()
+    };
+    configure(&mut fake);
+    let cloud = FakeCloud::start("127.0.0.1:0".parse().unwrap(), fake).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("orch-wf-{}", uuid_like()));
+    let store = Store::connect(&format!("sqlite://{}/orch.db", dir.display()), &StoreOptions::default())
+        .await
+        .unwrap();
+    let mut cloud_config = CloudConfig::password(&cloud.auth_url(), "admin", "fakecloud", "admin").unwrap();
+    cloud_config.limits = ClientLimits {
+        backoff_base: Duration::from_millis(50),
+        requests_per_second: 0.0,
+        ..ClientLimits::default()
+    };
+    let openstack = OpenStack::new(cloud_config).unwrap();
+    let address = dev_server().to_owned();
+    let client = connect_with_retry(&address).await;
+    let task_queue = format!("orch-test-{}", uuid_like());
+    let (stop_worker, stopped) = oneshot::channel::<()>();
+    let activities = OrchActivities {
+        store: store.clone(),
+        cloud: openstack,
+    };
+    let queue = task_queue.clone();
+    // The worker's future is not Send: it runs on a thread of its own.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let client = connect_with_retry(&address).await;
+            run_worker(client, &queue, activities, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    Harness {
+        store,
+        cloud,
+        client,
+        task_queue,
+        stop_worker: Some(stop_worker),
+    }
+}
+
+async fn connect_with_retry(address: &str) -> temporalio_client::Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match connect(address, "default").await {
+            Ok(client) => return client,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        Instant::now().elapsed().subsec_nanos()
+    )
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_worker.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn web_app_stack() -> Template {
+    Template::parse(
+        &json!({
+          "name": "web-app-stack",
+          "description": "3-tier web application",
+          "vm_config": {
+            "web": {"flavor": "m1.small", "image": "ubuntu-22.04", "count": 2},
+            "app": {"flavor": "m1.medium", "image": "ubuntu-22.04", "count": 3},
+            "db": {"flavor": "m1.large", "image": "ubuntu-22.04", "count": 1}
+          },
+          "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24", "app": "10.0.2.0/24", "db": "10.0.3.0/24"}}
+        }),
+        "",
+        None,
+    )
+    .unwrap()
+}
+
+impl Harness {
+    async fn create(&self, name: &str, template: Template, rollback: bool) -> String {
+        let new = NewDeployment {
+            name: name.into(),
+            template_id: None,
+            template,
+            parameters: json!({}),
+            cloud_region: "RegionOne".into(),
+            rollback,
+        };
+        self.store
+            .create_deployment(&new, &Actor::default())
+            .await
+            .unwrap()
+            .0
+            .id
+    }
+
+    /// Starts whatever is pending, then waits until the deployment leaves `transient`.
+    async fn settle(&self, id: &str) -> orch_store::DeploymentRecord {
+        relay_once(&self.store, &self.client, &self.task_queue).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let deployment = self.store.deployment(id).await.unwrap();
+            let in_flight = self.store.operation_in_flight(id).await.unwrap();
+            if in_flight.is_none() {
+                return deployment;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deployment {id} still {:?}",
+                deployment.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn inventory(&self) -> Value {
+        reqwest::get(format!("{}/_fake/inventory", self.cloud.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn count(&self, kind: &str) -> usize {
+        self.inventory().await[kind].as_array().unwrap().len()
+    }
+
+    async fn assert_empty(&self) {
+        let inventory = self.inventory().await;
+        for (kind, items) in inventory.as_object().unwrap() {
+            assert_eq!(items.as_array().unwrap().len(), 0, "{kind} left behind: {items}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deploy_web_app_stack_then_delete_it() {
+    let h = harness(|_| {}).await;
+    let id = h.create("shop", web_app_stack(), true).await;
+    let deployment = h.settle(&id).await;
+    assert_eq!(
+        deployment.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        deployment.status_reason
+    );
+
+    let inventory = h.inventory().await;
+    let servers = inventory["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 6);
+    assert_eq!(h.count("networks").await, 1);
+    assert_eq!(h.count("subnets").await, 3);
+    assert_eq!(h.count("routers").await, 1);
+    for server in servers {
+        assert_eq!(server["status"], "ACTIVE");
+        let tags: Vec<&str> = server["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert!(tags.contains(&format!("orch_deployment={id}").as_str()), "{tags:?}");
+    }
+    let mut names: Vec<&str> = servers.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 6, "no server exists twice");
+
+    // Every cloud id is recorded, with addresses from the right subnets.
+    let resources = h.store.resources(&id).await.unwrap();
+    let recorded_servers: Vec<_> = resources.iter().filter(|r| r.kind == "server").collect();
+    assert_eq!(recorded_servers.len(), 6);
+    for server in &recorded_servers {
+        assert_eq!(server.status, "ACTIVE");
+        let group = server.attributes["group"].as_str().unwrap();
+        let prefix = match group {
+            "web" => "10.0.1.",
+            "app" => "10.0.2.",
+            _ => "10.0.3.",
+        };
+        assert!(
+            server.attributes["ip"].as_str().unwrap().starts_with(prefix),
+            "{server:?}"
+        );
+    }
+    assert!(resources.iter().any(|r| r.kind == "network"));
+    let events: Vec<String> = h
+        .store
+        .events(&id, 100, 0)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        events,
+        ["deployment.created", "operation.started", "operation.succeeded"]
+    );
+
+    // A second relay pass starts nothing new: the operation is done.
+    relay_once(&h.store, &h.client, &h.task_queue).await.unwrap();
+    assert_eq!(h.count("servers").await, 6);
+
+    h.store.delete_deployment(&id, &Actor::default()).await.unwrap();
+    let deleted = h.settle(&id).await;
+    assert_eq!(deleted.status, DeploymentStatus::Deleted);
+    assert!(deleted.deleted_at.is_some());
+    h.assert_empty().await;
+    assert!(h.store.resources(&id).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_in_error_fails_the_deploy_and_compensation_removes_everything() {
+    let h = harness(|config| config.server_error_rate = 1.0).await;
+    let id = h.create("broken", web_app_stack(), true).await;
+    let deployment = h.settle(&id).await;
+    assert_eq!(deployment.status, DeploymentStatus::Failed);
+    let reason = deployment.status_reason.unwrap();
+    assert!(reason.contains("ERROR") && reason.contains("No valid host"), "{reason}");
+    h.assert_empty().await;
+    let events: Vec<String> = h
+        .store
+        .events(&id, 100, 0)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(events.contains(&"compensation.started".to_owned()), "{events:?}");
+    assert_eq!(events.last().unwrap(), "operation.failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quota_error_fails_at_once_and_rollback_false_keeps_resources() {
+    let h = harness(|config| config.quotas.instances = 4).await;
+    let started = Instant::now();
+    let id = h.create("too-big", web_app_stack(), false).await;
+    let deployment = h.settle(&id).await;
+    assert_eq!(deployment.status, DeploymentStatus::Failed);
+    assert!(
+        deployment.status_reason.as_deref().unwrap().contains("Quota exceeded"),
+        "{:?}",
+        deployment.status_reason
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a quota error is not retried for long"
+    );
+    // Kept for inspection: the network and the servers that fit.
+    assert_eq!(h.count("networks").await, 1);
+    assert!(h.count("servers").await <= 4);
+    // A FAILED deployment can still be deleted, and the delete finds everything by its tags.
+    h.store.delete_deployment(&id, &Actor::default()).await.unwrap();
+    assert_eq!(h.settle(&id).await.status, DeploymentStatus::Deleted);
+    h.assert_empty().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_starts_operations_committed_before_a_crash_and_a_second_start_is_a_no_op() {
+    let h = harness(|_| {}).await;
+    let mut template = web_app_stack();
+    template.vm_config.retain(|group, _| group == "web");
+    // The deployment and its operation are committed, and no workflow was started: what a
+    // crash between the commit and the start leaves behind.
+    let id = h.create("after-crash", template, true).await;
+    let operation = h.store.operation_in_flight(&id).await.unwrap().unwrap();
+    assert_eq!(operation.kind, OperationKind::Create);
+    assert_eq!(h.store.deployment(&id).await.unwrap().status, DeploymentStatus::Pending);
+    // Two relays race to start it.
+    let (first, second) = tokio::join!(
+        orch_workflows::start_operation(&h.client, &h.task_queue, &operation),
+        orch_workflows::start_operation(&h.client, &h.task_queue, &operation)
+    );
+    first.unwrap();
+    second.unwrap();
+    let deployment = h.settle(&id).await;
+    assert_eq!(
+        deployment.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        deployment.status_reason
+    );
+    assert_eq!(h.count("servers").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_out_then_in_removes_the_newest_first() {
+    let h = harness(|_| {}).await;
+    let mut template = web_app_stack();
+    template.vm_config.retain(|group, _| group == "web");
+    template.vm_config.get_mut("web").unwrap().min_count = 1;
+    let id = h.create("elastic", template, true).await;
+    assert_eq!(h.settle(&id).await.status, DeploymentStatus::Completed);
+    let actor = Actor::default();
+    h.store
+        .request_operation(
+            &id,
+            OperationKind::Scale,
+            &json!({"target_count": 4, "vm_type": "web"}),
+            &actor,
+        )
+        .await
+        .unwrap();
+    let scaled = h.settle(&id).await;
+    assert_eq!(scaled.status, DeploymentStatus::Completed, "{:?}", scaled.status_reason);
+    assert_eq!(scaled.parameters["web_count"], 4);
+    assert_eq!(h.count("servers").await, 4);
+
+    h.store
+        .request_operation(
+            &id,
+            OperationKind::Scale,
+            &json!({"target_count": 1, "vm_type": "web"}),
+            &actor,
+        )
+        .await
+        .unwrap();
+    let scaled = h.settle(&id).await;
+    assert_eq!(scaled.status, DeploymentStatus::Completed, "{:?}", scaled.status_reason);
+    let keys: Vec<String> = h
+        .store
+        .resources(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "server")
+        .map(|r| r.logical_key)
+        .collect();
+    assert_eq!(keys, ["server:web:0"], "the oldest server stays");
+    assert_eq!(h.count("servers").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn update_adds_a_group_and_resizes() {
+    let h = harness(|_| {}).await;
+    let mut template = web_app_stack();
+    template.vm_config.retain(|group, _| group == "web");
+    let id = h.create("growing", template.clone(), true).await;
+    assert_eq!(h.settle(&id).await.status, DeploymentStatus::Completed);
+    let mut bigger = web_app_stack();
+    bigger.vm_config.retain(|group, _| group != "app");
+    bigger.vm_config.get_mut("web").unwrap().flavor = "m1.medium".into();
+    let payload = json!({"template_id": null, "template": bigger.to_value(), "parameters": {}});
+    h.store
+        .request_operation(&id, OperationKind::Update, &payload, &Actor::default())
+        .await
+        .unwrap();
+    let updated = h.settle(&id).await;
+    assert_eq!(
+        updated.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        updated.status_reason
+    );
+    assert!(updated.template.vm_config.contains_key("db"));
+    let inventory = h.inventory().await;
+    let servers = inventory["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 3);
+    let web: Vec<&Value> = servers
+        .iter()
+        .filter(|s| s["metadata"]["orch_key"].as_str().unwrap().starts_with("server:web"))
+        .collect();
+    assert!(
+        web.iter().all(|s| s["flavor"]["original_name"] == "m1.medium"),
+        "{web:?}"
+    );
+}
