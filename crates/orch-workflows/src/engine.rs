@@ -170,3 +170,65 @@ pub async fn run_relay(
         }
     }
 }
+
+/// Whether the Temporal frontend answers its gRPC health check.
+pub async fn check_temporal(client: &Client) -> Result<(), String> {
+    use temporalio_client::tonic;
+    use temporalio_common::protos::grpc::health::v1::HealthCheckRequest;
+    let mut health = client.connection().health_service();
+    match tokio::time::timeout(Duration::from_secs(3), health.check(tonic::Request::new(HealthCheckRequest::default()))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(format!("Temporal answered {}", status.code())),
+        Err(_) => Err("Temporal did not answer in time".into()),
+    }
+}
+
+/// A worker on a thread of its own (the SDK's worker future is not `Send`), with its own
+/// connection. Dropping the handle stops it.
+pub struct WorkerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), EngineError>>>,
+}
+
+impl WorkerThread {
+    pub fn spawn(host: String, namespace: String, task_queue: String, activities: OrchActivities) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("orch-worker".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|error| EngineError::Worker(error.to_string()))?;
+                runtime.block_on(async move {
+                    let client = connect(&host, &namespace).await?;
+                    run_worker(client, &task_queue, activities, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                })
+            })
+            .expect("spawning a thread");
+        Self { stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Stops polling, lets running tasks finish, and waits for the thread.
+    pub fn stop(mut self) -> Result<(), EngineError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(EngineError::Worker("the worker thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for WorkerThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

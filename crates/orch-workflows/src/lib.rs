@@ -13,4 +13,7 @@ pub mod engine;
 pub mod workflows;
 
 pub use activities::OrchActivities;
-pub use engine::{connect, relay_once, run_relay, run_worker, start_operation, workflow_id, DEFAULT_TASK_QUEUE};
+pub use engine::{
+    check_temporal, connect, relay_once, run_relay, run_worker, start_operation, workflow_id, WorkerThread, DEFAULT_TASK_QUEUE,
+};
+pub use temporalio_client::Client as TemporalClient;

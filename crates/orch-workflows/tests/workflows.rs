@@ -43,35 +43,25 @@ fn dev_server() -> &'static str {
                 .unwrap()
                 .port();
             let db = std::env::temp_dir().join(format!("orch-temporal-{}-{port}.db", std::process::id()));
-            let child = Command::new(temporal_cli())
-                .args([
-                    "server",
-                    "start-dev",
-                    "--headless",
-                    "--ip",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--log-level",
-                    "error",
-                ])
+            // A shell watchdog stops the server when this test process ends: statics are never
+            // dropped, and a server left running would outlive the test run.
+            let watchdog = format!(
+                "\"$0\" \"$@\" & server=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $server",
+                std::process::id()
+            );
+            let child = Command::new("sh")
+                .arg("-c")
+                .arg(watchdog)
+                .arg(temporal_cli())
+                .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "error"])
                 .arg("--db-filename")
                 .arg(&db)
-                .args([
-                    "--sqlite-pragma",
-                    "journal_mode=wal",
-                    "--sqlite-pragma",
-                    "synchronous=normal",
-                ])
+                .args(["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"])
+                .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .unwrap_or_else(|error| {
-                    panic!(
-                        "cannot start '{}' ({error}); run scripts/test.sh, which installs it",
-                        temporal_cli()
-                    )
-                });
+                .unwrap_or_else(|error| panic!("cannot start '{}' ({error}); run scripts/test.sh, which installs it", temporal_cli()));
             let address = format!("127.0.0.1:{port}");
             let deadline = Instant::now() + Duration::from_secs(30);
             while std::net::TcpStream::connect(&address).is_err() {
@@ -217,8 +207,9 @@ impl Harness {
         relay_once(&self.store, &self.client, &self.task_queue).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let deployment = self.store.deployment(id).await.unwrap();
+            // In this order: a deployment read before the check could be stale.
             let in_flight = self.store.operation_in_flight(id).await.unwrap();
+            let deployment = self.store.deployment(id).await.unwrap();
             if in_flight.is_none() {
                 return deployment;
             }

@@ -29,6 +29,7 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("METRICS_REQUIRE_AUTH", Some("false"), false),
     ("TEMPORAL_HOST", None, false),
     ("TEMPORAL_NAMESPACE", Some("default"), false),
+    ("TEMPORAL_TASK_QUEUE", Some("orch"), false),
     ("OPENSTACK_AUTH_URL", None, false),
     ("OPENSTACK_USERNAME", None, false),
     ("OPENSTACK_PASSWORD", None, true),
@@ -81,6 +82,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub temporal_host: Option<String>,
     pub temporal_namespace: String,
+    pub temporal_task_queue: String,
     pub openstack: Option<OpenStackConfig>,
 }
 
@@ -133,6 +135,13 @@ impl Sources {
             }
         }
         Ok(sources)
+    }
+
+    /// Gives `name` a value when no source set one (e.g. the key `orch dev` generates).
+    pub fn set_if_absent(&mut self, name: &str, value: String) {
+        if !self.values.contains_key(name) {
+            self.set(name, value, Source::Default);
+        }
     }
 
     fn set(&mut self, name: &str, value: String, source: Source) {
@@ -231,6 +240,7 @@ impl Sources {
             }
         }
         let temporal_namespace = self.non_empty("TEMPORAL_NAMESPACE").unwrap_or("default").to_owned();
+        let temporal_task_queue = self.non_empty("TEMPORAL_TASK_QUEUE").unwrap_or("orch").to_owned();
         let openstack = self.load_openstack()?;
         let default_region = openstack
             .as_ref()
@@ -257,6 +267,7 @@ impl Sources {
             log_format,
             temporal_host,
             temporal_namespace,
+            temporal_task_queue,
             openstack,
         })
     }

