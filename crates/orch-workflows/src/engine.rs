@@ -176,7 +176,12 @@ pub async fn check_temporal(client: &Client) -> Result<(), String> {
     use temporalio_client::tonic;
     use temporalio_common::protos::grpc::health::v1::HealthCheckRequest;
     let mut health = client.connection().health_service();
-    match tokio::time::timeout(Duration::from_secs(3), health.check(tonic::Request::new(HealthCheckRequest::default()))).await {
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        health.check(tonic::Request::new(HealthCheckRequest::default())),
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(status)) => Err(format!("Temporal answered {}", status.code())),
         Err(_) => Err("Temporal did not answer in time".into()),
@@ -209,7 +214,10 @@ impl WorkerThread {
                 })
             })
             .expect("spawning a thread");
-        Self { stop: Some(stop), thread: Some(thread) }
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
     /// Stops polling, lets running tasks finish, and waits for the thread.

@@ -38,7 +38,7 @@ fn short() -> ActivityOptions {
 /// the activity runs again elsewhere.
 fn long() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(3600))
-        .heartbeat_timeout(Duration::from_secs(20))
+        .heartbeat_timeout(Duration::from_secs(15))
         .retry_policy(retry_policy())
         .build()
 }

@@ -2,7 +2,6 @@
 //! in-process worker, fakecloud, and a fresh SQLite state per test. Each test uses its own
 //! task queue, so tests run in parallel against one dev server.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -11,64 +10,20 @@ use orch_cloud::{ClientLimits, CloudConfig, OpenStack};
 use orch_core::{DeploymentStatus, OperationKind, Template};
 use orch_store::deployments::NewDeployment;
 use orch_store::{Actor, Store, StoreOptions};
+use orch_workflows::devserver::{temporal_cli, DevServer};
 use orch_workflows::{connect, relay_once, run_worker, OrchActivities};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-/// The `temporal` CLI: `TEMPORAL_CLI`, else the project's `.venv/tools`, else `PATH`.
-fn temporal_cli() -> String {
-    if let Ok(path) = std::env::var("TEMPORAL_CLI") {
-        return path;
-    }
-    let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/tools/bin/temporal");
-    if std::path::Path::new(local).exists() {
-        return local.to_owned();
-    }
-    "temporal".to_owned()
-}
-
-struct DevServer {
-    address: String,
-    _child: Child,
-}
-
-/// One dev server per test binary, started on first use on a free port.
+/// One dev server per test binary, started on first use; it stops when the binary ends.
 fn dev_server() -> &'static str {
     static SERVER: OnceLock<DevServer> = OnceLock::new();
     &SERVER
         .get_or_init(|| {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let db = std::env::temp_dir().join(format!("orch-temporal-{}-{port}.db", std::process::id()));
-            // A shell watchdog stops the server when this test process ends: statics are never
-            // dropped, and a server left running would outlive the test run.
-            let watchdog = format!(
-                "\"$0\" \"$@\" & server=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $server",
-                std::process::id()
-            );
-            let child = Command::new("sh")
-                .arg("-c")
-                .arg(watchdog)
-                .arg(temporal_cli())
-                .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "error"])
-                .arg("--db-filename")
-                .arg(&db)
-                .args(["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|error| panic!("cannot start '{}' ({error}); run scripts/test.sh, which installs it", temporal_cli()));
-            let address = format!("127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while std::net::TcpStream::connect(&address).is_err() {
-                assert!(Instant::now() < deadline, "the Temporal dev server did not start");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            DevServer { address, _child: child }
+            let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+            let db = std::env::temp_dir().join(format!("orch-temporal-{}.db", std::process::id()));
+            DevServer::start(&temporal_cli(root), &db)
+                .unwrap_or_else(|error| panic!("{error}; run scripts/test.sh, which installs the temporal CLI"))
         })
         .address
 }

