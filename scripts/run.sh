@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
-# Builds orch and runs its main job on the embedded defaults: `orch serve` with a SQLite file
-# under ./data/. When API_KEYS is not set, a random write key is generated once, kept in
-# ./data/dev-api-key (mode 600), and shown here so that you can call the API.
+# The main job on the embedded defaults: builds orch, starts `orch dev` (API, relay and worker
+# in one process; SQLite under ./data; a local Temporal dev server; fakecloud as the cloud
+# unless OPENSTACK_* or OS_CLOUD name a real one), deploys seed 001's web-app-stack with live
+# progress, and keeps orch running until Ctrl-C.
 source "$(dirname "$0")/common.sh"
 
 ensure_protoc
+ensure_python_tools
 log "building orch (release)"
 cargo build --release --locked -p orch
 
-mkdir -p data
-if [ -z "${API_KEYS:-}" ]; then
-  if [ ! -s data/dev-api-key ]; then
-    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > data/dev-api-key)
-  fi
-  API_KEY="$(cat data/dev-api-key)"
-  export API_KEYS="${API_KEY}:write"
-  log "API key (from data/dev-api-key): ${API_KEY}"
-  log "try: curl -H \"X-API-Key: ${API_KEY}\" http://${API_HOST:-127.0.0.1}:${API_PORT:-8000}/deployments"
+export API_PORT="${API_PORT:-8000}"
+export LOG_FORMAT="${LOG_FORMAT:-pretty}" LOG_LEVEL="${LOG_LEVEL:-warn}"
+./target/release/orch dev &
+orch_pid=$!
+trap 'kill "$orch_pid" 2>/dev/null; wait "$orch_pid" 2>/dev/null' EXIT INT TERM
+
+export ORCH_URL="http://127.0.0.1:${API_PORT}"
+for _ in $(seq 1 150); do
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$ORCH_URL/health/ready" 2>/dev/null && break
+  kill -0 "$orch_pid" 2>/dev/null || { echo "orch dev stopped" >&2; exit 1; }
+  sleep 0.2
+done
+
+log "deploying examples/web-app-stack.yaml as 'web-app-demo'"
+if ./target/release/orch get web-app-demo >/dev/null 2>&1; then
+  ./target/release/orch get web-app-demo
+else
+  ./target/release/orch deploy examples/web-app-stack.yaml --name web-app-demo --wait
 fi
-export LOG_FORMAT="${LOG_FORMAT:-pretty}"
-exec ./target/release/orch serve
+log "orch is running at $ORCH_URL (key in data/dev-api-key); try: ./target/release/orch list — Ctrl-C stops it"
+wait "$orch_pid"

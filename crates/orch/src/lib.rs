@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod client;
 pub mod cloud;
 pub mod config;
 mod runtime;
@@ -18,6 +19,8 @@ pub struct Cli {
     /// TOML file of settings (VARIABLE = value); the environment and .env override it.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub connection: client::Connection,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -35,10 +38,15 @@ pub enum Command {
     Dev,
     /// Show the effective configuration and where each value came from (secrets redacted).
     Config,
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 /// Runs the command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Client(command) = cli.command {
+        return client::run(command, cli.connection).await;
+    }
     let config_file = config::config_file_path(cli.config);
     let sources = Sources::gather(config_file.as_deref(), &std::env::current_dir()?, std::env::vars())?;
     match cli.command {
@@ -67,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => runtime::dev(config, cloud, dev_key).await,
             }
         }
+        Command::Client(_) => unreachable!("handled above"),
     }
 }
 
