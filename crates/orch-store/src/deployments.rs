@@ -262,12 +262,39 @@ impl Store {
         payload: &Value,
         actor: &Actor,
     ) -> Result<(DeploymentRecord, OperationRecord)> {
+        self.request_operation_from(id, kind, payload, actor, kind.allowed_from())
+            .await
+    }
+
+    /// Records again the last failed operation of a FAILED deployment. Its workflow resumes
+    /// from what exists: every resource is found by its key before anything is created.
+    #[tracing::instrument(skip(self, actor))]
+    pub async fn retry_operation(&self, id: &str, actor: &Actor) -> Result<(DeploymentRecord, OperationRecord)> {
+        let failed = self
+            .operations(id)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|operation| operation.state == operation_state::FAILED)
+            .ok_or_else(|| StoreError::Conflict("there is no failed operation to retry".into()))?;
+        self.request_operation_from(id, failed.kind, &failed.payload, actor, &[DeploymentStatus::Failed])
+            .await
+    }
+
+    async fn request_operation_from(
+        &self,
+        id: &str,
+        kind: OperationKind,
+        payload: &Value,
+        actor: &Actor,
+        allowed_from: &[DeploymentStatus],
+    ) -> Result<(DeploymentRecord, OperationRecord)> {
         let at = now();
         let mut tx = self.begin().await?;
         let sql = format!(
             "UPDATE deployments SET status = $2, status_reason = NULL, updated_at = $3 \
              WHERE id = $1 AND deleted_at IS NULL AND status IN ({})",
-            status_list(kind.allowed_from())
+            status_list(allowed_from)
         );
         let update = sqlx::query(&sql)
             .bind(id)
@@ -276,13 +303,13 @@ impl Store {
             .execute(&mut *tx);
         if timed("deployments.transition", update).await?.rows_affected() == 0 {
             tx.rollback().await?;
-            return Err(self.explain_refusal(id, kind).await);
+            return Err(self.explain_refusal(id, kind, allowed_from).await);
         }
         let operation = match insert_operation(&mut tx, id, kind, payload, actor, &at).await {
             Ok(operation) => operation,
             Err(error) if StoreError::is_unique_violation(&error) => {
                 tx.rollback().await?;
-                return Err(self.explain_refusal(id, kind).await);
+                return Err(self.explain_refusal(id, kind, allowed_from).await);
             }
             Err(error) => return Err(error.into()),
         };
@@ -294,7 +321,7 @@ impl Store {
 
     /// Says why `kind` cannot start on deployment `id`: not found, wrong status, or another
     /// operation in flight.
-    async fn explain_refusal(&self, id: &str, kind: OperationKind) -> StoreError {
+    async fn explain_refusal(&self, id: &str, kind: OperationKind, allowed_from: &[DeploymentStatus]) -> StoreError {
         let deployment = match self.deployment(id).await {
             Ok(deployment) if deployment.deleted_at.is_none() => deployment,
             Ok(_) => return StoreError::NotFound(format!("deployment '{id}'")),
@@ -307,7 +334,7 @@ impl Store {
                 operation.id
             )),
             Ok(None) => {
-                let allowed: Vec<&str> = kind.allowed_from().iter().map(|status| status.as_str()).collect();
+                let allowed: Vec<&str> = allowed_from.iter().map(|status| status.as_str()).collect();
                 StoreError::Conflict(format!(
                     "deployment is {}; {} needs it to be {}",
                     deployment.status,

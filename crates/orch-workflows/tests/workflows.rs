@@ -316,7 +316,39 @@ async fn a_quota_error_fails_at_once_and_rollback_false_keeps_resources() {
     // Kept for inspection: the network and the servers that fit.
     assert_eq!(h.count("networks").await, 1);
     assert!(h.count("servers").await <= 4);
-    // A FAILED deployment can still be deleted, and the delete finds everything by its tags.
+    // Retried with room in the quota, it resumes from what exists: nothing twice.
+    let kept: Vec<String> = h.inventory().await["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    reqwest::Client::new()
+        .put(format!("{}/_fake/config", h.cloud.url))
+        .json(&json!({"quotas": {"instances": 100}}))
+        .send()
+        .await
+        .unwrap();
+    h.store.retry_operation(&id, &Actor::default()).await.unwrap();
+    let retried = h.settle(&id).await;
+    assert_eq!(
+        retried.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        retried.status_reason
+    );
+    let servers: Vec<String> = h.inventory().await["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(servers.len(), 6);
+    assert!(
+        kept.iter().all(|id| servers.contains(id)),
+        "the servers made before the failure were adopted"
+    );
+    // A deployment can be deleted, and the delete finds everything by its tags.
     h.store.delete_deployment(&id, &Actor::default()).await.unwrap();
     assert_eq!(h.settle(&id).await.status, DeploymentStatus::Deleted);
     h.assert_empty().await;

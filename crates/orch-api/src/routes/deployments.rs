@@ -370,3 +370,27 @@ pub async fn events(
         offset,
     }))
 }
+
+#[utoipa::path(post, path = "/deployments/{id}/retry", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 202, description = "The failed operation runs again and resumes from what exists", body = DeploymentAccepted),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 409, description = "The deployment is not FAILED", body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RequestActor(actor): RequestActor,
+) -> ApiResult<(StatusCode, Json<DeploymentAccepted>)> {
+    live_deployment(&state.store, &id).await?;
+    let (record, operation) = state.store.retry_operation(&id, &actor).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DeploymentAccepted {
+            id: record.id,
+            name: record.name,
+            status: record.status,
+            operation_id: operation.id,
+        }),
+    ))
+}

@@ -57,6 +57,7 @@ pub fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::get, deployments::update, deployments::delete))
         .routes(routes!(deployments::configure))
         .routes(routes!(deployments::scale))
+        .routes(routes!(deployments::retry))
         .routes(routes!(deployments::events))
         .routes(routes!(templates::create, templates::list))
         .routes(routes!(templates::get, templates::replace, templates::delete));

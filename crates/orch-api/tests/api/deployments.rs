@@ -617,3 +617,36 @@ async fn regions(db: Db) {
     );
 }
 db_test!(unknown_regions_are_refused_at_request_time, regions);
+
+async fn retry(db: Db) {
+    let app = spawn_app(db).await;
+    app.create_seed_template().await;
+    let id = app.create_deployment("flaky").await;
+    expect_problem(
+        app.post(&format!("/deployments/{id}/retry"), &json!({})).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let operation = app.store.operation_in_flight(&id).await.unwrap().unwrap();
+    app.store.claim_operation(&operation.id).await.unwrap().unwrap();
+    app.store
+        .finish_operation(&operation.id, false, DeploymentStatus::Failed, Some("quota exceeded"))
+        .await
+        .unwrap();
+    let failed: Value = app.get(&format!("/deployments/{id}")).await.json().await.unwrap();
+    assert_eq!(failed["status"], "FAILED");
+    assert_eq!(failed["status_reason"], "quota exceeded");
+    let response = app.post(&format!("/deployments/{id}/retry"), &json!({})).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["status"], "PENDING");
+    let retried = app.store.operation_in_flight(&id).await.unwrap().unwrap();
+    assert_eq!(retried.kind, orch_core::OperationKind::Create);
+    assert_ne!(retried.id, operation.id);
+    expect_problem(
+        app.post(&format!("/deployments/{id}/retry"), &json!({})).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+}
+db_test!(a_failed_deployment_can_be_retried, retry);

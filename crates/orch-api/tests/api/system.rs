@@ -126,6 +126,7 @@ async fn openapi(db: Db) {
         ("PATCH", "/deployments/{id}"),
         ("POST", "/deployments"),
         ("POST", "/deployments/{id}/configure"),
+        ("POST", "/deployments/{id}/retry"),
         ("POST", "/deployments/{id}/scale"),
         ("POST", "/templates"),
         ("PUT", "/templates/{id_or_name}"),
