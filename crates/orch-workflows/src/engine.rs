@@ -13,6 +13,7 @@ use temporalio_client::{
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::activities::{OperationRef, OrchActivities};
+use crate::configure::{AnsibleSettings, ConfigureActivities, ConfigureWorkflow};
 use crate::workflows::{DeleteWorkflow, DeployWorkflow, ScaleWorkflow, UpdateWorkflow};
 
 /// The task queue orch's workers poll.
@@ -53,12 +54,18 @@ pub async fn run_worker(
     client: Client,
     task_queue: &str,
     activities: OrchActivities,
+    ansible: AnsibleSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), EngineError> {
     let worker_error = |error: &dyn std::fmt::Display| EngineError::Worker(error.to_string());
     let runtime = Runtime::from_current_tokio(Default::default()).map_err(|e| worker_error(&e))?;
+    let configure = ConfigureActivities {
+        store: activities.store.clone(),
+        ansible,
+    };
     let options = WorkerOptions::new(task_queue)
         .register_activities(activities)
+        .register_activities(configure)
         .register_workflow::<DeployWorkflow>()
         .map_err(|e| worker_error(&e))?
         .register_workflow::<DeleteWorkflow>()
@@ -66,6 +73,8 @@ pub async fn run_worker(
         .register_workflow::<ScaleWorkflow>()
         .map_err(|e| worker_error(&e))?
         .register_workflow::<UpdateWorkflow>()
+        .map_err(|e| worker_error(&e))?
+        .register_workflow::<ConfigureWorkflow>()
         .map_err(|e| worker_error(&e))?
         .build();
     let mut worker = Worker::new(&runtime, client, options).map_err(|e| worker_error(&e))?;
@@ -196,7 +205,13 @@ pub struct WorkerThread {
 }
 
 impl WorkerThread {
-    pub fn spawn(host: String, namespace: String, task_queue: String, activities: OrchActivities) -> Self {
+    pub fn spawn(
+        host: String,
+        namespace: String,
+        task_queue: String,
+        activities: OrchActivities,
+        ansible: AnsibleSettings,
+    ) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("orch-worker".into())
@@ -207,7 +222,7 @@ impl WorkerThread {
                     .map_err(|error| EngineError::Worker(error.to_string()))?;
                 runtime.block_on(async move {
                     let client = connect(&host, &namespace).await?;
-                    run_worker(client, &task_queue, activities, async move {
+                    run_worker(client, &task_queue, activities, ansible, async move {
                         let _ = stopped.await;
                     })
                     .await

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod workflows;
 
 pub use activities::OrchActivities;
+pub use configure::AnsibleSettings;
 pub use engine::{
     check_temporal, connect, relay_once, run_relay, run_worker, start_operation, workflow_id, WorkerThread,
     DEFAULT_TASK_QUEUE,

@@ -44,7 +44,7 @@ fn long() -> ActivityOptions {
 }
 
 /// The innermost message of an activity failure: the cause a user can act on.
-fn failure_message(error: &ActivityExecutionError) -> String {
+pub(crate) fn failure_message(error: &ActivityExecutionError) -> String {
     let mut message = error.to_string();
     let mut failure = error.failure();
     while let Some(current) = failure {

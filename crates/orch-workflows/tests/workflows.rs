@@ -11,7 +11,7 @@ use orch_core::{DeploymentStatus, OperationKind, Template};
 use orch_store::deployments::NewDeployment;
 use orch_store::{Actor, Store, StoreOptions};
 use orch_workflows::devserver::{temporal_cli, DevServer};
-use orch_workflows::{connect, relay_once, run_worker, OrchActivities};
+use orch_workflows::{connect, relay_once, run_worker, AnsibleSettings, OrchActivities};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -26,6 +26,23 @@ fn dev_server() -> &'static str {
                 .unwrap_or_else(|error| panic!("{error}; run scripts/test.sh, which installs the temporal CLI"))
         })
         .address
+}
+
+/// Playbooks for the tests, against localhost with a local connection.
+fn playbook_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("orch-playbooks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("site.yml"),
+        "- hosts: all\n  connection: local\n  gather_facts: false\n  vars:\n    ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n  tasks:\n    - name: write the greeting\n      ansible.builtin.copy:\n        content: \"{{ greeting }} from {{ inventory_hostname }}\\n\"\n        dest: \"{{ target }}\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("broken.yml"),
+        "- hosts: all\n  connection: local\n  gather_facts: false\n  tasks:\n    - name: this task fails\n      ansible.builtin.command: /bin/false\n",
+    )
+    .unwrap();
+    dir
 }
 
 struct Harness {
@@ -64,6 +81,20 @@ async fn harness(configure: impl FnOnce(&mut FakeConfig)) -> Harness {
         store: store.clone(),
         cloud: openstack,
     };
+    let ansible_playbook = std::env::var("ANSIBLE_PLAYBOOK")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../.venv/tools/bin/ansible-playbook"
+            ))
+            .to_path_buf()
+        });
+    let ansible = AnsibleSettings {
+        playbook_dir: playbook_dir(),
+        ansible_playbook,
+        ..AnsibleSettings::default()
+    };
     let queue = task_queue.clone();
     // The worker's future is not Send: it runs on a thread of its own.
     std::thread::spawn(move || {
@@ -73,7 +104,7 @@ async fn harness(configure: impl FnOnce(&mut FakeConfig)) -> Harness {
             .unwrap();
         runtime.block_on(async move {
             let client = connect_with_retry(&address).await;
-            run_worker(client, &queue, activities, async move {
+            run_worker(client, &queue, activities, ansible, async move {
                 let _ = stopped.await;
             })
             .await
@@ -462,5 +493,56 @@ async fn update_adds_a_group_and_resizes() {
     assert!(
         web.iter().all(|s| s["flavor"]["original_name"] == "m1.medium"),
         "{web:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn configure_runs_a_real_playbook_and_names_the_failing_task() {
+    let h = harness(|_| {}).await;
+    let mut template = web_app_stack();
+    template.vm_config.retain(|group, _| group == "db");
+    let id = h.create("configured", template, true).await;
+    assert_eq!(h.settle(&id).await.status, DeploymentStatus::Completed);
+    let target = std::env::temp_dir().join(format!("orch-greeting-{}", std::process::id()));
+    let request = json!({"playbook": "site.yml", "inventory": {"local": ["localhost"]},
+                         "extra_vars": {"greeting": "hello; rm -rf /", "target": target}});
+    let (_, operation) = h
+        .store
+        .request_operation(&id, OperationKind::Configure, &request, &Actor::default())
+        .await
+        .unwrap();
+    let configured = h.settle(&id).await;
+    assert_eq!(
+        configured.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        configured.status_reason
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "hello; rm -rf / from localhost\n",
+        "extra vars are data, not shell"
+    );
+    let run = h.store.configuration_run(&id, &operation.id).await.unwrap();
+    assert_eq!(run.status, "SUCCEEDED");
+    assert!(run.output.contains("PLAY RECAP"), "{}", run.output);
+
+    let request = json!({"playbook": "broken.yml", "inventory": {"local": ["localhost"]}});
+    let (_, operation) = h
+        .store
+        .request_operation(&id, OperationKind::Configure, &request, &Actor::default())
+        .await
+        .unwrap();
+    let failed = h.settle(&id).await;
+    assert_eq!(failed.status, DeploymentStatus::Failed);
+    assert!(
+        failed.status_reason.as_deref().unwrap().contains("this task fails"),
+        "{:?}",
+        failed.status_reason
+    );
+    let run = h.store.configuration_run(&id, &operation.id).await.unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.failed_task.as_deref()),
+        ("FAILED", Some("this task fails"))
     );
 }

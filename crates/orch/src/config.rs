@@ -30,6 +30,10 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("TEMPORAL_HOST", None, false),
     ("TEMPORAL_NAMESPACE", Some("default"), false),
     ("TEMPORAL_TASK_QUEUE", Some("orch"), false),
+    ("PLAYBOOK_DIR", Some("playbooks"), false),
+    ("ANSIBLE_PLAYBOOK", None, false),
+    ("ANSIBLE_USER", None, false),
+    ("ANSIBLE_SSH_KEY_PATH", None, false),
     ("OPENSTACK_AUTH_URL", None, false),
     ("OPENSTACK_USERNAME", None, false),
     ("OPENSTACK_PASSWORD", None, true),
@@ -83,6 +87,8 @@ pub struct Config {
     pub temporal_host: Option<String>,
     pub temporal_namespace: String,
     pub temporal_task_queue: String,
+    /// Where playbooks are and how ansible-playbook reaches the servers.
+    pub ansible: orch_workflows::AnsibleSettings,
     pub openstack: Option<OpenStackConfig>,
 }
 
@@ -242,6 +248,23 @@ impl Sources {
         let temporal_namespace = self.non_empty("TEMPORAL_NAMESPACE").unwrap_or("default").to_owned();
         let temporal_task_queue = self.non_empty("TEMPORAL_TASK_QUEUE").unwrap_or("orch").to_owned();
         let openstack = self.load_openstack()?;
+        let mut ansible = orch_workflows::AnsibleSettings {
+            playbook_dir: std::path::PathBuf::from(self.non_empty("PLAYBOOK_DIR").unwrap_or("playbooks")),
+            ssh_user: self.non_empty("ANSIBLE_USER").map(str::to_owned),
+            ssh_key_path: self.non_empty("ANSIBLE_SSH_KEY_PATH").map(std::path::PathBuf::from),
+            ..orch_workflows::AnsibleSettings::default()
+        };
+        if let Some(binary) = self.non_empty("ANSIBLE_PLAYBOOK") {
+            ansible.ansible_playbook = std::path::PathBuf::from(binary);
+        }
+        if let Some(key) = &ansible.ssh_key_path {
+            if !key.is_file() {
+                return Err(invalid(
+                    "ANSIBLE_SSH_KEY_PATH",
+                    format!("{} is not a file", key.display()),
+                ));
+            }
+        }
         let default_region = openstack
             .as_ref()
             .map(|cloud| cloud.region_name.clone())
@@ -268,6 +291,7 @@ impl Sources {
             temporal_host,
             temporal_namespace,
             temporal_task_queue,
+            ansible,
             openstack,
         })
     }

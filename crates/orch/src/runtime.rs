@@ -130,7 +130,14 @@ pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<
     let client = connect_temporal(&host, &config.temporal_namespace).await?;
     tracing::info!(temporal = %host, task_queue = %config.temporal_task_queue, "worker starting");
     let activities = OrchActivities { store, cloud };
-    orch_workflows::run_worker(client, &config.temporal_task_queue, activities, shutdown_signal()).await?;
+    orch_workflows::run_worker(
+        client,
+        &config.temporal_task_queue,
+        activities,
+        config.ansible.clone(),
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -169,6 +176,7 @@ pub async fn dev(mut config: Config, cloud: Option<OpenStack>, api_key: Option<S
             store,
             cloud: cloud.clone(),
         },
+        config.ansible.clone(),
     );
     let client = connect_temporal(&temporal_host, &config.temporal_namespace).await?;
     let cloud_line = match &fake {

@@ -394,3 +394,34 @@ pub async fn retry(
         }),
     ))
 }
+
+#[utoipa::path(get, path = "/deployments/{id}/configurations", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "ansible-playbook runs, newest first, without their output", body = Object),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn configurations(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    state.store.deployment(&id).await?;
+    let runs = state.store.configuration_runs(&id).await?;
+    let items: Vec<Value> = runs
+        .into_iter()
+        .map(|run| {
+            json!({"id": run.id, "playbook": run.playbook, "status": run.status, "failed_task": run.failed_task,
+                          "started_at": run.started_at, "finished_at": run.finished_at})
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+#[utoipa::path(get, path = "/deployments/{id}/configurations/{run}", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id"), ("run" = String, Path, description = "Run id (the configure operation's id)")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "One run with its output", body = Object),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn configuration(
+    State(state): State<AppState>,
+    Path((id, run)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let run = state.store.configuration_run(&id, &run).await?;
+    Ok(Json(serde_json::to_value(run).map_err(ApiError::internal)?))
+}

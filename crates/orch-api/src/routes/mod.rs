@@ -58,6 +58,8 @@ pub fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::configure))
         .routes(routes!(deployments::scale))
         .routes(routes!(deployments::retry))
+        .routes(routes!(deployments::configurations))
+        .routes(routes!(deployments::configuration))
         .routes(routes!(deployments::events))
         .routes(routes!(templates::create, templates::list))
         .routes(routes!(templates::get, templates::replace, templates::delete));

@@ -304,7 +304,44 @@ async fn conflicts(db: Db) {
     assert_eq!(configured.status(), StatusCode::ACCEPTED);
     assert_eq!(configured.json::<Value>().await.unwrap()["status"], "CONFIGURING");
     let operations = app.store.operations(&id).await.unwrap();
-    assert_eq!(operations.last().unwrap().payload["extra_vars"]["app_port"], 8080);
+    let configure = operations.last().unwrap();
+    assert_eq!(configure.payload["extra_vars"]["app_port"], 8080);
+
+    // The run and its output are readable through the API.
+    let run = app
+        .store
+        .start_configuration_run(&id, &configure.id, "configure-web.yml")
+        .await
+        .unwrap();
+    app.store
+        .finish_configuration_run(
+            &run,
+            false,
+            Some("install nginx"),
+            "TASK [install nginx]\nfatal: [h]: FAILED!",
+        )
+        .await
+        .unwrap();
+    let runs: Value = app
+        .get(&format!("/deployments/{id}/configurations"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs["items"][0]["status"], "FAILED");
+    let shown: Value = app
+        .get(&format!("/deployments/{id}/configurations/{run}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["failed_task"], "install nginx");
+    assert!(shown["output"].as_str().unwrap().contains("fatal"));
+    expect_problem(
+        app.get(&format!("/deployments/{id}/configurations/nope")).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 }
 db_test!(one_operation_at_a_time, conflicts);
 

@@ -117,6 +117,8 @@ async fn openapi(db: Db) {
         ("DELETE", "/templates/{id_or_name}"),
         ("GET", "/deployments"),
         ("GET", "/deployments/{id}"),
+        ("GET", "/deployments/{id}/configurations"),
+        ("GET", "/deployments/{id}/configurations/{run}"),
         ("GET", "/deployments/{id}/events"),
         ("GET", "/health"),
         ("GET", "/health/ready"),
