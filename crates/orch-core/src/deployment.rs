@@ -287,6 +287,8 @@ impl CreateDeploymentRequest {
 pub struct UpdateDeploymentRequest {
     pub template: Option<TemplateRef>,
     pub parameters: Option<Map<String, Value>>,
+    /// Only show the plan; change nothing.
+    pub dry_run: bool,
 }
 
 impl UpdateDeploymentRequest {
@@ -301,6 +303,10 @@ impl UpdateDeploymentRequest {
         let parameters = object
             .optional("parameters")
             .map(|value| read_parameters(Some(value), &mut problems));
+        let dry_run = match object.optional("dry_run") {
+            Some(value) => reader::boolean(value, "/dry_run", &mut problems).unwrap_or(false),
+            None => false,
+        };
         object.finish(&mut problems);
         if template.is_none() && parameters.is_none() {
             problems.push("", "give 'template', 'parameters' or both");
@@ -311,6 +317,7 @@ impl UpdateDeploymentRequest {
         Ok(Self {
             template: template.flatten(),
             parameters: parameters.flatten(),
+            dry_run,
         })
     }
 

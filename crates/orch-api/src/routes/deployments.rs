@@ -3,9 +3,13 @@
 //! Every request is validated completely before anything is written; work is recorded as an
 //! operation in the same transaction as the status change, for the workflow layer.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use orch_core::plan::{plan_servers, DesiredState};
 use orch_core::{
     apply_parameters, ConfigureRequest, CreateDeploymentRequest, DeploymentStatus, OperationKind, Problems,
     ScaleRequest, Template, TemplateRef, UpdateDeploymentRequest,
@@ -53,6 +57,8 @@ struct UpdateDeploymentBody {
     /// Merged into the current parameters; `null` removes one.
     #[schema(value_type = Object)]
     parameters: Option<Value>,
+    /// Only return the plan.
+    dry_run: Option<bool>,
 }
 
 /// `POST /deployments/{id}/scale` body (documentation only).
@@ -219,6 +225,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     request_body = UpdateDeploymentBody,
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 202, body = DeploymentAccepted),
+              (status = 200, description = "With `dry_run`: the plan (servers to create, delete, resize; subnets to create); nothing changes", body = Object),
               (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
               (status = 409, description = "Another operation is in flight, or the status does not allow it", body = ProblemDocument, content_type = "application/problem+json"),
               (status = 422, body = ProblemDocument, content_type = "application/problem+json")))]
@@ -227,15 +234,19 @@ pub async fn update(
     Path(id): Path<String>,
     RequestActor(actor): RequestActor,
     Body(body): Body,
-) -> ApiResult<(StatusCode, Json<DeploymentAccepted>)> {
+) -> ApiResult<Response> {
     let current = live_deployment(&state.store, &id).await?;
     let request = UpdateDeploymentRequest::parse(&body, &current.name)?;
+    let dry_run = request.dry_run;
     let parameters = Value::Object(request.merged_parameters(&current.parameters));
     let (template_id, template) = match request.template {
         Some(reference) => resolve_template(&state.store, reference).await?,
         None => (current.template_id.clone(), current.template.clone()),
     };
-    apply_parameters(&template, &parameters, "/parameters")?;
+    let effective = apply_parameters(&template, &parameters, "/parameters")?;
+    if dry_run {
+        return Ok(Json(plan(&state.store, &id, &effective).await?).into_response());
+    }
     let payload = json!({
         "template_id": template_id,
         "template": template.to_value(),
@@ -253,7 +264,35 @@ pub async fn update(
             status: record.status,
             operation_id: operation.id,
         }),
-    ))
+    )
+        .into_response())
+}
+
+/// What an update to `desired` would do, from the resources recorded now.
+async fn plan(store: &Store, id: &str, desired: &Template) -> ApiResult<Value> {
+    let resources = store.resources(id).await?;
+    let existing: BTreeMap<String, String> = resources
+        .iter()
+        .filter(|resource| resource.kind == "server")
+        .map(|resource| {
+            (
+                resource.logical_key.clone(),
+                resource.attributes["flavor"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let desired_state = DesiredState::of(desired);
+    let servers = plan_servers(&existing, &desired_state);
+    let new_subnets: Vec<&String> = desired_state
+        .subnets
+        .iter()
+        .filter(|name| {
+            !resources
+                .iter()
+                .any(|resource| resource.logical_key == format!("subnet:{name}"))
+        })
+        .collect();
+    Ok(json!({"plan": {"servers": servers, "subnets_to_create": new_subnets}}))
 }
 
 #[utoipa::path(delete, path = "/deployments/{id}", tag = "deployments",

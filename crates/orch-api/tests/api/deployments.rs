@@ -416,8 +416,45 @@ async fn update(db: Db) {
     app.create_seed_template().await;
     let id = app.create_deployment("updatable").await;
     app.complete_pending_operation(&id, DeploymentStatus::Completed).await;
+    for (key, flavor) in [
+        ("server:web:0", "m1.small"),
+        ("server:web:1", "m1.small"),
+        ("server:db:0", "m1.large"),
+    ] {
+        app.store
+            .record_resource(&orch_store::deployments::ResourceUpsert {
+                deployment_id: &id,
+                logical_key: key,
+                kind: "server",
+                cloud_id: Some(key),
+                status: "ACTIVE",
+                attributes: &json!({"flavor": flavor}),
+            })
+            .await
+            .unwrap();
+    }
     let mut bigger = web_app_stack();
     bigger["vm_config"]["cache"] = json!({"flavor": "m1.small", "image": "cirros", "count": 1, "subnet": "app"});
+    // A dry run shows the plan and changes nothing.
+    let planned = app
+        .send_json(
+            Method::PATCH,
+            &format!("/deployments/{id}"),
+            &json!({"template": bigger, "parameters": {"web_count": 1, "db_flavor": "m1.xlarge"}, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(planned.status(), StatusCode::OK);
+    let plan: Value = planned.json().await.unwrap();
+    assert_eq!(plan["plan"]["servers"]["delete"], json!(["server:web:1"]));
+    assert_eq!(plan["plan"]["servers"]["resize"], json!([["server:db:0", "m1.xlarge"]]));
+    assert!(plan["plan"]["servers"]["create"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("server:cache:0")));
+    assert!(
+        app.store.operation_in_flight(&id).await.unwrap().is_none(),
+        "a dry run records nothing"
+    );
     let response = app
         .send_json(
             Method::PATCH,
