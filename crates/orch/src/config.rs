@@ -41,6 +41,11 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("OPENSTACK_USER_DOMAIN_NAME", Some("Default"), false),
     ("OPENSTACK_PROJECT_DOMAIN_NAME", Some("Default"), false),
     ("OPENSTACK_REGION_NAME", Some("RegionOne"), false),
+    ("OPENSTACK_ALLOWED_HOSTS", Some(""), false),
+    ("OPENSTACK_MAX_CONCURRENCY", Some("64"), false),
+    ("OPENSTACK_REQUESTS_PER_SECOND", Some("50"), false),
+    ("OPENSTACK_TIMEOUT_SECONDS", Some("60"), false),
+    ("OPENSTACK_MAX_RETRIES", Some("5"), false),
 ];
 
 /// One line: which variable, and what is wrong with it.
@@ -90,6 +95,18 @@ pub struct Config {
     /// Where playbooks are and how ansible-playbook reaches the servers.
     pub ansible: orch_workflows::AnsibleSettings,
     pub openstack: Option<OpenStackConfig>,
+    /// How hard orch may push the cloud, whichever way the cloud is configured.
+    pub cloud_limits: CloudLimits,
+}
+
+/// The cloud client's limits and SSRF allowlist, from `OPENSTACK_*` settings.
+#[derive(Debug, Clone)]
+pub struct CloudLimits {
+    pub allowed_hosts: Vec<String>,
+    pub max_concurrency: usize,
+    pub requests_per_second: f64,
+    pub timeout_seconds: u64,
+    pub max_retries: u32,
 }
 
 /// Where a value came from, for `orch config`.
@@ -248,6 +265,45 @@ impl Sources {
         let temporal_namespace = self.non_empty("TEMPORAL_NAMESPACE").unwrap_or("default").to_owned();
         let temporal_task_queue = self.non_empty("TEMPORAL_TASK_QUEUE").unwrap_or("orch").to_owned();
         let openstack = self.load_openstack()?;
+        let cloud_limits = CloudLimits {
+            allowed_hosts: self
+                .get("OPENSTACK_ALLOWED_HOSTS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|host| !host.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            max_concurrency: parse(
+                "OPENSTACK_MAX_CONCURRENCY",
+                self.get("OPENSTACK_MAX_CONCURRENCY").unwrap_or("64"),
+                "a number of requests",
+            )?,
+            requests_per_second: parse(
+                "OPENSTACK_REQUESTS_PER_SECOND",
+                self.get("OPENSTACK_REQUESTS_PER_SECOND").unwrap_or("50"),
+                "a number",
+            )?,
+            timeout_seconds: parse(
+                "OPENSTACK_TIMEOUT_SECONDS",
+                self.get("OPENSTACK_TIMEOUT_SECONDS").unwrap_or("60"),
+                "a number of seconds",
+            )?,
+            max_retries: parse(
+                "OPENSTACK_MAX_RETRIES",
+                self.get("OPENSTACK_MAX_RETRIES").unwrap_or("5"),
+                "a number",
+            )?,
+        };
+        if cloud_limits.max_concurrency == 0 || cloud_limits.max_concurrency > 10_000 {
+            return Err(invalid("OPENSTACK_MAX_CONCURRENCY", "must be between 1 and 10000"));
+        }
+        if !(cloud_limits.requests_per_second >= 0.0 && cloud_limits.requests_per_second.is_finite()) {
+            return Err(invalid("OPENSTACK_REQUESTS_PER_SECOND", "must be 0 (no limit) or more"));
+        }
+        if cloud_limits.timeout_seconds == 0 {
+            return Err(invalid("OPENSTACK_TIMEOUT_SECONDS", "must be at least 1"));
+        }
         let mut ansible = orch_workflows::AnsibleSettings {
             playbook_dir: std::path::PathBuf::from(self.non_empty("PLAYBOOK_DIR").unwrap_or("playbooks")),
             ssh_user: self.non_empty("ANSIBLE_USER").map(str::to_owned),
@@ -293,6 +349,7 @@ impl Sources {
             temporal_task_queue,
             ansible,
             openstack,
+            cloud_limits,
         })
     }
 
@@ -517,6 +574,8 @@ mod tests {
             ("TEMPORAL_HOST", "nohost", "TEMPORAL_HOST"),
             ("OPENSTACK_AUTH_URL", "ftp://x", "OPENSTACK_AUTH_URL"),
             ("MAX_BODY_BYTES", "10", "MAX_BODY_BYTES"),
+            ("OPENSTACK_MAX_CONCURRENCY", "0", "OPENSTACK_MAX_CONCURRENCY"),
+            ("OPENSTACK_REQUESTS_PER_SECOND", "fast", "OPENSTACK_REQUESTS_PER_SECOND"),
             ("API_KEYS", "short:write", "API_KEYS"),
         ] {
             let mut pairs = vec![("API_KEYS".to_owned(), format!("{KEY}:write"))];
