@@ -232,7 +232,16 @@ impl Harness {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deploy_web_app_stack_then_delete_it() {
     let h = harness(|_| {}).await;
-    let id = h.create("shop", web_app_stack(), true).await;
+    // The seed's stack, with a security group on the web tier and a volume per db server.
+    let mut document = web_app_stack().to_value();
+    document["security_groups"] = json!({"web": {"description": "web tier", "rules": [
+        {"protocol": "tcp", "port_range_min": 443, "port_range_max": 443, "remote_ip_prefix": "0.0.0.0/0"},
+        {"protocol": "tcp", "port_range_min": 22, "port_range_max": 22, "remote_group": "web"}
+    ]}});
+    document["vm_config"]["web"]["security_groups"] = json!(["web"]);
+    document["vm_config"]["db"]["volumes"] = json!([{"size_gb": 20}]);
+    let template = Template::parse(&document, "", None).unwrap();
+    let id = h.create("shop", template, true).await;
     let deployment = h.settle(&id).await;
     assert_eq!(
         deployment.status,
@@ -247,6 +256,36 @@ async fn deploy_web_app_stack_then_delete_it() {
     assert_eq!(h.count("networks").await, 1);
     assert_eq!(h.count("subnets").await, 3);
     assert_eq!(h.count("routers").await, 1);
+    let groups = inventory["security_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1);
+    let rules: Vec<&Value> = groups[0]["security_group_rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["direction"] == "ingress")
+        .collect();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert!(
+        rules.iter().any(|r| r["remote_group_id"] == groups[0]["id"]),
+        "the ssh rule refers to the group itself"
+    );
+    let volumes = inventory["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(volumes[0]["status"], "in-use");
+    assert_eq!(volumes[0]["size"], 20);
+    let web_ports: Vec<&Value> = inventory["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"].as_str().unwrap_or_default().contains("port-web"))
+        .collect();
+    assert_eq!(web_ports.len(), 2);
+    assert!(
+        web_ports
+            .iter()
+            .all(|p| p["security_groups"] == json!([groups[0]["id"]])),
+        "{web_ports:?}"
+    );
     for server in servers {
         assert_eq!(server["status"], "ACTIVE");
         let tags: Vec<&str> = server["tags"]
