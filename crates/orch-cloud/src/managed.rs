@@ -69,6 +69,15 @@ impl ResourceKey {
         ])
     }
 
+    /// `request` with this key's name, tags and metadata.
+    pub fn server_request(&self, request: &ServerCreate) -> ServerCreate {
+        let mut request = request.clone();
+        request.name = self.name();
+        request.tags = self.tags();
+        request.metadata.extend(self.metadata());
+        request
+    }
+
     fn tag_filter(&self) -> Vec<(&'static str, String)> {
         vec![("tags", self.tags().join(","))]
     }
@@ -119,6 +128,30 @@ where
             }
             Err(error) => return Err(error),
         }
+    }
+}
+
+/// Like [`find_or_create`] when the first look was already done for many resources at once (one
+/// list call per batch instead of one per resource): `found` is what that look returned. After
+/// a create that may have happened, it looks again by key before creating again.
+pub async fn create_unless_found<T, Find, FindFuture, Create, CreateFuture>(
+    found: Option<T>,
+    find: Find,
+    create: Create,
+) -> Result<(T, bool)>
+where
+    Find: Fn() -> FindFuture,
+    FindFuture: Future<Output = Result<Option<T>>>,
+    Create: Fn() -> CreateFuture,
+    CreateFuture: Future<Output = Result<T>>,
+{
+    if let Some(found) = found {
+        return Ok((found, true));
+    }
+    match create().await {
+        Ok(created) => Ok((created, false)),
+        Err(error) if error.is_retryable() => find_or_create(find, create).await,
+        Err(error) => Err(error),
     }
 }
 
@@ -217,10 +250,7 @@ impl OpenStack {
 
     /// Boots the server for `key` unless it exists; returns its id.
     pub async fn ensure_server(&self, key: &ResourceKey, request: &ServerCreate) -> Result<(String, bool)> {
-        let mut request = request.clone();
-        request.name = key.name();
-        request.tags = key.tags();
-        request.metadata.extend(key.metadata());
+        let request = key.server_request(request);
         find_or_create(
             || async { Ok(self.find_server(key).await?.map(|server| server.id)) },
             || self.create_server(&request),

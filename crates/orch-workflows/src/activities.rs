@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_cloud::compute::{ServerCreate, ServerFilter};
-use orch_cloud::managed::{deployment_tag, key_of};
+use orch_cloud::managed::{create_unless_found, deployment_tag, key_of};
 use orch_cloud::network::{SecurityGroupRule, SubnetCreate};
 use orch_cloud::{CloudError, OpenStack, ResourceKey};
 use orch_core::plan::{parse_server_key, plan_servers, server_spec, DesiredState, ServerPlan};
@@ -433,6 +433,27 @@ impl OrchActivities {
                 images.insert(spec.image.clone(), image.id);
             }
         }
+        // What already exists, looked up once for the whole batch (invariant 1 at one list call
+        // per kind instead of one per server).
+        let tag = vec![("tags", deployment_tag(&deployment.id))];
+        let ports: HashMap<String, orch_cloud::network::Port> = cloud
+            .list_ports(&tag)
+            .await
+            .map_err(cloud_error)?
+            .into_iter()
+            .filter_map(|port| Some((key_of(&port.tags)?.to_owned(), port)))
+            .collect();
+        let servers: HashMap<String, String> = cloud
+            .list_servers(&ServerFilter {
+                tags: vec![deployment_tag(&deployment.id)],
+                ..ServerFilter::default()
+            })
+            .await
+            .map_err(cloud_error)?
+            .into_iter()
+            .filter(|server| server.status != "DELETED" && server.task_state.as_deref() != Some("deleting"))
+            .filter_map(|server| Some((key_of(&server.tags)?.to_owned(), server.id)))
+            .collect();
         // Owned tasks, bounded by a semaphore: each creates one server and records its id.
         let permits = Arc::new(tokio::sync::Semaphore::new(CREATE_CONCURRENCY));
         let mut tasks = tokio::task::JoinSet::new();
@@ -461,18 +482,46 @@ impl OrchActivities {
                 deployment.id.clone(),
                 network_id.clone(),
             );
+            let known_port = ports.get(&spec.key.replacen("server:", "port:", 1)).cloned();
+            let known_server = servers.get(&spec.key).cloned();
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await.expect("semaphore is never closed");
                 // The server's interface is a port on its group's subnet, made first and found
                 // by its key like everything else.
-                let port_key = spec.key.replacen("server:", "port:", 1);
-                let (port, _) = cloud.ensure_port(&key(&deployment_id, &port_key)?, &network_id, Some(&subnet_id), &groups).await.map_err(cloud_error)?;
-                this.record(&deployment_id, &port_key, "port", &port.id, "ACTIVE", json!({"server": spec.key})).await?;
-                let request = ServerCreate { port_ids: vec![port.id], ..request };
-                let resource_key = key(&deployment_id, &spec.key)?;
-                let (server_id, _) = cloud.ensure_server(&resource_key, &request).await.map_err(cloud_error)?;
-                let attributes = json!({"group": spec.group, "index": spec.index, "name": resource_key.name(), "flavor": spec.flavor});
-                this.record(&deployment_id, &spec.key, "server", &server_id, "BUILD", attributes).await?;
+                let port_key = key(&deployment_id, &spec.key.replacen("server:", "port:", 1))?;
+                let (port_name, port_tags) = (port_key.name(), port_key.tags());
+                let (port, _) = create_unless_found(
+                    known_port,
+                    || cloud.find_port(&port_key),
+                    || cloud.create_port(&port_name, &network_id, Some(&subnet_id), &groups, &port_tags),
+                )
+                .await
+                .map_err(cloud_error)?;
+                this.record(
+                    &deployment_id,
+                    &port_key.logical_key,
+                    "port",
+                    &port.id,
+                    "ACTIVE",
+                    json!({"server": spec.key}),
+                )
+                .await?;
+                let server_key = key(&deployment_id, &spec.key)?;
+                let request = server_key.server_request(&ServerCreate {
+                    port_ids: vec![port.id],
+                    ..request
+                });
+                let (server_id, _) = create_unless_found(
+                    known_server,
+                    || async { Ok(cloud.find_server(&server_key).await?.map(|server| server.id)) },
+                    || cloud.create_server(&request),
+                )
+                .await
+                .map_err(cloud_error)?;
+                let attributes =
+                    json!({"group": spec.group, "index": spec.index, "name": server_key.name(), "flavor": spec.flavor});
+                this.record(&deployment_id, &spec.key, "server", &server_id, "BUILD", attributes)
+                    .await?;
                 Ok::<_, ActivityError>(spec.key)
             });
         }

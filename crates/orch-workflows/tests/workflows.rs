@@ -250,6 +250,29 @@ async fn deploy_web_app_stack_then_delete_it() {
         deployment.status_reason
     );
 
+    // Gentle on the cloud: one create per resource, no per-server lookups or polls.
+    let stats: Value = reqwest::get(format!("{}/_fake/stats", h.cloud.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let count = |service: &str, method: &str| -> u64 {
+        stats["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["service"] == service && r["method"] == method)
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(count("compute", "POST"), 6 + 1, "six servers and one volume attachment");
+    let compute_gets = count("compute", "GET");
+    assert!(
+        compute_gets <= 12,
+        "{compute_gets} compute GETs for 6 servers: lookups and polls are batched"
+    );
+
     let inventory = h.inventory().await;
     let servers = inventory["servers"].as_array().unwrap();
     assert_eq!(servers.len(), 6);
