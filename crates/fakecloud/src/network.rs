@@ -285,11 +285,23 @@ async fn create(
             "The resource could not be found.",
         );
     };
-    let Some(body) = body.and_then(|Json(body)| body.get(singular).and_then(Value::as_object).cloned()) else {
-        return bad_request(format!("Resource body required with key '{singular}'"));
+    // One resource under the singular key, or many under the plural key (Neutron's bulk
+    // create, all or nothing).
+    let (items, bulk) = match body.map(|Json(body)| body) {
+        Some(Value::Object(mut body)) => match (body.remove(singular), body.remove(kind)) {
+            (Some(Value::Object(item)), _) => (vec![item], false),
+            (_, Some(Value::Array(items))) if !items.is_empty() && items.iter().all(Value::is_object) => (
+                items.into_iter().filter_map(|item| item.as_object().cloned()).collect(),
+                true,
+            ),
+            _ => return bad_request(format!("Resource body required with key '{singular}' or '{kind}'")),
+        },
+        _ => return bad_request(format!("Resource body required with key '{singular}'")),
     };
-    if let Err(response) = check_tags(&body) {
-        return response;
+    for item in &items {
+        if let Err(response) = check_tags(item) {
+            return response;
+        }
     }
     let lose_response = create_delay(&cloud).await;
     let quotas = cloud.config().quotas;
@@ -307,21 +319,31 @@ async fn create(
         .keys()
         .filter(|id| !world.builtin.contains(*id))
         .count() as u64;
-    if used >= quota {
+    if used + items.len() as u64 > quota {
         return over_quota(quota_name);
     }
-    let created = match kind {
-        "networks" => create_network(&mut world, &body),
-        "subnets" => create_subnet(&mut world, &body),
-        "routers" => create_router(&mut world, &body),
-        "ports" => create_port(&mut world, &body),
-        "security_groups" => create_security_group(&mut world, &body),
-        _ => create_rule(&mut world, &body),
-    };
-    let resource = match created {
-        Ok(resource) => resource,
-        Err(response) => return response,
-    };
+    let mut created = Vec::new();
+    for item in &items {
+        let result = match kind {
+            "networks" => create_network(&mut world, item),
+            "subnets" => create_subnet(&mut world, item),
+            "routers" => create_router(&mut world, item),
+            "ports" => create_port(&mut world, item),
+            "security_groups" => create_security_group(&mut world, item),
+            _ => create_rule(&mut world, item),
+        };
+        match result {
+            Ok(resource) => created.push(resource),
+            Err(response) => {
+                for resource in &created {
+                    world
+                        .neutron_mut(kind)
+                        .remove(resource["id"].as_str().unwrap_or_default());
+                }
+                return response;
+            }
+        }
+    }
     drop(world);
     if lose_response {
         return fail(
@@ -330,7 +352,11 @@ async fn create(
             "The server did not answer in time.",
         );
     }
-    (StatusCode::CREATED, Json(json!({ singular: resource }))).into_response()
+    if bulk {
+        (StatusCode::CREATED, Json(json!({ kind: created }))).into_response()
+    } else {
+        (StatusCode::CREATED, Json(json!({ singular: created.remove(0) }))).into_response()
+    }
 }
 
 fn create_network(world: &mut World, body: &Map<String, Value>) -> Result<Value, Response> {

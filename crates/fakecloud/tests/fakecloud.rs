@@ -417,6 +417,15 @@ async fn neutron_refuses_what_is_in_use_and_lists_by_tags() {
         &interface,
         &["id", "tenant_id", "subnet_id", "subnet_ids", "port_id", "network_id"],
     );
+    // Bulk create: all or nothing.
+    let bulk = json!({"ports": [{"network_id": network_id, "name": "a"}, {"network_id": network_id, "name": "b", "fixed_ips": [{"subnet_id": subnet_id}]}]});
+    let created = s.create("/networking/v2.0/ports", bulk).await;
+    assert_eq!(created["ports"].as_array().unwrap().len(), 2);
+    let broken = json!({"ports": [{"network_id": network_id, "name": "c"}, {"network_id": "missing", "name": "d"}]});
+    let (status, _, _) = s.call(Method::POST, "/networking/v2.0/ports", Some(broken)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, _, named) = s.call(Method::GET, "/networking/v2.0/ports?name=c", None).await;
+    assert_eq!(named["ports"], json!([]), "a failed bulk create leaves nothing");
     let (status, _, body) = s
         .call(Method::DELETE, &format!("/networking/v2.0/networks/{network_id}"), None)
         .await;

@@ -128,6 +128,16 @@ impl SecurityGroupRule {
     }
 }
 
+/// A port to create in bulk.
+#[derive(Debug, Clone, Default)]
+pub struct PortCreate {
+    pub name: String,
+    pub network_id: String,
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
+    pub tags: Vec<String>,
+}
+
 /// A subnet to create.
 #[derive(Debug, Clone, Default)]
 pub struct SubnetCreate {
@@ -317,6 +327,31 @@ impl OpenStack {
             body["security_groups"] = json!(security_group_ids);
         }
         decode(self.neutron_create("ports", "port", body).await?)
+    }
+
+    /// Many ports in one request (Neutron's bulk create: all or nothing).
+    #[tracing::instrument(skip_all, fields(count = ports.len()))]
+    pub async fn create_ports(&self, ports: &[PortCreate]) -> Result<Vec<Port>> {
+        if ports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items: Vec<Value> = ports
+            .iter()
+            .map(|port| {
+                let mut body = json!({"name": port.name, "network_id": port.network_id, "tags": port.tags});
+                if let Some(subnet_id) = &port.subnet_id {
+                    body["fixed_ips"] = json!([{"subnet_id": subnet_id}]);
+                }
+                if !port.security_group_ids.is_empty() {
+                    body["security_groups"] = json!(port.security_group_ids);
+                }
+                body
+            })
+            .collect();
+        let reply = self
+            .send(Call::new("network", Method::POST, "/ports").json(json!({"ports": items})))
+            .await?;
+        decode(take(reply, "ports"))
     }
 
     pub async fn delete_port(&self, id: &str) -> Result<()> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use orch_cloud::compute::{ServerCreate, ServerFilter};
 use orch_cloud::managed::{create_unless_found, deployment_tag, key_of};
-use orch_cloud::network::{SecurityGroupRule, SubnetCreate};
+use orch_cloud::network::{PortCreate, SecurityGroupRule, SubnetCreate};
 use orch_cloud::{CloudError, OpenStack, ResourceKey};
 use orch_core::plan::{parse_server_key, plan_servers, server_spec, DesiredState, ServerPlan};
 use orch_core::{apply_parameters, DeploymentStatus, OperationKind, ScaleRequest, Template};
@@ -103,6 +103,11 @@ async fn heartbeat<T: temporalio_common::data_converters::TemporalSerializable +
     if let Err(error) = ctx.record_heartbeat(details).await {
         tracing::warn!(error = %error, "heartbeat not recorded");
     }
+}
+
+/// The key of a server's port: `server:web:0` -> `port:web:0`.
+fn port_key_of(server_key: &str) -> String {
+    server_key.replacen("server:", "port:", 1)
 }
 
 fn key(deployment_id: &str, logical_key: &str) -> Result<ResourceKey, ActivityError> {
@@ -436,13 +441,77 @@ impl OrchActivities {
         // What already exists, looked up once for the whole batch (invariant 1 at one list call
         // per kind instead of one per server).
         let tag = vec![("tags", deployment_tag(&deployment.id))];
-        let ports: HashMap<String, orch_cloud::network::Port> = cloud
+        let mut ports: HashMap<String, orch_cloud::network::Port> = cloud
             .list_ports(&tag)
             .await
             .map_err(cloud_error)?
             .into_iter()
             .filter_map(|port| Some((key_of(&port.tags)?.to_owned(), port)))
             .collect();
+        // Each server's interface is a port on its group's subnet; the missing ones are made in
+        // one bulk request. After a bulk create that may have happened, look again first.
+        let mut attempt = 0;
+        loop {
+            let missing: Vec<PortCreate> = specs
+                .iter()
+                .filter(|spec| !ports.contains_key(&port_key_of(&spec.key)))
+                .map(|spec| {
+                    let port_key = key(&deployment.id, &port_key_of(&spec.key))?;
+                    Ok(PortCreate {
+                        name: port_key.name(),
+                        network_id: network_id.clone(),
+                        subnet_id: Some(
+                            subnet_ids
+                                .get(&spec.subnet)
+                                .cloned()
+                                .ok_or_else(|| retryable(format!("subnet '{}' is not recorded yet", spec.subnet)))?,
+                        ),
+                        security_group_ids: spec
+                            .security_groups
+                            .iter()
+                            .filter_map(|name| security_group_ids.get(name).cloned())
+                            .collect(),
+                        tags: port_key.tags(),
+                    })
+                })
+                .collect::<Result<_, ActivityError>>()?;
+            match cloud.create_ports(&missing).await {
+                Ok(created) => {
+                    ports.extend(
+                        created
+                            .into_iter()
+                            .filter_map(|port| Some((key_of(&port.tags)?.to_owned(), port))),
+                    );
+                    break;
+                }
+                Err(error) if error.is_retryable() && attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(250 * attempt)).await;
+                    ports = cloud
+                        .list_ports(&tag)
+                        .await
+                        .map_err(cloud_error)?
+                        .into_iter()
+                        .filter_map(|port| Some((key_of(&port.tags)?.to_owned(), port)))
+                        .collect();
+                }
+                Err(error) => return Err(cloud_error(error)),
+            }
+        }
+        for spec in &specs {
+            let port_key = port_key_of(&spec.key);
+            if let Some(port) = ports.get(&port_key) {
+                self.record(
+                    &deployment.id,
+                    &port_key,
+                    "port",
+                    &port.id,
+                    "ACTIVE",
+                    json!({"server": spec.key}),
+                )
+                .await?;
+            }
+        }
         let servers: HashMap<String, String> = cloud
             .list_servers(&ServerFilter {
                 tags: vec![deployment_tag(&deployment.id)],
@@ -466,46 +535,15 @@ impl OrchActivities {
                 metadata: spec.metadata.clone(),
                 ..ServerCreate::default()
             };
-            let subnet_id = subnet_ids
-                .get(&spec.subnet)
+            let (this, cloud, permits, deployment_id) =
+                (self.clone(), cloud.clone(), permits.clone(), deployment.id.clone());
+            let port = ports
+                .get(&port_key_of(&spec.key))
                 .cloned()
-                .ok_or_else(|| retryable(format!("subnet '{}' is not recorded yet", spec.subnet)))?;
-            let groups: Vec<String> = spec
-                .security_groups
-                .iter()
-                .filter_map(|name| security_group_ids.get(name).cloned())
-                .collect();
-            let (this, cloud, permits, deployment_id, network_id) = (
-                self.clone(),
-                cloud.clone(),
-                permits.clone(),
-                deployment.id.clone(),
-                network_id.clone(),
-            );
-            let known_port = ports.get(&spec.key.replacen("server:", "port:", 1)).cloned();
+                .ok_or_else(|| retryable(format!("the port of {} was not created", spec.key)))?;
             let known_server = servers.get(&spec.key).cloned();
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await.expect("semaphore is never closed");
-                // The server's interface is a port on its group's subnet, made first and found
-                // by its key like everything else.
-                let port_key = key(&deployment_id, &spec.key.replacen("server:", "port:", 1))?;
-                let (port_name, port_tags) = (port_key.name(), port_key.tags());
-                let (port, _) = create_unless_found(
-                    known_port,
-                    || cloud.find_port(&port_key),
-                    || cloud.create_port(&port_name, &network_id, Some(&subnet_id), &groups, &port_tags),
-                )
-                .await
-                .map_err(cloud_error)?;
-                this.record(
-                    &deployment_id,
-                    &port_key.logical_key,
-                    "port",
-                    &port.id,
-                    "ACTIVE",
-                    json!({"server": spec.key}),
-                )
-                .await?;
                 let server_key = key(&deployment_id, &spec.key)?;
                 let request = server_key.server_request(&ServerCreate {
                     port_ids: vec![port.id],
