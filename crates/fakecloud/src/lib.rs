@@ -199,7 +199,11 @@ fn service_of(path: &str) -> &'static str {
 async fn faults(State(cloud): State<Shared>, request: Request, next: Next) -> Response {
     let service = service_of(request.uri().path());
     let method = request.method().clone();
-    let response = injected_fault(&cloud, service).unwrap_or(next.run(request).await);
+    // A refused request never reaches the service: nothing it asked for happens.
+    let response = match injected_fault(&cloud, service) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    };
     let key = (service.to_owned(), method.to_string(), response.status().as_u16());
     *cloud.stats.lock().expect("stats lock").entry(key).or_default() += 1;
     response

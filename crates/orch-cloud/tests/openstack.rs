@@ -561,3 +561,26 @@ async fn servers_that_fail_show_the_fault() {
     assert_eq!(server.status, "ERROR");
     assert!(server.fault_message().unwrap().contains("No valid host"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_are_paced_below_the_cloud_limit() {
+    let cloud = start(|config| config.rate_limit_rps = 100.0).await;
+    let client = client_for(
+        &cloud,
+        ClientLimits {
+            requests_per_second: 50.0,
+            ..fast_limits()
+        },
+    );
+    client.list_flavors().await.unwrap();
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.list_flavors().await.map(|_| ()) })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(answered(&cloud, 429).await, 0);
+}

@@ -708,6 +708,20 @@ impl Store {
         Ok(())
     }
 
+    /// Marks every resource of a deployment as gone (after a full delete).
+    #[tracing::instrument(skip(self))]
+    pub async fn mark_all_resources_deleted(&self, deployment_id: &str) -> Result<()> {
+        let at = now();
+        let query = sqlx::query(
+            "UPDATE resources SET status = 'DELETED', deleted_at = $2, updated_at = $2 WHERE deployment_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(deployment_id)
+        .bind(&at)
+        .execute(self.pool());
+        timed("resources.delete_all", query).await?;
+        Ok(())
+    }
+
     /// Appends an event written by the workflow layer (progress, compensation).
     #[tracing::instrument(skip(self, detail))]
     pub async fn record_event(&self, deployment_id: &str, action: &str, detail: Value) -> Result<()> {

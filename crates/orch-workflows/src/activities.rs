@@ -21,6 +21,10 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use temporalio_sdk::ApplicationFailure;
 
+/// Longest pause between two polls of a deployment's servers. One list call per cycle covers
+/// the whole deployment, so polling often costs little and finds ACTIVE servers promptly.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Servers created concurrently within one activity.
 const CREATE_CONCURRENCY: usize = 16;
 
@@ -95,6 +99,22 @@ fn store_error(error: StoreError) -> ActivityError {
     }
 }
 
+/// Runs an activity's work while heartbeating every few seconds, so that Temporal sees a slow
+/// but living attempt as alive (and does not start a second one beside it), and a dead
+/// worker's attempt as dead within the heartbeat timeout.
+async fn keep_alive<T>(ctx: &ActivityContext, work: impl std::future::Future<Output = T>) -> T {
+    let ticker = async {
+        loop {
+            heartbeat(ctx, "alive").await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    };
+    tokio::select! {
+        result = work => result,
+        () = ticker => unreachable!("the heartbeat loop never ends"),
+    }
+}
+
 /// Heartbeats are best effort: a payload that cannot be encoded must not fail the work.
 async fn heartbeat<T: temporalio_common::data_converters::TemporalSerializable + 'static>(
     ctx: &ActivityContext,
@@ -103,6 +123,29 @@ async fn heartbeat<T: temporalio_common::data_converters::TemporalSerializable +
     if let Err(error) = ctx.record_heartbeat(details).await {
         tracing::warn!(error = %error, "heartbeat not recorded");
     }
+}
+
+/// Deletes many resources of one kind, `CREATE_CONCURRENCY` at a time (the client's own
+/// limits still pace them).
+async fn delete_all<F, Fut>(cloud: &OpenStack, ids: Vec<String>, delete: F) -> Result<(), ActivityError>
+where
+    F: Fn(OpenStack, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CloudError>> + Send + 'static,
+{
+    let permits = Arc::new(tokio::sync::Semaphore::new(CREATE_CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in ids {
+        let (permits, work) = (permits.clone(), delete(cloud.clone(), id));
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore is never closed");
+            work.await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|error| retryable(format!("a delete task failed: {error}")))?
+            .map_err(cloud_error)?;
+    }
+    Ok(())
 }
 
 /// The key of a server's port: `server:web:0` -> `port:web:0`.
@@ -191,79 +234,13 @@ impl OrchActivities {
     }
 }
 
-#[activities]
 impl OrchActivities {
-    /// Claims the operation. `None` when it was cancelled before any workflow ran (a delete of
-    /// a pending deployment), in which case the workflow does nothing.
-    #[activity]
-    pub async fn begin(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        operation: OperationRef,
-    ) -> Result<Option<Started>, ActivityError> {
-        let record = self.operation(&operation.operation_id).await?;
-        let claimed = match record.state.as_str() {
-            operation_state::PENDING => self
-                .store
-                .claim_operation(&operation.operation_id)
-                .await
-                .map_err(store_error)?
-                .is_some(),
-            operation_state::RUNNING => true,
-            _ => false,
-        };
-        if !claimed && self.operation(&operation.operation_id).await?.state != operation_state::RUNNING {
-            return Ok(None);
-        }
-        let deployment = self.deployment(&operation.deployment_id).await?;
-        Ok(Some(Started {
-            kind: record.kind,
-            rollback: deployment.rollback,
-        }))
-    }
-
-    /// The servers the operation creates, by key, in creation order.
-    #[activity]
-    pub async fn servers_to_create(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        operation: OperationRef,
-    ) -> Result<ChangePlan, ActivityError> {
-        let record = self.operation(&operation.operation_id).await?;
-        let deployment = self.deployment(&operation.deployment_id).await?;
-        let template = self.desired_template(&record, &deployment).await?;
-        let desired = DesiredState::of(&template);
-        let existing: BTreeMap<String, String> = self
-            .existing_servers(&deployment.id)
-            .await?
-            .into_iter()
-            .map(|(key, (_, flavor))| (key, flavor))
-            .collect();
-        let mut servers = plan_servers(&existing, &desired);
-        if record.kind == OperationKind::Scale {
-            // A scale touches its group only; other differences wait for an update.
-            let request: ScaleRequest =
-                serde_json::from_value(record.payload.clone()).map_err(|error| fatal(error.to_string()))?;
-            let in_group = |key: &String| parse_server_key(key).is_some_and(|(group, _)| group == request.vm_type);
-            servers.create.retain(in_group);
-            servers.delete.retain(in_group);
-            servers.resize.clear();
-        }
-        if matches!(record.kind, OperationKind::Create) {
-            servers.delete.clear();
-            servers.resize.clear();
-        }
-        Ok(ChangePlan { servers })
-    }
-
-    /// The network, its subnets, the router with its interfaces, and the security groups
-    /// with their rules.
-    #[activity]
-    pub async fn provision_network(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
+    async fn provision_network_work(
+        self: &Arc<Self>,
+        ctx: &ActivityContext,
         operation: OperationRef,
     ) -> Result<(), ActivityError> {
+        let _ = ctx;
         let record = self.operation(&operation.operation_id).await?;
         let deployment = self.deployment(&operation.deployment_id).await?;
         let template = self.desired_template(&record, &deployment).await?;
@@ -388,9 +365,10 @@ impl OrchActivities {
         Ok(())
     }
 
-    /// Boots the servers of `batch` (found before created), recording each id at once.
-    #[activity]
-    pub async fn create_servers(self: Arc<Self>, ctx: ActivityContext, batch: Batch) -> Result<(), ActivityError> {
+    #[tracing::instrument(skip_all, fields(first = batch.keys.first().map(String::as_str).unwrap_or_default(), attempt = ctx.info().attempt))]
+    async fn create_servers_work(self: &Arc<Self>, ctx: &ActivityContext, batch: Batch) -> Result<(), ActivityError> {
+        tracing::info!("creating a batch of servers");
+        let _ = ctx;
         let record = self.operation(&batch.operation.operation_id).await?;
         let deployment = self.deployment(&batch.operation.deployment_id).await?;
         let template = self.desired_template(&record, &deployment).await?;
@@ -565,9 +543,334 @@ impl OrchActivities {
         }
         while let Some(done) = tasks.join_next().await {
             let created = done.map_err(|error| retryable(format!("a create task failed: {error}")))??;
-            heartbeat(&ctx, created).await;
+            heartbeat(ctx, created).await;
         }
         Ok(())
+    }
+
+    async fn attach_volumes_work(self: &Arc<Self>, ctx: &ActivityContext, batch: Batch) -> Result<(), ActivityError> {
+        let _ = ctx;
+        let record = self.operation(&batch.operation.operation_id).await?;
+        let deployment = self.deployment(&batch.operation.deployment_id).await?;
+        let template = self.desired_template(&record, &deployment).await?;
+        let cloud = self.cloud_for(&deployment).await?;
+        let existing = self.existing_servers(&deployment.id).await?;
+        for server_key in &batch.keys {
+            let Some((group, index)) = parse_server_key(server_key) else {
+                continue;
+            };
+            let spec = server_spec(&template, group, index);
+            let Some((server_id, _)) = existing.get(server_key) else {
+                continue;
+            };
+            for (volume_key, size, volume_type) in &spec.volumes {
+                let (volume, _) = cloud
+                    .ensure_volume(&key(&deployment.id, volume_key)?, *size, volume_type.as_deref())
+                    .await
+                    .map_err(cloud_error)?;
+                self.record(
+                    &deployment.id,
+                    volume_key,
+                    "volume",
+                    &volume.id,
+                    "creating",
+                    json!({"server": server_key, "size_gb": size}),
+                )
+                .await?;
+                cloud
+                    .wait_volume(&volume.id, Some("available"), Duration::from_secs(600))
+                    .await
+                    .or_else(|error| {
+                        // Already attached by an earlier attempt.
+                        if matches!(error, CloudError::WaitTimeout { .. }) {
+                            Err(error)
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .map_err(cloud_error)?;
+                if !cloud
+                    .list_attachments(server_id)
+                    .await
+                    .map_err(cloud_error)?
+                    .contains(&volume.id)
+                {
+                    cloud.attach_volume(server_id, &volume.id).await.map_err(cloud_error)?;
+                }
+                self.record(
+                    &deployment.id,
+                    volume_key,
+                    "volume",
+                    &volume.id,
+                    "in-use",
+                    json!({"server": server_key, "size_gb": size}),
+                )
+                .await?;
+                heartbeat(ctx, volume_key.clone()).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn resize_servers_work(self: &Arc<Self>, ctx: &ActivityContext, batch: Batch) -> Result<(), ActivityError> {
+        let _ = ctx;
+        let record = self.operation(&batch.operation.operation_id).await?;
+        let deployment = self.deployment(&batch.operation.deployment_id).await?;
+        let template = self.desired_template(&record, &deployment).await?;
+        let cloud = self.cloud_for(&deployment).await?;
+        let existing = self.existing_servers(&deployment.id).await?;
+        for server_key in &batch.keys {
+            let (Some((group, index)), Some((server_id, _))) = (parse_server_key(server_key), existing.get(server_key))
+            else {
+                continue;
+            };
+            let spec = server_spec(&template, group, index);
+            let flavor = cloud
+                .find_flavor(&spec.flavor)
+                .await
+                .map_err(|error| fatal(error.to_string()))?;
+            let server = cloud.get_server(server_id).await.map_err(cloud_error)?;
+            if server.flavor["original_name"] != spec.flavor.as_str() && server.status == "ACTIVE" {
+                cloud.resize_server(server_id, &flavor.id).await.map_err(cloud_error)?;
+            }
+            loop {
+                let server = cloud.get_server(server_id).await.map_err(cloud_error)?;
+                match server.status.as_str() {
+                    "VERIFY_RESIZE" => cloud.confirm_resize(server_id).await.map_err(cloud_error)?,
+                    "ACTIVE" if server.flavor["original_name"] == spec.flavor.as_str() => break,
+                    "ERROR" => return Err(fatal(format!("server {} went to ERROR while resizing", server.name))),
+                    _ => {}
+                }
+                heartbeat(ctx, server_key.clone()).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let attributes =
+                json!({"group": group, "index": index, "name": server.name, "ip": server.ip(), "flavor": spec.flavor});
+            self.record(&deployment.id, server_key, "server", server_id, "ACTIVE", attributes)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_resources_work(self: &Arc<Self>, ctx: &ActivityContext, batch: Batch) -> Result<(), ActivityError> {
+        let _ = ctx;
+        let deployment = self.deployment(&batch.operation.deployment_id).await?;
+        let cloud = self.cloud_for(&deployment).await?;
+        let id = deployment.id.as_str();
+        let everything = batch.keys.is_empty();
+        let mut found = cloud.list_by_deployment(id).await.map_err(cloud_error)?;
+        let recorded = self.store.resources(id).await.map_err(store_error)?;
+        // Resources the database knows that the tag search did not return (say, a tag was lost).
+        for resource in &recorded {
+            let known = found.iter().any(|f| Some(&f.id) == resource.cloud_id.as_ref());
+            if let (false, Some(cloud_id)) = (known, &resource.cloud_id) {
+                let kind = match resource.kind.as_str() {
+                    "server" => "server",
+                    "port" => "port",
+                    "volume" => "volume",
+                    "router" => "router",
+                    "security_group" => "security_group",
+                    "subnet" => "subnet",
+                    "network" => "network",
+                    _ => continue,
+                };
+                found.push(orch_cloud::ManagedResource {
+                    kind,
+                    id: cloud_id.clone(),
+                    name: String::new(),
+                    deployment_id: Some(id.to_owned()),
+                    logical_key: Some(resource.logical_key.clone()),
+                });
+            }
+        }
+        let selected = |resource: &orch_cloud::ManagedResource| -> bool {
+            if everything {
+                return true;
+            }
+            let Some(logical_key) = &resource.logical_key else {
+                return false;
+            };
+            batch.keys.iter().any(|server_key| {
+                logical_key == server_key
+                    || *logical_key == server_key.replacen("server:", "port:", 1)
+                    || logical_key
+                        .strip_prefix("volume:")
+                        .is_some_and(|rest| format!("server:{rest}").starts_with(&format!("{server_key}:")))
+            })
+        };
+        let of_kind = |kind: &str| -> Vec<orch_cloud::ManagedResource> {
+            found
+                .iter()
+                .filter(|r| r.kind == kind && selected(r))
+                .cloned()
+                .collect()
+        };
+
+        let servers = of_kind("server");
+        delete_all(
+            &cloud,
+            servers.iter().map(|server| server.id.clone()).collect(),
+            |cloud, id| async move { cloud.delete_server(&id).await },
+        )
+        .await?;
+        // Wait until they are gone: one list call per cycle.
+        let server_ids: BTreeSet<String> = servers.iter().map(|s| s.id.clone()).collect();
+        let mut interval = Duration::from_millis(250);
+        loop {
+            let live = cloud
+                .list_servers(&ServerFilter {
+                    tags: vec![deployment_tag(id)],
+                    ..ServerFilter::default()
+                })
+                .await
+                .map_err(cloud_error)?;
+            let remaining = live
+                .iter()
+                .filter(|s| server_ids.contains(&s.id) && s.status != "DELETED")
+                .count();
+            heartbeat(ctx, remaining).await;
+            if remaining == 0 {
+                break;
+            }
+            tokio::time::sleep(interval).await;
+            interval = (interval * 3 / 2).min(Duration::from_secs(5));
+        }
+        for volume in of_kind("volume") {
+            cloud.delete_volume(&volume.id).await.map_err(cloud_error)?;
+            cloud
+                .wait_volume(&volume.id, None, Duration::from_secs(600))
+                .await
+                .map_err(cloud_error)?;
+        }
+        delete_all(
+            &cloud,
+            of_kind("port").into_iter().map(|port| port.id).collect(),
+            |cloud, id| async move { cloud.delete_port(&id).await },
+        )
+        .await?;
+        if everything {
+            let subnets = of_kind("subnet");
+            for router in of_kind("router") {
+                for subnet in &subnets {
+                    cloud
+                        .remove_router_interface(&router.id, &subnet.id)
+                        .await
+                        .map_err(cloud_error)?;
+                }
+                cloud.delete_router(&router.id).await.map_err(cloud_error)?;
+            }
+            for group in of_kind("security_group") {
+                cloud.delete_security_group(&group.id).await.map_err(cloud_error)?;
+            }
+            for subnet in &subnets {
+                cloud.delete_subnet(&subnet.id).await.map_err(cloud_error)?;
+            }
+            for network in of_kind("network") {
+                cloud.delete_network(&network.id).await.map_err(cloud_error)?;
+            }
+        }
+        if everything {
+            self.store.mark_all_resources_deleted(id).await.map_err(store_error)?;
+            return Ok(());
+        }
+        for resource in recorded {
+            let deleted = batch.keys.contains(&resource.logical_key)
+                || found
+                    .iter()
+                    .any(|f| selected(f) && f.logical_key.as_ref() == Some(&resource.logical_key));
+            if deleted {
+                self.store
+                    .mark_resource_deleted(id, &resource.logical_key)
+                    .await
+                    .map_err(store_error)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[activities]
+impl OrchActivities {
+    /// Claims the operation. `None` when it was cancelled before any workflow ran (a delete of
+    /// a pending deployment), in which case the workflow does nothing.
+    #[activity]
+    pub async fn begin(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        operation: OperationRef,
+    ) -> Result<Option<Started>, ActivityError> {
+        let record = self.operation(&operation.operation_id).await?;
+        let claimed = match record.state.as_str() {
+            operation_state::PENDING => self
+                .store
+                .claim_operation(&operation.operation_id)
+                .await
+                .map_err(store_error)?
+                .is_some(),
+            operation_state::RUNNING => true,
+            _ => false,
+        };
+        if !claimed && self.operation(&operation.operation_id).await?.state != operation_state::RUNNING {
+            return Ok(None);
+        }
+        let deployment = self.deployment(&operation.deployment_id).await?;
+        Ok(Some(Started {
+            kind: record.kind,
+            rollback: deployment.rollback,
+        }))
+    }
+
+    /// The servers the operation creates, by key, in creation order.
+    #[activity]
+    pub async fn servers_to_create(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        operation: OperationRef,
+    ) -> Result<ChangePlan, ActivityError> {
+        let record = self.operation(&operation.operation_id).await?;
+        let deployment = self.deployment(&operation.deployment_id).await?;
+        let template = self.desired_template(&record, &deployment).await?;
+        let desired = DesiredState::of(&template);
+        let existing: BTreeMap<String, String> = self
+            .existing_servers(&deployment.id)
+            .await?
+            .into_iter()
+            .map(|(key, (_, flavor))| (key, flavor))
+            .collect();
+        let mut servers = plan_servers(&existing, &desired);
+        if record.kind == OperationKind::Scale {
+            // A scale touches its group only; other differences wait for an update.
+            let request: ScaleRequest =
+                serde_json::from_value(record.payload.clone()).map_err(|error| fatal(error.to_string()))?;
+            let in_group = |key: &String| parse_server_key(key).is_some_and(|(group, _)| group == request.vm_type);
+            servers.create.retain(in_group);
+            servers.delete.retain(in_group);
+            servers.resize.clear();
+        }
+        if matches!(record.kind, OperationKind::Create) {
+            servers.delete.clear();
+            servers.resize.clear();
+        }
+        Ok(ChangePlan { servers })
+    }
+
+    /// The network, its subnets, the router with its interfaces, and the security groups
+    /// with their rules.
+    #[activity]
+    pub async fn provision_network(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        operation: OperationRef,
+    ) -> Result<(), ActivityError> {
+        let work = self.provision_network_work(&ctx, operation);
+        keep_alive(&ctx, work).await
+    }
+
+    /// Boots the servers of `batch` (found before created), recording each id at once.
+    #[activity]
+    pub async fn create_servers(self: Arc<Self>, ctx: ActivityContext, batch: Batch) -> Result<(), ActivityError> {
+        let work = self.create_servers_work(&ctx, batch);
+        keep_alive(&ctx, work).await
     }
 
     /// Waits until every server of `batch` is ACTIVE, with one list call per cycle for the
@@ -633,7 +936,7 @@ impl OrchActivities {
             interval = if pending.len() < before {
                 Duration::from_millis(250)
             } else {
-                (interval * 3 / 2).min(Duration::from_secs(5))
+                (interval * 3 / 2).min(MAX_POLL_INTERVAL)
             };
             tokio::time::sleep(interval).await;
         }
@@ -643,236 +946,23 @@ impl OrchActivities {
     /// Creates and attaches the volumes of the servers in `batch`.
     #[activity]
     pub async fn attach_volumes(self: Arc<Self>, ctx: ActivityContext, batch: Batch) -> Result<(), ActivityError> {
-        let record = self.operation(&batch.operation.operation_id).await?;
-        let deployment = self.deployment(&batch.operation.deployment_id).await?;
-        let template = self.desired_template(&record, &deployment).await?;
-        let cloud = self.cloud_for(&deployment).await?;
-        let existing = self.existing_servers(&deployment.id).await?;
-        for server_key in &batch.keys {
-            let Some((group, index)) = parse_server_key(server_key) else {
-                continue;
-            };
-            let spec = server_spec(&template, group, index);
-            let Some((server_id, _)) = existing.get(server_key) else {
-                continue;
-            };
-            for (volume_key, size, volume_type) in &spec.volumes {
-                let (volume, _) = cloud
-                    .ensure_volume(&key(&deployment.id, volume_key)?, *size, volume_type.as_deref())
-                    .await
-                    .map_err(cloud_error)?;
-                self.record(
-                    &deployment.id,
-                    volume_key,
-                    "volume",
-                    &volume.id,
-                    "creating",
-                    json!({"server": server_key, "size_gb": size}),
-                )
-                .await?;
-                cloud
-                    .wait_volume(&volume.id, Some("available"), Duration::from_secs(600))
-                    .await
-                    .or_else(|error| {
-                        // Already attached by an earlier attempt.
-                        if matches!(error, CloudError::WaitTimeout { .. }) {
-                            Err(error)
-                        } else {
-                            Ok(())
-                        }
-                    })
-                    .map_err(cloud_error)?;
-                if !cloud
-                    .list_attachments(server_id)
-                    .await
-                    .map_err(cloud_error)?
-                    .contains(&volume.id)
-                {
-                    cloud.attach_volume(server_id, &volume.id).await.map_err(cloud_error)?;
-                }
-                self.record(
-                    &deployment.id,
-                    volume_key,
-                    "volume",
-                    &volume.id,
-                    "in-use",
-                    json!({"server": server_key, "size_gb": size}),
-                )
-                .await?;
-                heartbeat(&ctx, volume_key.clone()).await;
-            }
-        }
-        Ok(())
+        let work = self.attach_volumes_work(&ctx, batch);
+        keep_alive(&ctx, work).await
     }
 
     /// Resizes servers whose flavor changed, and confirms.
     #[activity]
     pub async fn resize_servers(self: Arc<Self>, ctx: ActivityContext, batch: Batch) -> Result<(), ActivityError> {
-        let record = self.operation(&batch.operation.operation_id).await?;
-        let deployment = self.deployment(&batch.operation.deployment_id).await?;
-        let template = self.desired_template(&record, &deployment).await?;
-        let cloud = self.cloud_for(&deployment).await?;
-        let existing = self.existing_servers(&deployment.id).await?;
-        for server_key in &batch.keys {
-            let (Some((group, index)), Some((server_id, _))) = (parse_server_key(server_key), existing.get(server_key))
-            else {
-                continue;
-            };
-            let spec = server_spec(&template, group, index);
-            let flavor = cloud
-                .find_flavor(&spec.flavor)
-                .await
-                .map_err(|error| fatal(error.to_string()))?;
-            let server = cloud.get_server(server_id).await.map_err(cloud_error)?;
-            if server.flavor["original_name"] != spec.flavor.as_str() && server.status == "ACTIVE" {
-                cloud.resize_server(server_id, &flavor.id).await.map_err(cloud_error)?;
-            }
-            loop {
-                let server = cloud.get_server(server_id).await.map_err(cloud_error)?;
-                match server.status.as_str() {
-                    "VERIFY_RESIZE" => cloud.confirm_resize(server_id).await.map_err(cloud_error)?,
-                    "ACTIVE" if server.flavor["original_name"] == spec.flavor.as_str() => break,
-                    "ERROR" => return Err(fatal(format!("server {} went to ERROR while resizing", server.name))),
-                    _ => {}
-                }
-                heartbeat(&ctx, server_key.clone()).await;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            let attributes =
-                json!({"group": group, "index": index, "name": server.name, "ip": server.ip(), "flavor": spec.flavor});
-            self.record(&deployment.id, server_key, "server", server_id, "ACTIVE", attributes)
-                .await?;
-        }
-        Ok(())
+        let work = self.resize_servers_work(&ctx, batch);
+        keep_alive(&ctx, work).await
     }
 
     /// Deletes the servers of `batch` and their volumes; with no keys, everything of the
     /// deployment, found by its tags as well as in the database, in reverse dependency order.
     #[activity]
     pub async fn delete_resources(self: Arc<Self>, ctx: ActivityContext, batch: Batch) -> Result<(), ActivityError> {
-        let deployment = self.deployment(&batch.operation.deployment_id).await?;
-        let cloud = self.cloud_for(&deployment).await?;
-        let id = deployment.id.as_str();
-        let everything = batch.keys.is_empty();
-        let mut found = cloud.list_by_deployment(id).await.map_err(cloud_error)?;
-        let recorded = self.store.resources(id).await.map_err(store_error)?;
-        // Resources the database knows that the tag search did not return (say, a tag was lost).
-        for resource in &recorded {
-            let known = found.iter().any(|f| Some(&f.id) == resource.cloud_id.as_ref());
-            if let (false, Some(cloud_id)) = (known, &resource.cloud_id) {
-                let kind = match resource.kind.as_str() {
-                    "server" => "server",
-                    "port" => "port",
-                    "volume" => "volume",
-                    "router" => "router",
-                    "security_group" => "security_group",
-                    "subnet" => "subnet",
-                    "network" => "network",
-                    _ => continue,
-                };
-                found.push(orch_cloud::ManagedResource {
-                    kind,
-                    id: cloud_id.clone(),
-                    name: String::new(),
-                    deployment_id: Some(id.to_owned()),
-                    logical_key: Some(resource.logical_key.clone()),
-                });
-            }
-        }
-        let selected = |resource: &orch_cloud::ManagedResource| -> bool {
-            if everything {
-                return true;
-            }
-            let Some(logical_key) = &resource.logical_key else {
-                return false;
-            };
-            batch.keys.iter().any(|server_key| {
-                logical_key == server_key
-                    || *logical_key == server_key.replacen("server:", "port:", 1)
-                    || logical_key
-                        .strip_prefix("volume:")
-                        .is_some_and(|rest| format!("server:{rest}").starts_with(&format!("{server_key}:")))
-            })
-        };
-        let of_kind = |kind: &str| -> Vec<orch_cloud::ManagedResource> {
-            found
-                .iter()
-                .filter(|r| r.kind == kind && selected(r))
-                .cloned()
-                .collect()
-        };
-
-        let servers = of_kind("server");
-        for server in &servers {
-            cloud.delete_server(&server.id).await.map_err(cloud_error)?;
-        }
-        // Wait until they are gone: one list call per cycle.
-        let server_ids: BTreeSet<String> = servers.iter().map(|s| s.id.clone()).collect();
-        let mut interval = Duration::from_millis(250);
-        loop {
-            let live = cloud
-                .list_servers(&ServerFilter {
-                    tags: vec![deployment_tag(id)],
-                    ..ServerFilter::default()
-                })
-                .await
-                .map_err(cloud_error)?;
-            let remaining = live
-                .iter()
-                .filter(|s| server_ids.contains(&s.id) && s.status != "DELETED")
-                .count();
-            heartbeat(&ctx, remaining).await;
-            if remaining == 0 {
-                break;
-            }
-            tokio::time::sleep(interval).await;
-            interval = (interval * 3 / 2).min(Duration::from_secs(5));
-        }
-        for volume in of_kind("volume") {
-            cloud.delete_volume(&volume.id).await.map_err(cloud_error)?;
-            cloud
-                .wait_volume(&volume.id, None, Duration::from_secs(600))
-                .await
-                .map_err(cloud_error)?;
-        }
-        for port in of_kind("port") {
-            cloud.delete_port(&port.id).await.map_err(cloud_error)?;
-        }
-        if everything {
-            let subnets = of_kind("subnet");
-            for router in of_kind("router") {
-                for subnet in &subnets {
-                    cloud
-                        .remove_router_interface(&router.id, &subnet.id)
-                        .await
-                        .map_err(cloud_error)?;
-                }
-                cloud.delete_router(&router.id).await.map_err(cloud_error)?;
-            }
-            for group in of_kind("security_group") {
-                cloud.delete_security_group(&group.id).await.map_err(cloud_error)?;
-            }
-            for subnet in &subnets {
-                cloud.delete_subnet(&subnet.id).await.map_err(cloud_error)?;
-            }
-            for network in of_kind("network") {
-                cloud.delete_network(&network.id).await.map_err(cloud_error)?;
-            }
-        }
-        for resource in recorded {
-            let deleted = everything
-                || batch.keys.contains(&resource.logical_key)
-                || found
-                    .iter()
-                    .any(|f| selected(f) && f.logical_key.as_ref() == Some(&resource.logical_key));
-            if deleted {
-                self.store
-                    .mark_resource_deleted(id, &resource.logical_key)
-                    .await
-                    .map_err(store_error)?;
-            }
-        }
-        Ok(())
+        let work = self.delete_resources_work(&ctx, batch);
+        keep_alive(&ctx, work).await
     }
 
     /// Writes the end of the operation back: status, cause, and (after an update or a scale)

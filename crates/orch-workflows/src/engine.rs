@@ -255,3 +255,16 @@ impl Drop for WorkerThread {
         }
     }
 }
+
+/// Events in a workflow's history: how close a deployment gets to Temporal's limits.
+pub async fn history_length(client: &Client, workflow_id: &str) -> Result<usize, EngineError> {
+    let handle = client.get_workflow_handle::<DeployWorkflow>(workflow_id.to_owned());
+    let description = handle
+        .describe(temporalio_client::WorkflowDescribeOptions::default())
+        .await
+        .map_err(|error| EngineError::Start {
+            workflow_id: workflow_id.to_owned(),
+            message: error.to_string(),
+        })?;
+    Ok(description.history_length())
+}

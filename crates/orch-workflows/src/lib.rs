@@ -17,7 +17,7 @@ pub mod workflows;
 pub use activities::OrchActivities;
 pub use configure::AnsibleSettings;
 pub use engine::{
-    check_temporal, connect, relay_once, run_relay, run_worker, start_operation, workflow_id, WorkerThread,
-    DEFAULT_TASK_QUEUE,
+    check_temporal, connect, history_length, relay_once, run_relay, run_worker, start_operation, workflow_id,
+    WorkerThread, DEFAULT_TASK_QUEUE,
 };
 pub use temporalio_client::Client as TemporalClient;

@@ -54,6 +54,19 @@ struct Harness {
 }
 
 async fn harness(configure: impl FnOnce(&mut FakeConfig)) -> Harness {
+    let limits = ClientLimits {
+        backoff_base: Duration::from_millis(50),
+        requests_per_second: 0.0,
+        ..ClientLimits::default()
+    };
+    harness_with(configure, limits).await
+}
+
+async fn harness_with(configure: impl FnOnce(&mut FakeConfig), limits: ClientLimits) -> Harness {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
     let mut fake = FakeConfig {
         boot_delay_ms: 300,
         delete_delay_ms: 100,
@@ -67,11 +80,7 @@ async fn harness(configure: impl FnOnce(&mut FakeConfig)) -> Harness {
         .await
         .unwrap();
     let mut cloud_config = CloudConfig::password(&cloud.auth_url(), "admin", "fakecloud", "admin").unwrap();
-    cloud_config.limits = ClientLimits {
-        backoff_base: Duration::from_millis(50),
-        requests_per_second: 0.0,
-        ..ClientLimits::default()
-    };
+    cloud_config.limits = limits;
     let openstack = OpenStack::new(cloud_config).unwrap();
     let address = dev_server().to_owned();
     let client = connect_with_retry(&address).await;
@@ -606,5 +615,82 @@ async fn configure_runs_a_real_playbook_and_names_the_failing_task() {
     assert_eq!(
         (run.status.as_str(), run.failed_task.as_deref()),
         ("FAILED", Some("this task fails"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_servers_under_a_rate_limit_and_injected_errors_exist_once_each() {
+    // The cloud admits 100 requests/s and fails 5 % of all requests; orch paces itself at 90.
+    let limits = ClientLimits {
+        backoff_base: Duration::from_millis(50),
+        requests_per_second: 90.0,
+        breaker_threshold: 20,
+        ..ClientLimits::default()
+    };
+    let h = harness_with(
+        |config| {
+            config.rate_limit_rps = 100.0;
+            config.error_rate = 0.05;
+            config.boot_delay_ms = 1_000;
+        },
+        limits,
+    )
+    .await;
+    let mut template = web_app_stack();
+    template.vm_config.retain(|group, _| group == "web");
+    template.vm_config.get_mut("web").unwrap().count = 200;
+    let id = h.create("two-hundred", template, true).await;
+    let deployment = h.settle(&id).await;
+    assert_eq!(
+        deployment.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        deployment.status_reason
+    );
+    let inventory = h.inventory().await;
+    let servers = inventory["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 200);
+    let mut keys: Vec<&str> = servers
+        .iter()
+        .map(|s| s["metadata"]["orch_key"].as_str().unwrap())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 200, "no server exists twice");
+    assert_eq!(
+        inventory["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["device_owner"] == "compute:nova")
+            .count(),
+        200
+    );
+    let stats: Value = reqwest::get(format!("{}/_fake/stats", h.cloud.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let by_status = |code: u64| -> u64 {
+        stats["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == code)
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert!(by_status(500) + by_status(503) > 0, "faults were injected");
+    let limited: Vec<&Value> = stats["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == 429)
+        .collect();
+    assert_eq!(
+        by_status(429),
+        0,
+        "orch stayed below the cloud's rate limit: {limited:?}"
     );
 }

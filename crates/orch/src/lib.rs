@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod client;
 pub mod cloud;
 pub mod config;
@@ -38,15 +39,21 @@ pub enum Command {
     Dev,
     /// Show the effective configuration and where each value came from (secrets redacted).
     Config,
+    /// Measure a deployment of N servers against fakecloud: makespan, lower bound, requests per
+    /// server, workflow history, memory; and the same with the concurrency limited to 10.
+    Bench(bench::BenchArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
 
 /// Runs the command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Client(command) = cli.command {
-        return client::run(command, cli.connection).await;
-    }
+    let command = match cli.command {
+        Command::Client(command) => return client::run(command, cli.connection).await,
+        Command::Bench(args) => return bench::run(args).await,
+        command => command,
+    };
+    let cli = Cli { command, ..cli };
     let config_file = config::config_file_path(cli.config);
     let sources = Sources::gather(config_file.as_deref(), &std::env::current_dir()?, std::env::vars())?;
     match cli.command {
@@ -75,7 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => runtime::dev(config, cloud, dev_key).await,
             }
         }
-        Command::Client(_) => unreachable!("handled above"),
+        Command::Client(_) | Command::Bench(_) => unreachable!("handled above"),
     }
 }
 
