@@ -1,7 +1,8 @@
 //! The `orch` binary as a user runs it: help, configuration errors, `serve` on port 0 with
 //! graceful shutdown on SIGTERM, and no secret in the logs.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -104,15 +105,7 @@ fn serve_answers_and_stops_gracefully_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first_line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
-    let url = first_line
-        .trim()
-        .strip_prefix("orch listening on ")
-        .expect(&first_line)
-        .to_owned();
+    let url = common::listening_url(&mut child);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -185,15 +178,7 @@ fn serve_checks_regions_and_readiness_with_the_configured_cloud() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut first_line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
-    let url = first_line
-        .trim()
-        .strip_prefix("orch listening on ")
-        .expect(&first_line)
-        .to_owned();
+    let url = common::listening_url(&mut child);
     runtime.block_on(async {
         let client = reqwest::Client::new();
         let ready: serde_json::Value = client.get(format!("{url}/health/ready")).send().await.unwrap().json().await.unwrap();

@@ -2,7 +2,8 @@
 //! Temporal dev server, fakecloud), and the CLI client deploying seed 001's web-app-stack with
 //! `--wait`, scaling it, refusing a bad parameter, and deleting it.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Command, Output, Stdio};
 
 const KEY: &str = "client-test-key-0123456789";
@@ -48,9 +49,7 @@ fn orch_dev_and_the_cli_deploy_scale_and_delete_web_app_stack() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(dev.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("orch listening on ").expect(&line).to_owned();
+    let url = common::listening_url(&mut dev);
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/web-app-stack.yaml");
 
     let deployed = client(

@@ -2,7 +2,8 @@
 //! against a real Temporal dev server and fakecloud; the worker is killed with SIGKILL in the
 //! middle of a deploy, a new one takes over, and the deploy completes with no resource twice.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,11 +68,7 @@ fn a_worker_killed_mid_deploy_is_replaced_and_the_deploy_completes_without_dupli
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().strip_prefix("orch listening on ").expect(&line).to_owned();
+    let url = common::listening_url(&mut server);
     let mut first_worker = worker(&dir, &temporal.address, &auth_url);
 
     runtime.block_on(async {
