@@ -237,10 +237,9 @@ impl OrchActivities {
 impl OrchActivities {
     async fn provision_network_work(
         self: &Arc<Self>,
-        ctx: &ActivityContext,
+        _ctx: &ActivityContext,
         operation: OperationRef,
     ) -> Result<(), ActivityError> {
-        let _ = ctx;
         let record = self.operation(&operation.operation_id).await?;
         let deployment = self.deployment(&operation.deployment_id).await?;
         let template = self.desired_template(&record, &deployment).await?;
@@ -368,7 +367,6 @@ impl OrchActivities {
     #[tracing::instrument(skip_all, fields(first = batch.keys.first().map(String::as_str).unwrap_or_default(), attempt = ctx.info().attempt))]
     async fn create_servers_work(self: &Arc<Self>, ctx: &ActivityContext, batch: Batch) -> Result<(), ActivityError> {
         tracing::info!("creating a batch of servers");
-        let _ = ctx;
         let record = self.operation(&batch.operation.operation_id).await?;
         let deployment = self.deployment(&batch.operation.deployment_id).await?;
         let template = self.desired_template(&record, &deployment).await?;
@@ -549,7 +547,6 @@ impl OrchActivities {
     }
 
     async fn attach_volumes_work(self: &Arc<Self>, ctx: &ActivityContext, batch: Batch) -> Result<(), ActivityError> {
-        let _ = ctx;
         let record = self.operation(&batch.operation.operation_id).await?;
         let deployment = self.deployment(&batch.operation.deployment_id).await?;
         let template = self.desired_template(&record, &deployment).await?;
@@ -613,7 +610,6 @@ impl OrchActivities {
     }
 
     async fn resize_servers_work(self: &Arc<Self>, ctx: &ActivityContext, batch: Batch) -> Result<(), ActivityError> {
-        let _ = ctx;
         let record = self.operation(&batch.operation.operation_id).await?;
         let deployment = self.deployment(&batch.operation.deployment_id).await?;
         let template = self.desired_template(&record, &deployment).await?;
@@ -653,7 +649,6 @@ impl OrchActivities {
     }
 
     async fn delete_resources_work(self: &Arc<Self>, ctx: &ActivityContext, batch: Batch) -> Result<(), ActivityError> {
-        let _ = ctx;
         let deployment = self.deployment(&batch.operation.deployment_id).await?;
         let cloud = self.cloud_for(&deployment).await?;
         let id = deployment.id.as_str();
