@@ -33,6 +33,7 @@ pub fn routes() -> Router<Shared> {
         .route("/compute/v2.1/servers/detail", get(list_servers))
         .route("/compute/v2.1/servers/{id}", get(show_server).delete(delete_server))
         .route("/compute/v2.1/servers/{id}/action", post(server_action))
+        .route("/compute/v2.1/servers/{id}/tags", get(show_tags).put(replace_tags))
         .route(
             "/compute/v2.1/servers/{id}/metadata",
             get(show_metadata).put(replace_metadata).post(update_metadata),
@@ -51,6 +52,72 @@ pub fn routes() -> Router<Shared> {
             get(show_keypair).delete(delete_keypair),
         )
         .route("/compute/v2.1/limits", get(limits))
+        .layer(axum::middleware::from_fn(version_headers))
+}
+
+/// Nova names the microversion it answered with on every response, errors included, in both
+/// the current and the legacy header.
+async fn version_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let version = microversion(request.headers()).unwrap_or((2, 1));
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if !headers.contains_key("openstack-api-version") {
+        let value = format!("compute {}.{}", version.0, version.1);
+        headers.insert("openstack-api-version", value.parse().expect("ascii"));
+    }
+    let legacy = format!("{}.{}", version.0, version.1);
+    headers.insert("x-openstack-nova-api-version", legacy.parse().expect("ascii"));
+    headers.insert(
+        "vary",
+        "OpenStack-API-Version, X-OpenStack-Nova-API-Version"
+            .parse()
+            .expect("ascii"),
+    );
+    response
+}
+
+async fn show_tags(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    match cloud.world().servers.get(&id) {
+        Some(server) => Json(json!({"tags": server.tags})).into_response(),
+        None => fail(StatusCode::NOT_FOUND, format!("Instance {id} could not be found.")),
+    }
+}
+
+/// `PUT /servers/{id}/tags`: refused while the server builds, as Nova does.
+async fn replace_tags(
+    State(cloud): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(response) = authorize(&cloud, "compute", &headers) {
+        return response;
+    }
+    let Some(tags) = body.and_then(|Json(body)| {
+        body["tags"].as_array().and_then(|tags| {
+            tags.iter()
+                .map(|t| t.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        })
+    }) else {
+        return fail(StatusCode::BAD_REQUEST, "Invalid input for field/attribute tags.");
+    };
+    let mut world = cloud.world();
+    let Some(server) = world.servers.get_mut(&id) else {
+        return fail(StatusCode::NOT_FOUND, format!("Instance {id} could not be found."));
+    };
+    if server.status(Utc::now()) == "BUILD" {
+        return error(
+            "compute_conflict",
+            StatusCode::CONFLICT,
+            &format!("Cannot 'update tags' instance {id} while it is in vm_state building"),
+        );
+    }
+    server.tags = tags.clone();
+    Json(json!({"tags": tags})).into_response()
 }
 
 fn fail(status: StatusCode, message: impl AsRef<str>) -> Response {
@@ -119,7 +186,7 @@ fn render_flavor(flavor: &Flavor, base_url: &str) -> Value {
     json!({
         "id": flavor.id, "name": flavor.name, "vcpus": flavor.vcpus, "ram": flavor.ram, "disk": flavor.disk,
         "OS-FLV-EXT-DATA:ephemeral": 0, "swap": "", "rxtx_factor": 1.0, "os-flavor-access:is_public": true,
-        "OS-FLV-DISABLED:disabled": false, "description": null,
+        "OS-FLV-DISABLED:disabled": false,
         "links": [{"rel": "self", "href": format!("{base_url}/compute/v2.1/flavors/{}", flavor.id)}]
     })
 }
@@ -213,7 +280,7 @@ fn render_server_at(world: &World, server: &Server, now: DateTime<Utc>, base_url
         "OS-EXT-STS:task_state": task_state, "OS-EXT-STS:vm_state": vm_state, "OS-EXT-STS:power_state": power_state,
         "os-extended-volumes:volumes_attached": server.volumes.iter().map(|id| json!({"id": id, "delete_on_termination": false})).collect::<Vec<_>>(),
         "security_groups": server.security_groups.iter().map(|name| json!({"name": name})).collect::<Vec<_>>(),
-        "locked": false,
+        "locked": false, "description": null,
     });
     if version >= (2, 26) {
         rendered["tags"] = json!(server.tags);
@@ -365,9 +432,14 @@ async fn list_servers(
             None => return fail(StatusCode::BAD_REQUEST, format!("marker [{marker}] not found")),
         }
     }
-    if let Some(limit) = limit {
-        servers.truncate(limit);
-    }
+    // A full page links to the next, as Nova does.
+    let next = match limit {
+        Some(limit) if servers.len() > limit => {
+            servers.truncate(limit);
+            servers.last().map(|(_, id, _)| id.clone())
+        }
+        _ => None,
+    };
     let detailed = true;
     let servers: Vec<Value> = servers
         .into_iter()
@@ -379,7 +451,16 @@ async fn list_servers(
             }
         })
         .collect();
-    with_version(Json(json!({"servers": servers})).into_response(), version)
+    let mut body = json!({"servers": servers});
+    if let Some(marker) = next {
+        let href = format!(
+            "{}/compute/v2.1/servers/detail?limit={}&marker={marker}",
+            cloud.base_url,
+            limit.unwrap_or_default()
+        );
+        body["servers_links"] = json!([{"href": href, "rel": "next"}]);
+    }
+    with_version(Json(body).into_response(), version)
 }
 
 async fn show_server(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -843,7 +924,8 @@ async fn update_metadata(
 }
 
 fn render_attachment(server_id: &str, volume_id: &str) -> Value {
-    json!({"id": volume_id, "serverId": server_id, "volumeId": volume_id, "device": "/dev/vdb", "tag": null, "delete_on_termination": false})
+    // `tag` (2.70) and `delete_on_termination` (2.79) are newer than what orch speaks.
+    json!({"id": volume_id, "serverId": server_id, "volumeId": volume_id, "device": "/dev/vdb"})
 }
 
 async fn list_attachments(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {

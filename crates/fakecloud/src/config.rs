@@ -34,9 +34,25 @@ pub struct FakeConfig {
     pub token_ttl_seconds: u64,
     /// The next N creates take effect but answer 503, as if the response was lost.
     pub lose_create_responses: u32,
+    /// What Neutron does with `tags` in a create body.
+    pub tags_in_create: TagsInCreate,
     pub quotas: Quotas,
     pub flavors: Vec<Flavor>,
     pub images: Vec<Image>,
+}
+
+/// What Neutron does with `tags` sent in a create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagsInCreate {
+    /// As the real Neutron 2026.1 with ML2/OVN does, although it advertises `tag-creation`:
+    /// 400 "Attribute 'tags' not allowed in POST" for networks, subnets, routers and security
+    /// groups; ports (single or bulk) are created and their tags silently dropped. Tags stick
+    /// only through `PUT /v2.0/{collection}/{id}/tags`.
+    #[default]
+    RefuseOrDrop,
+    /// Kept, as Neutron's `tag-creation` extension documents.
+    Keep,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +136,7 @@ impl Default for FakeConfig {
             rate_limit_rps: 0.0,
             token_ttl_seconds: 3_600,
             lose_create_responses: 0,
+            tags_in_create: TagsInCreate::default(),
             quotas: Quotas::default(),
             flavors: vec![
                 flavor("1", "m1.tiny", 1, 512, 1),

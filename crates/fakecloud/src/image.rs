@@ -32,6 +32,8 @@ fn render_image(image: &Image) -> Value {
         "checksum": "ee1eca47dc88f4879d8a229cc70a07c6", "os_hash_algo": "sha512", "os_hash_value": null,
         "min_ram": 0, "min_disk": image.min_disk, "owner": "fakecloud", "size": 13_287_936, "virtual_size": null,
         "container_format": "bare", "disk_format": "qcow2", "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
+        "owner_specified.openstack.md5": "", "owner_specified.openstack.object": format!("images/{}", image.name),
+        "owner_specified.openstack.sha256": "", "stores": "file",
         "tags": [], "self": format!("/v2/images/{}", image.id), "file": format!("/v2/images/{}/file", image.id), "schema": "/v2/schemas/image"
     })
 }
@@ -56,12 +58,27 @@ async fn list(
     Json(json!({"images": images, "first": "/v2/images", "schema": "/v2/schemas/images"})).into_response()
 }
 
+/// Glance answers JSON when asked for it (as orch does), else its HTML-ish text.
+fn not_found(headers: &HeaderMap, id: &str) -> Response {
+    let wants_json = headers
+        .get("accept")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"));
+    let message = format!("No image found with ID {id}");
+    if wants_json {
+        let body =
+            json!({"message": format!("{message}<br /><br />\n\n\n"), "code": "404 Not Found", "title": "Not Found"});
+        return (StatusCode::NOT_FOUND, Json(body)).into_response();
+    }
+    error("image", StatusCode::NOT_FOUND, &message)
+}
+
 async fn show(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(response) = authorize(&cloud, "image", &headers) {
         return response;
     }
     match cloud.config().images.iter().find(|image| image.id == id) {
         Some(image) => Json(render_image(image)).into_response(),
-        None => error("image", StatusCode::NOT_FOUND, &format!("No image found with ID {id}")),
+        None => not_found(&headers, &id),
     }
 }

@@ -40,7 +40,7 @@ pub mod network;
 pub mod volume;
 pub mod world;
 
-pub use config::FakeConfig;
+pub use config::{FakeConfig, TagsInCreate};
 use world::World;
 
 /// The services fakecloud simulates, by the names used in settings and statistics.

@@ -15,6 +15,7 @@ use chrono::Utc;
 use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 
+use crate::config::TagsInCreate;
 use crate::world::{default_pool, new_id, timestamp, World};
 use crate::{authorize, create_delay, Shared};
 
@@ -287,7 +288,7 @@ async fn create(
     };
     // One resource under the singular key, or many under the plural key (Neutron's bulk
     // create, all or nothing).
-    let (items, bulk) = match body.map(|Json(body)| body) {
+    let (mut items, bulk) = match body.map(|Json(body)| body) {
         Some(Value::Object(mut body)) => match (body.remove(singular), body.remove(kind)) {
             (Some(Value::Object(item)), _) => (vec![item], false),
             (_, Some(Value::Array(items))) if !items.is_empty() && items.iter().all(Value::is_object) => (
@@ -302,6 +303,9 @@ async fn create(
         if let Err(response) = check_tags(item) {
             return response;
         }
+    }
+    if let Err(response) = apply_tag_policy(&cloud, kind, &mut items) {
+        return response;
     }
     let lose_response = create_delay(&cloud).await;
     let quotas = cloud.config().quotas;
@@ -359,6 +363,31 @@ async fn create(
     }
 }
 
+/// What this Neutron does with tags in a create (see [`TagsInCreate`]).
+fn apply_tag_policy(cloud: &Shared, kind: &str, items: &mut [Map<String, Value>]) -> Result<(), Response> {
+    if cloud.config().tags_in_create == TagsInCreate::Keep {
+        return Ok(());
+    }
+    match kind {
+        "ports" => {
+            for item in items {
+                item.remove("tags");
+            }
+            Ok(())
+        }
+        "networks" | "subnets" | "routers" | "security_groups"
+            if items.iter().any(|item| item.contains_key("tags")) =>
+        {
+            Err(fail(
+                StatusCode::BAD_REQUEST,
+                "HTTPBadRequest",
+                "Attribute 'tags' not allowed in POST",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn create_network(world: &mut World, body: &Map<String, Value>) -> Result<Value, Response> {
     let mut network = base(world, body);
     let segment = 1000 + world.neutron("networks").len();
@@ -386,16 +415,21 @@ fn create_network(world: &mut World, body: &Map<String, Value>) -> Result<Value,
         ("provider:network_type", json!("vxlan")),
         ("provider:physical_network", Value::Null),
         ("provider:segmentation_id", json!(segment)),
-        ("qos_policy_id", Value::Null),
-        ("is_default", json!(false)),
-        ("dns_domain", json!("")),
+        ("qinq", json!(false)),
+        ("vlan_transparent", json!(false)),
     ] {
         network.insert(key.into(), value);
     }
-    let network = Value::Object(network);
+    // Only external networks say whether they are the default one.
+    if network["router:external"] == true {
+        network.insert("is_default".into(), json!(false));
+    }
+    let mut network = Value::Object(network);
     world
         .neutron_mut("networks")
         .insert(network["id"].as_str().expect("id").to_owned(), network.clone());
+    // Neutron's create answer says `is_default` of any network; its reads, of external ones.
+    network["is_default"] = json!(false);
     Ok(network)
 }
 
@@ -488,7 +522,7 @@ fn create_subnet(world: &mut World, body: &Map<String, Value>) -> Result<Value, 
         ("ipv6_ra_mode", Value::Null),
         ("ipv6_address_mode", Value::Null),
         ("service_types", json!([])),
-        ("segment_id", Value::Null),
+        ("router:external", json!(false)),
     ] {
         subnet.insert(key.into(), value);
     }
@@ -536,16 +570,28 @@ fn create_router(world: &mut World, body: &Map<String, Value>) -> Result<Value, 
         _ => Value::Null,
     };
     let mut router = base(world, body);
+    let gateways = match &gateway {
+        Value::Object(info) => {
+            let mut info = info.clone();
+            info.remove("enable_snat");
+            json!([info])
+        }
+        _ => json!([]),
+    };
+    let snat = gateway.get("enable_snat").cloned().unwrap_or(json!(false));
     for (key, value) in [
         ("admin_state_up", json!(true)),
         ("status", json!("ACTIVE")),
         ("external_gateway_info", gateway),
+        ("external_gateways", gateways),
+        ("enable_snat", snat),
         ("routes", json!([])),
         ("availability_zone_hints", json!([])),
         ("availability_zones", json!(["nova"])),
-        ("distributed", json!(false)),
         ("ha", json!(false)),
         ("flavor_id", Value::Null),
+        ("enable_default_route_bfd", json!(false)),
+        ("enable_default_route_ecmp", json!(false)),
     ] {
         router.insert(key.into(), value);
     }
@@ -620,7 +666,18 @@ fn create_security_group(world: &mut World, body: &Map<String, Value>) -> Result
                    "project_id": world.project_id, "created_at": now, "updated_at": now, "revision_number": 0, "belongs_to_default_sg": false})
         })
         .collect();
-    group.insert("security_group_rules".into(), json!(rules));
+    // Rules shown inside their group carry two attributes more than on their own.
+    let shown: Vec<Value> = rules
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| {
+            let mut rule = rule.clone();
+            rule["standard_attr_id"] = json!(index + 1);
+            rule["tags"] = json!([]);
+            rule
+        })
+        .collect();
+    group.insert("security_group_rules".into(), json!(shown));
     group.insert("stateful".into(), json!(true));
     group.insert("shared".into(), json!(false));
     let group = Value::Object(group);
@@ -972,10 +1029,8 @@ async fn add_router_interface(
         "binding:vnic_type": "normal", "port_security_enabled": false, "tags": [], "created_at": now, "updated_at": now, "revision_number": 1
     });
     world.neutron_mut("ports").insert(port_id.clone(), port);
-    Json(
-        json!({"id": id, "tenant_id": world.project_id, "project_id": world.project_id, "subnet_id": subnet_id,
-                "subnet_ids": [subnet_id], "port_id": port_id, "network_id": network_id}),
-    )
+    Json(json!({"id": id, "project_id": world.project_id, "subnet_id": subnet_id,
+                "subnet_ids": [subnet_id], "port_id": port_id, "network_id": network_id}))
     .into_response()
 }
 
@@ -988,42 +1043,59 @@ async fn remove_router_interface(
     if let Err(response) = authorize(&cloud, "network", &headers) {
         return response;
     }
-    let Some(subnet_id) = body
-        .as_ref()
-        .and_then(|Json(body)| body["subnet_id"].as_str())
-        .map(str::to_owned)
-    else {
-        return bad_request("Either subnet_id or port_id must be specified");
+    // By subnet or by port, as Neutron takes either.
+    let field = |name: &str| {
+        body.as_ref()
+            .and_then(|Json(body)| body[name].as_str())
+            .map(str::to_owned)
     };
+    let (subnet_wanted, port_wanted) = (field("subnet_id"), field("port_id"));
+    if subnet_wanted.is_none() && port_wanted.is_none() {
+        return bad_request("Either subnet_id or port_id must be specified");
+    }
     let mut world = cloud.world();
     if !world.neutron("routers").contains_key(&id) {
         return not_found("router", &id);
     }
+    let on_subnet = |port: &Value, subnet: &str| {
+        port["fixed_ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|ip| ip["subnet_id"] == subnet)
+    };
     let port = world
         .neutron("ports")
         .values()
         .find(|port| {
             port["device_id"] == id.as_str()
-                && port["fixed_ips"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|ip| ip["subnet_id"] == subnet_id.as_str())
+                && port_wanted.as_ref().is_none_or(|wanted| port["id"] == wanted.as_str())
+                && subnet_wanted.as_ref().is_none_or(|wanted| on_subnet(port, wanted))
         })
         .cloned();
     let Some(port) = port else {
-        return fail(
-            StatusCode::NOT_FOUND,
-            "RouterInterfaceNotFoundForSubnet",
-            format!("Router {id} has no interface on subnet {subnet_id}"),
-        );
+        return match (&subnet_wanted, &port_wanted) {
+            (Some(subnet_id), _) => fail(
+                StatusCode::NOT_FOUND,
+                "RouterInterfaceNotFoundForSubnet",
+                format!("Router {id} has no interface on subnet {subnet_id}"),
+            ),
+            (None, Some(port_id)) => fail(
+                StatusCode::NOT_FOUND,
+                "RouterInterfaceNotFound",
+                format!("Router {id} does not have an interface with id {port_id}"),
+            ),
+            (None, None) => unreachable!("checked above"),
+        };
     };
+    let subnet_id = port["fixed_ips"][0]["subnet_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let port_id = port["id"].as_str().unwrap_or_default().to_owned();
     world.neutron_mut("ports").remove(&port_id);
-    Json(
-        json!({"id": id, "tenant_id": world.project_id, "project_id": world.project_id, "subnet_id": subnet_id,
-                "subnet_ids": [subnet_id], "port_id": port_id, "network_id": port["network_id"]}),
-    )
+    Json(json!({"id": id, "project_id": world.project_id, "subnet_id": subnet_id,
+                "subnet_ids": [subnet_id], "port_id": port_id, "network_id": port["network_id"]}))
     .into_response()
 }
 

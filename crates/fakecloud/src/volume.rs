@@ -25,7 +25,68 @@ pub fn routes() -> Router<Shared> {
         .route("/volume/v3/{project}/volumes", get(list).post(create))
         .route("/volume/v3/{project}/volumes/detail", get(list))
         .route("/volume/v3/{project}/volumes/{id}", get(show).delete(remove))
+        .route(
+            "/volume/v3/{project}/volumes/{id}/metadata",
+            get(show_metadata).post(update_metadata),
+        )
         .route("/volume/v3/{project}/types", get(types))
+        .layer(axum::middleware::from_fn(version_header))
+}
+
+/// Cinder names the microversion it answered with (3.0 unless asked for another).
+async fn version_header(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let asked = request
+        .headers()
+        .get("openstack-api-version")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().strip_prefix("volume"))
+        .map(|version| version.trim().to_owned());
+    let mut response = next.run(request).await;
+    let value = format!("volume {}", asked.unwrap_or_else(|| "3.0".into()));
+    if let Ok(value) = value.parse() {
+        response.headers_mut().insert("openstack-api-version", value);
+    }
+    response
+}
+
+async fn show_metadata(
+    State(cloud): State<Shared>,
+    headers: HeaderMap,
+    Path((_project, id)): Path<(String, String)>,
+) -> Response {
+    if let Err(response) = authorize(&cloud, "volume", &headers) {
+        return response;
+    }
+    match cloud.world().volumes.get(&id) {
+        Some(volume) => Json(json!({"metadata": volume.metadata})).into_response(),
+        None => fail(StatusCode::NOT_FOUND, format!("Volume {id} could not be found.")),
+    }
+}
+
+/// `POST /volumes/{id}/metadata`: merged into what the volume has.
+async fn update_metadata(
+    State(cloud): State<Shared>,
+    headers: HeaderMap,
+    Path((_project, id)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(response) = authorize(&cloud, "volume", &headers) {
+        return response;
+    }
+    let Some(metadata) = body.and_then(|Json(body)| body["metadata"].as_object().cloned()) else {
+        return fail(StatusCode::BAD_REQUEST, "Malformed request body");
+    };
+    if metadata.values().any(|value| !value.is_string()) {
+        return fail(StatusCode::BAD_REQUEST, "Invalid input for field/attribute metadata.");
+    }
+    let mut world = cloud.world();
+    let Some(volume) = world.volumes.get_mut(&id) else {
+        return fail(StatusCode::NOT_FOUND, format!("Volume {id} could not be found."));
+    };
+    for (key, value) in metadata {
+        volume.metadata.insert(key, value);
+    }
+    Json(json!({"metadata": volume.metadata})).into_response()
 }
 
 fn fail(status: StatusCode, message: impl AsRef<str>) -> Response {
@@ -65,8 +126,8 @@ pub fn render_volume(volume: &Volume, now: DateTime<Utc>) -> Value {
         "size": volume.size, "availability_zone": "nova", "created_at": timestamp(volume.created),
         "updated_at": timestamp(if now >= volume.available_at { volume.available_at } else { volume.created }),
         "attachments": attachments, "bootable": "false", "encrypted": false, "multiattach": false,
-        "volume_type": volume.volume_type, "volume_type_id": volume.volume_type, "snapshot_id": null, "source_volid": null,
-        "metadata": volume.metadata, "replication_status": null, "consistencygroup_id": null, "group_id": null,
+        "volume_type": volume.volume_type, "snapshot_id": null, "source_volid": null,
+        "metadata": volume.metadata, "replication_status": null, "consistencygroup_id": null,
         "user_id": "fakecloud", "os-vol-tenant-attr:tenant_id": "fakecloud", "migration_status": null,
         "links": [{"rel": "self", "href": format!("/volumes/{}", volume.id)}],
     })
@@ -141,7 +202,11 @@ async fn create(
         deleted_at: None,
         attachment: None,
     };
-    let shown = render_volume(&volume, now);
+    let mut shown = render_volume(&volume, now);
+    // The create's answer is the volume before the extended attributes are filled in.
+    if let Some(fields) = shown.as_object_mut() {
+        fields.remove("os-vol-tenant-attr:tenant_id");
+    }
     world.volumes.insert(volume.id.clone(), volume);
     drop(world);
     if lose_response {

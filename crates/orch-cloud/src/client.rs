@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{CloudConfig, Credentials};
 use crate::error::{cloud_message, CloudError, Result, Service};
+use crate::tagging::TagModes;
 
 /// A client for one cloud, in one region. Cheap to clone; clones share the token, the limits
 /// and the breakers.
@@ -42,6 +43,9 @@ struct Inner {
     breakers: Mutex<HashMap<String, Breaker>>,
     allowed_hosts: Vec<String>,
     authentications: AtomicU64,
+    /// Requests sent to the cloud (every attempt, identity included).
+    requests: AtomicU64,
+    tag_modes: TagModes,
 }
 
 struct Session {
@@ -162,6 +166,8 @@ impl OpenStack {
                 breakers: Mutex::new(HashMap::new()),
                 allowed_hosts,
                 authentications: AtomicU64::new(0),
+                requests: AtomicU64::new(0),
+                tag_modes: TagModes::default(),
             }),
             region,
         })
@@ -196,6 +202,15 @@ impl OpenStack {
     /// How many times a token was issued: for tests of caching and renewal.
     pub fn authentications(&self) -> u64 {
         self.inner.authentications.load(Ordering::Relaxed)
+    }
+
+    /// How many requests this client (all its clones) sent: for request-economy figures.
+    pub fn requests_sent(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn tag_modes(&self) -> &TagModes {
+        &self.inner.tag_modes
     }
 
     /// The scoped project's id.
@@ -545,6 +560,7 @@ impl OpenStack {
             request = request.json(body);
         }
         let started = Instant::now();
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
         let result = match request.send().await {
             Ok(response) => {
                 let status = response.status();
@@ -674,7 +690,8 @@ fn endpoint_key(url: &str, service: Service) -> String {
     format!("{service}@{origin}")
 }
 
-fn auth_body(credentials: &Credentials) -> Value {
+/// The body of a Keystone v3 token request for `credentials` (it holds the secret).
+pub fn auth_body(credentials: &Credentials) -> Value {
     match credentials {
         Credentials::Password {
             username,

@@ -54,6 +54,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// Neither deleted nor being deleted (real Nova lists a deleted server for a while).
+    pub fn is_live(&self) -> bool {
+        self.status != "DELETED" && self.task_state.as_deref() != Some("deleting")
+    }
+
     /// The first fixed IPv4 address, if any.
     pub fn ip(&self) -> Option<&str> {
         self.addresses
@@ -132,6 +137,8 @@ pub struct ServerCreate {
 pub struct ServerFilter {
     /// Exact name.
     pub name: Option<String>,
+    /// Names starting with this.
+    pub name_prefix: Option<String>,
     /// Servers carrying every one of these tags.
     pub tags: Vec<String>,
     /// RFC 3339 time.
@@ -207,8 +214,11 @@ impl OpenStack {
             let mut call = Call::new("compute", Method::GET, "/servers/detail")
                 .microversion(COMPUTE_MICROVERSION)
                 .query("limit", "1000");
+            // Nova's name filter is a regular expression.
             if let Some(name) = &filter.name {
                 call = call.query("name", format!("^{}$", regex_escape(name)));
+            } else if let Some(prefix) = &filter.name_prefix {
+                call = call.query("name", format!("^{}", regex_escape(prefix)));
             }
             if !filter.tags.is_empty() {
                 call = call.query("tags", filter.tags.join(","));
@@ -229,6 +239,18 @@ impl OpenStack {
                 return Ok(servers);
             }
         }
+    }
+
+    /// Replaces a server's tags.
+    pub async fn set_server_tags(&self, id: &str, tags: &[String]) -> Result<()> {
+        let path = format!("/servers/{id}/tags");
+        self.send(
+            Call::new("compute", Method::PUT, &path)
+                .json(json!({"tags": tags}))
+                .microversion(COMPUTE_MICROVERSION),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Deletes a server; a server that is already gone counts as deleted.

@@ -45,6 +45,9 @@ pub enum CloudError {
     Decode { service: Service, message: String },
     #[error("timed out waiting for {what}")]
     WaitTimeout { what: String },
+    /// A teardown stopped with resources left; a later attempt may finish it.
+    #[error("could not delete everything ({message}); left: {}", left.join(", "))]
+    Incomplete { left: Vec<String>, message: String },
     /// A resource reached a state it cannot leave, e.g. a server in ERROR.
     #[error("{what} failed: {message}")]
     ResourceFailed { what: String, message: String },
@@ -53,7 +56,10 @@ pub enum CloudError {
 impl CloudError {
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::WaitTimeout { .. })
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::WaitTimeout { .. } | Self::Incomplete { .. }
+        )
     }
 
     /// Whether a create may have happened although it reported an error.
@@ -81,6 +87,7 @@ impl CloudError {
             Self::Config(_) => "config",
             Self::Decode { .. } => "decode",
             Self::WaitTimeout { .. } => "wait_timeout",
+            Self::Incomplete { .. } => "incomplete",
             Self::ResourceFailed { .. } => "resource_failed",
         }
     }

@@ -8,6 +8,10 @@
 //! - [`compute`], [`network`], [`volume`]: the calls, with serde types.
 //! - [`managed`]: deterministic names, tags and find-before-create (`ensure_*`), and listing
 //!   a deployment's or all managed resources for cleanup and orphan detection.
+//! - [`tagging`]: tags that stick: in the create body where the cloud keeps them, else a
+//!   `PUT .../tags` after it, learnt per collection and region.
+//! - [`teardown`]: deleting in the order the cloud requires, retrying refusals that clear
+//!   by themselves, and naming what is left when it cannot finish.
 //! - [`error`]: [`CloudError`], which says whether a retry can help.
 
 pub mod client;
@@ -16,6 +20,8 @@ pub mod config;
 pub mod error;
 pub mod managed;
 pub mod network;
+pub mod tagging;
+pub mod teardown;
 pub mod volume;
 
 pub use client::OpenStack;

@@ -1,17 +1,20 @@
-//! Find before create (invariant 1). Every resource orch creates carries a deterministic
-//! name and its keys: Neutron and Nova tags `orch_deployment=<id>` and `orch_key=<key>` (plus
-//! `orch_managed`), Cinder metadata with the same keys. Before a create the resource is looked
-//! up by those keys and adopted when found, so a retried or re-run activity never makes a
-//! second copy, and cleanup finds what a lost response never reported.
+//! Find before create: a retried or re-run activity never makes a second copy of anything.
+//! Every resource orch creates carries a deterministic name, unique per deployment
+//! (`orch-<deployment id>-<key>`), and its keys: Neutron and Nova tags `orch_deployment=<id>`
+//! and `orch_key=<key>` (plus `orch_managed`), Cinder metadata with the same keys. Before a
+//! create the resource is looked up by its tags and, failing that, by its name: a cloud may
+//! drop tags, and a crash can fall between a create and its tagging. What is found by name
+//! alone is tagged and adopted. Cleanup lists by tag and by name, so it finds what a lost
+//! response never reported and what never got its tags.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
 use crate::client::OpenStack;
 use crate::compute::{Server, ServerCreate, ServerFilter};
 use crate::error::{CloudError, Result};
-use crate::network::{Network, Port, Router, SecurityGroup, Subnet, SubnetCreate};
+use crate::network::{Network, NeutronResource, Port, Router, SecurityGroup, Subnet, SubnetCreate};
 use crate::volume::Volume;
 
 pub const MANAGED_TAG: &str = "orch_managed";
@@ -40,16 +43,15 @@ impl ResourceKey {
         })
     }
 
-    /// `orch-<first 8 of the deployment id>-<key with ':' as '-'>`: unique, readable in the
-    /// cloud's own console.
+    /// `orch-<deployment id>-<key with ':' as '-'>`: unique per deployment (a prefix of the
+    /// id would not be: time-ordered ids of deployments made close together share it), and
+    /// readable in the cloud's own console.
     pub fn name(&self) -> String {
-        let short: String = self
-            .deployment_id
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(8)
-            .collect();
-        format!("orch-{short}-{}", self.logical_key.replace(':', "-"))
+        format!(
+            "{}{}",
+            name_prefix(&self.deployment_id),
+            self.logical_key.replace(':', "-")
+        )
     }
 
     pub fn tags(&self) -> Vec<String> {
@@ -83,6 +85,11 @@ impl ResourceKey {
     }
 }
 
+/// What the name of every resource of a deployment starts with.
+pub fn name_prefix(deployment_id: &str) -> String {
+    format!("orch-{deployment_id}-")
+}
+
 pub fn deployment_tag(deployment_id: &str) -> String {
     format!("orch_deployment={deployment_id}")
 }
@@ -93,7 +100,7 @@ pub fn key_of(tags: &[String]) -> Option<&str> {
 }
 
 /// A resource of orch's found in the cloud, whatever the database knows.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ManagedResource {
     /// `server`, `volume`, `router`, `subnet`, `network`, `security_group`, `port`.
     pub kind: &'static str,
@@ -162,19 +169,89 @@ fn first<T>(mut found: Vec<T>, key: &ResourceKey) -> Option<T> {
     (!found.is_empty()).then(|| found.remove(0))
 }
 
+fn deployment_of(tags: &[String]) -> Option<String> {
+    tags.iter()
+        .find_map(|tag| tag.strip_prefix("orch_deployment="))
+        .map(str::to_owned)
+}
+
+/// Whether a resource with `tags` may be the one of `key`: it carries that key, or no key at
+/// all (its tags never arrived).
+fn may_be(tags: &[String], key: &ResourceKey) -> bool {
+    key_of(tags).is_none_or(|found| found == key.logical_key)
+}
+
+fn managed<T: NeutronResource>(resource: &T) -> ManagedResource {
+    ManagedResource {
+        kind: T::KIND,
+        id: resource.id().to_owned(),
+        name: resource.name().to_owned(),
+        deployment_id: deployment_of(resource.tags()),
+        logical_key: key_of(resource.tags()).map(str::to_owned),
+    }
+}
+
+/// Ports that belong to the network rather than to anyone's server: DHCP, router interfaces
+/// and gateways, OVN's metadata port. Neutron removes them with their subnet or router.
+fn owned_by_network(port: &Port) -> bool {
+    port.device_owner.starts_with("network:")
+}
+
 impl OpenStack {
+    /// The Neutron resource of `key`: by its tags, else by its name, in which case it is
+    /// tagged before it is returned.
+    pub async fn find_neutron<T: NeutronResource>(&self, key: &ResourceKey) -> Result<Option<T>> {
+        if let Some(found) = first(self.list_neutron::<T>(&key.tag_filter()).await?, key) {
+            return Ok(Some(found));
+        }
+        let named: Vec<T> = self
+            .list_neutron::<T>(&[("name", key.name())])
+            .await?
+            .into_iter()
+            .filter(|resource| may_be(resource.tags(), key))
+            .collect();
+        let Some(mut found) = first(named, key) else {
+            return Ok(None);
+        };
+        self.tag_untagged(&mut found, key).await?;
+        Ok(Some(found))
+    }
+
+    /// Puts the key's tags on a resource found by name without them.
+    async fn tag_untagged<T: NeutronResource>(&self, resource: &mut T, key: &ResourceKey) -> Result<()> {
+        let missing: Vec<String> = key
+            .tags()
+            .into_iter()
+            .filter(|tag| !resource.tags().contains(tag))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(kind = T::KIND, id = resource.id(), key = %key.logical_key, "found by name without its tags; tagging it");
+        let mut tags = resource.tags().to_vec();
+        tags.extend(missing);
+        self.set_tags(T::COLLECTION, resource.id(), &tags).await?;
+        *resource.tags_mut() = tags;
+        Ok(())
+    }
+
+    async fn ensure_neutron<T, Create, CreateFuture>(&self, key: &ResourceKey, create: Create) -> Result<(T, bool)>
+    where
+        T: NeutronResource,
+        Create: Fn() -> CreateFuture,
+        CreateFuture: Future<Output = Result<T>>,
+    {
+        find_or_create(|| self.find_neutron::<T>(key), create).await
+    }
+
     pub async fn find_network(&self, key: &ResourceKey) -> Result<Option<Network>> {
-        Ok(first(self.list_networks(&key.tag_filter()).await?, key))
+        self.find_neutron(key).await
     }
 
     /// The network for `key`, adopted when it exists.
     pub async fn ensure_network(&self, key: &ResourceKey) -> Result<(Network, bool)> {
         let (name, tags) = (key.name(), key.tags());
-        find_or_create(|| self.find_network(key), || self.create_network(&name, &tags)).await
-    }
-
-    pub async fn find_subnet(&self, key: &ResourceKey) -> Result<Option<Subnet>> {
-        Ok(first(self.list_subnets(&key.tag_filter()).await?, key))
+        self.ensure_neutron(key, || self.create_network(&name, &tags)).await
     }
 
     /// The subnet for `key` (its name and tags are set from the key).
@@ -184,24 +261,17 @@ impl OpenStack {
             tags: key.tags(),
             ..request.clone()
         };
-        find_or_create(|| self.find_subnet(key), || self.create_subnet(&request)).await
-    }
-
-    pub async fn find_router(&self, key: &ResourceKey) -> Result<Option<Router>> {
-        Ok(first(self.list_routers(&key.tag_filter()).await?, key))
+        self.ensure_neutron(key, || self.create_subnet(&request)).await
     }
 
     pub async fn ensure_router(&self, key: &ResourceKey, external_network_id: Option<&str>) -> Result<(Router, bool)> {
         let (name, tags) = (key.name(), key.tags());
-        find_or_create(
-            || self.find_router(key),
-            || self.create_router(&name, external_network_id, &tags),
-        )
-        .await
+        self.ensure_neutron(key, || self.create_router(&name, external_network_id, &tags))
+            .await
     }
 
     pub async fn find_port(&self, key: &ResourceKey) -> Result<Option<Port>> {
-        Ok(first(self.list_ports(&key.tag_filter()).await?, key))
+        self.find_neutron(key).await
     }
 
     /// The port for `key`: a server's interface on a chosen subnet.
@@ -213,39 +283,75 @@ impl OpenStack {
         security_group_ids: &[String],
     ) -> Result<(Port, bool)> {
         let (name, tags) = (key.name(), key.tags());
-        find_or_create(
-            || self.find_port(key),
-            || self.create_port(&name, network_id, subnet_id, security_group_ids, &tags),
-        )
+        self.ensure_neutron(key, || {
+            self.create_port(&name, network_id, subnet_id, security_group_ids, &tags)
+        })
         .await
     }
 
-    pub async fn find_security_group(&self, key: &ResourceKey) -> Result<Option<SecurityGroup>> {
-        Ok(first(self.list_security_groups(&key.tag_filter()).await?, key))
+    /// The ports of `keys` that exist on `network_id`, by logical key: one list call for the
+    /// whole set. A port is known by its tags or, when they never arrived, by its name; such
+    /// a port is tagged here.
+    pub async fn find_ports(&self, network_id: &str, keys: &[ResourceKey]) -> Result<HashMap<String, Port>> {
+        let on_network: Vec<Port> = self.list_neutron(&[("network_id", network_id.to_owned())]).await?;
+        let mut found = HashMap::new();
+        for key in keys {
+            let candidates: Vec<Port> = on_network
+                .iter()
+                .filter(|port| {
+                    key_of(&port.tags) == Some(&key.logical_key) || (port.name == key.name() && may_be(&port.tags, key))
+                })
+                .cloned()
+                .collect();
+            if let Some(mut port) = first(candidates, key) {
+                self.tag_untagged(&mut port, key).await?;
+                found.insert(key.logical_key.clone(), port);
+            }
+        }
+        Ok(found)
     }
 
     pub async fn ensure_security_group(&self, key: &ResourceKey, description: &str) -> Result<(SecurityGroup, bool)> {
         let (name, tags) = (key.name(), key.tags());
-        find_or_create(
-            || self.find_security_group(key),
-            || self.create_security_group(&name, description, &tags),
-        )
-        .await
+        self.ensure_neutron(key, || self.create_security_group(&name, description, &tags))
+            .await
     }
 
-    /// The live server carrying `key`; servers being deleted do not count.
+    /// The live server carrying `key`, by its tags or else by its name; servers being
+    /// deleted do not count. One found by name alone is tagged.
     pub async fn find_server(&self, key: &ResourceKey) -> Result<Option<Server>> {
-        let servers = self
-            .list_servers(&ServerFilter {
+        let live = |servers: Vec<Server>| -> Vec<Server> { servers.into_iter().filter(Server::is_live).collect() };
+        let tagged = live(
+            self.list_servers(&ServerFilter {
                 tags: key.tags(),
                 ..ServerFilter::default()
             })
-            .await?;
-        let live: Vec<Server> = servers
-            .into_iter()
-            .filter(|server| server.status != "DELETED" && server.task_state.as_deref() != Some("deleting"))
-            .collect();
-        Ok(first(live, key))
+            .await?,
+        );
+        if let Some(found) = first(tagged, key) {
+            return Ok(Some(found));
+        }
+        let named: Vec<Server> = live(
+            self.list_servers(&ServerFilter {
+                name: Some(key.name()),
+                ..ServerFilter::default()
+            })
+            .await?,
+        )
+        .into_iter()
+        .filter(|server| may_be(&server.tags, key))
+        .collect();
+        let Some(mut found) = first(named, key) else {
+            return Ok(None);
+        };
+        if key_of(&found.tags).is_none() {
+            tracing::warn!(id = %found.id, key = %key.logical_key, "server found by name without its tags; tagging it");
+            let mut tags = found.tags.clone();
+            tags.extend(key.tags());
+            self.set_server_tags(&found.id, &tags).await?;
+            found.tags = tags;
+        }
+        Ok(Some(found))
     }
 
     /// Boots the server for `key` unless it exists; returns its id.
@@ -258,15 +364,34 @@ impl OpenStack {
         .await
     }
 
+    /// The volume of `key`, by its metadata or else by its name (then given the metadata).
     pub async fn find_volume(&self, key: &ResourceKey) -> Result<Option<Volume>> {
-        let volumes = self.list_volumes(None, &key.metadata()).await?;
-        Ok(first(
+        let live = |volumes: Vec<Volume>| -> Vec<Volume> {
             volumes
                 .into_iter()
                 .filter(|volume| volume.status != "deleting")
-                .collect(),
-            key,
-        ))
+                .collect()
+        };
+        if let Some(found) = first(live(self.list_volumes(None, &key.metadata()).await?), key) {
+            return Ok(Some(found));
+        }
+        let named: Vec<Volume> = live(self.list_volumes(Some(&key.name()), &BTreeMap::new()).await?)
+            .into_iter()
+            .filter(|volume| {
+                volume
+                    .metadata
+                    .get("orch_key")
+                    .is_none_or(|found| *found == key.logical_key)
+            })
+            .collect();
+        let Some(found) = first(named, key) else {
+            return Ok(None);
+        };
+        if !found.metadata.contains_key("orch_key") {
+            tracing::warn!(id = %found.id, key = %key.logical_key, "volume found by name without its metadata; adding it");
+            self.set_volume_metadata(&found.id, &key.metadata()).await?;
+        }
+        Ok(Some(found))
     }
 
     pub async fn ensure_volume(
@@ -283,101 +408,128 @@ impl OpenStack {
         .await
     }
 
-    /// Every resource of a deployment, found by its tags or metadata: what cleanup deletes.
+    /// Every resource of a deployment, found by its tags or metadata and by its name (so
+    /// that what never got its tags is found too): what cleanup deletes. Listed in the order
+    /// cleanup deletes them, dependents first.
     pub async fn list_by_deployment(&self, deployment_id: &str) -> Result<Vec<ManagedResource>> {
         let tag = deployment_tag(deployment_id);
-        let metadata = BTreeMap::from([("orch_deployment".to_owned(), deployment_id.to_owned())]);
-        self.list_tagged(vec![("tags", tag.clone())], vec![tag], metadata).await
+        let prefix = name_prefix(deployment_id);
+        let ours = |name: &str, tags: &[String]| tags.contains(&tag) || name.starts_with(&prefix);
+        let mut found = self.servers_of(&tag, &prefix).await?;
+        found.extend(
+            self.volumes_of(|volume: &Volume| {
+                volume.metadata.get("orch_deployment").map(String::as_str) == Some(deployment_id)
+                    || volume.name.as_deref().is_some_and(|name| name.starts_with(&prefix))
+            })
+            .await?,
+        );
+        let project = self.project_id().await?;
+        let scope = vec![("project_id", project)];
+        let networks: Vec<Network> = self.neutron_of(&scope, &ours).await?;
+        // Ours by tag or name, and whatever else serves a server on our networks.
+        let mut ports: Vec<Port> = self.neutron_of(&scope, &ours).await?;
+        for network in &networks {
+            let on_network: Vec<Port> = self.list_neutron(&[("network_id", network.id.clone())]).await?;
+            ports.extend(on_network.into_iter().filter(|port| !owned_by_network(port)));
+        }
+        found.extend(dedup(ports.iter().map(managed)));
+        let routers: Vec<Router> = self.neutron_of(&scope, &ours).await?;
+        found.extend(routers.iter().map(managed));
+        let groups: Vec<SecurityGroup> = self.neutron_of(&scope, &ours).await?;
+        found.extend(groups.iter().map(managed));
+        let subnets: Vec<Subnet> = self.neutron_of(&scope, &ours).await?;
+        found.extend(subnets.iter().map(managed));
+        found.extend(networks.iter().map(managed));
+        for resource in &mut found {
+            resource.deployment_id.get_or_insert_with(|| deployment_id.to_owned());
+        }
+        Ok(found)
     }
 
     /// Every resource orch manages in this region, for orphan detection.
     pub async fn list_managed(&self) -> Result<Vec<ManagedResource>> {
-        let metadata = BTreeMap::from([(MANAGED_TAG.to_owned(), "true".to_owned())]);
-        self.list_tagged(
-            vec![("tags", MANAGED_TAG.to_owned())],
-            vec![MANAGED_TAG.to_owned()],
-            metadata,
-        )
-        .await
-    }
-
-    async fn list_tagged(
-        &self,
-        neutron_filter: Vec<(&'static str, String)>,
-        server_tags: Vec<String>,
-        volume_metadata: BTreeMap<String, String>,
-    ) -> Result<Vec<ManagedResource>> {
-        let deployment_of = |tags: &[String]| {
-            tags.iter()
-                .find_map(|tag| tag.strip_prefix("orch_deployment="))
-                .map(str::to_owned)
-        };
-        let resource = |kind: &'static str, id: String, name: String, tags: &[String]| ManagedResource {
-            kind,
-            id,
-            name,
-            deployment_id: deployment_of(tags),
-            logical_key: key_of(tags).map(str::to_owned),
-        };
-        let mut found = Vec::new();
-        // Listed in the order cleanup deletes them: dependents first.
-        for server in self
-            .list_servers(&ServerFilter {
-                tags: server_tags,
-                ..ServerFilter::default()
-            })
-            .await?
-        {
-            if server.status != "DELETED" {
-                found.push(resource("server", server.id.clone(), server.name.clone(), &server.tags));
-            }
-        }
-        for volume in self.list_volumes(None, &volume_metadata).await? {
-            let tags: Vec<String> = volume
-                .metadata
-                .iter()
-                .map(|(k, v)| {
-                    if k == MANAGED_TAG {
-                        k.clone()
-                    } else {
-                        format!("{k}={v}")
-                    }
-                })
-                .collect();
-            found.push(resource(
-                "volume",
-                volume.id.clone(),
-                volume.name.clone().unwrap_or_default(),
-                &tags,
-            ));
-        }
-        for port in self.list_ports(&neutron_filter).await? {
-            found.push(resource("port", port.id.clone(), port.name.clone(), &port.tags));
-        }
-        for router in self.list_routers(&neutron_filter).await? {
-            found.push(resource("router", router.id.clone(), router.name.clone(), &router.tags));
-        }
-        for group in self.list_security_groups(&neutron_filter).await? {
-            found.push(resource(
-                "security_group",
-                group.id.clone(),
-                group.name.clone(),
-                &group.tags,
-            ));
-        }
-        for subnet in self.list_subnets(&neutron_filter).await? {
-            found.push(resource("subnet", subnet.id.clone(), subnet.name.clone(), &subnet.tags));
-        }
-        for network in self.list_networks(&neutron_filter).await? {
-            found.push(resource(
-                "network",
-                network.id.clone(),
-                network.name.clone(),
-                &network.tags,
-            ));
-        }
+        let is_managed =
+            |name: &str, tags: &[String]| tags.iter().any(|t| t == MANAGED_TAG) || name.starts_with("orch-");
+        let mut found = self.servers_of(MANAGED_TAG, "orch-").await?;
+        found.extend(
+            self.volumes_of(|volume: &Volume| volume.metadata.contains_key(MANAGED_TAG))
+                .await?,
+        );
+        let project = self.project_id().await?;
+        let scope = vec![("project_id", project)];
+        let ports: Vec<Port> = self.neutron_of(&scope, &is_managed).await?;
+        found.extend(ports.iter().map(managed));
+        let routers: Vec<Router> = self.neutron_of(&scope, &is_managed).await?;
+        found.extend(routers.iter().map(managed));
+        let groups: Vec<SecurityGroup> = self.neutron_of(&scope, &is_managed).await?;
+        found.extend(groups.iter().map(managed));
+        let subnets: Vec<Subnet> = self.neutron_of(&scope, &is_managed).await?;
+        found.extend(subnets.iter().map(managed));
+        let networks: Vec<Network> = self.neutron_of(&scope, &is_managed).await?;
+        found.extend(networks.iter().map(managed));
         Ok(found)
     }
+
+    /// Live servers carrying `tag` or named with `prefix`.
+    async fn servers_of(&self, tag: &str, prefix: &str) -> Result<Vec<ManagedResource>> {
+        let mut servers = self
+            .list_servers(&ServerFilter {
+                tags: vec![tag.to_owned()],
+                ..ServerFilter::default()
+            })
+            .await?;
+        servers.extend(
+            self.list_servers(&ServerFilter {
+                name_prefix: Some(prefix.to_owned()),
+                ..ServerFilter::default()
+            })
+            .await?,
+        );
+        Ok(dedup(servers.iter().filter(|server| server.status != "DELETED").map(
+            |server| ManagedResource {
+                kind: "server",
+                id: server.id.clone(),
+                name: server.name.clone(),
+                deployment_id: deployment_of(&server.tags),
+                logical_key: key_of(&server.tags).map(str::to_owned),
+            },
+        )))
+    }
+
+    /// The project's volumes that `wanted` picks.
+    async fn volumes_of(&self, wanted: impl Fn(&Volume) -> bool) -> Result<Vec<ManagedResource>> {
+        let volumes = self.list_volumes(None, &BTreeMap::new()).await?;
+        Ok(volumes
+            .iter()
+            .filter(|volume| wanted(volume))
+            .map(|volume| ManagedResource {
+                kind: "volume",
+                id: volume.id.clone(),
+                name: volume.name.clone().unwrap_or_default(),
+                deployment_id: volume.metadata.get("orch_deployment").cloned(),
+                logical_key: volume.metadata.get("orch_key").cloned(),
+            })
+            .collect())
+    }
+
+    /// The project's resources of one kind whose name and tags `wanted` picks.
+    async fn neutron_of<T: NeutronResource>(
+        &self,
+        scope: &[(&'static str, String)],
+        wanted: &(dyn Fn(&str, &[String]) -> bool + Sync),
+    ) -> Result<Vec<T>> {
+        let all: Vec<T> = self.list_neutron(scope).await?;
+        Ok(all
+            .into_iter()
+            .filter(|resource| wanted(resource.name(), resource.tags()))
+            .collect())
+    }
+}
+
+/// The resources in their first order, each once.
+fn dedup(resources: impl Iterator<Item = ManagedResource>) -> Vec<ManagedResource> {
+    let mut seen = std::collections::HashSet::new();
+    resources.filter(|resource| seen.insert(resource.id.clone())).collect()
 }
 
 #[cfg(test)]
@@ -385,9 +537,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_resource_without_a_key_may_be_anyones_but_one_with_another_key_is_not() {
+        let key = ResourceKey::new("d1", "network").unwrap();
+        assert!(may_be(&[], &key));
+        assert!(may_be(&key.tags(), &key));
+        assert!(!may_be(&ResourceKey::new("d1", "router").unwrap().tags(), &key));
+    }
+
+    #[test]
     fn keys_make_names_tags_and_metadata() {
         let key = ResourceKey::new("0194a7c2-1111-7222-8333-944455556666", "server:web:0").unwrap();
-        assert_eq!(key.name(), "orch-0194a7c2-server-web-0");
+        assert_eq!(key.name(), "orch-0194a7c2-1111-7222-8333-944455556666-server-web-0");
+        assert!(key.name().starts_with(&name_prefix(&key.deployment_id)));
         assert_eq!(key.tags()[1], "orch_deployment=0194a7c2-1111-7222-8333-944455556666");
         assert_eq!(key_of(&key.tags()), Some("server:web:0"));
         assert_eq!(key.metadata()["orch_key"], "server:web:0");

@@ -1,6 +1,6 @@
-//! Neutron v2.0: networks, subnets, routers and interfaces, ports, security groups and rules,
-//! tags. Tags are sent with the create (Neutron's `tag-creation`), so a resource is never
-//! visible without the keys that find it again.
+//! Neutron v2.0: networks, subnets, routers and interfaces, ports, security groups and rules.
+//! Creates carry their tags through [`crate::tagging`], which knows whether this cloud keeps
+//! tags sent in a create or needs them put after it.
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -138,6 +138,62 @@ pub struct PortCreate {
     pub tags: Vec<String>,
 }
 
+/// What finding a Neutron resource by its key needs: where it lives and its tags.
+pub trait NeutronResource: serde::de::DeserializeOwned {
+    /// The collection as in the URL, e.g. `security-groups`.
+    const COLLECTION: &'static str;
+    /// The key of a list's body, e.g. `security_groups`.
+    const PLURAL: &'static str;
+    /// The kind as [`crate::ManagedResource`] names it.
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    fn name(&self) -> &str;
+    fn tags(&self) -> &[String];
+    fn tags_mut(&mut self) -> &mut Vec<String>;
+}
+
+macro_rules! neutron_resource {
+    ($type:ty, $collection:literal, $plural:literal, $kind:literal) => {
+        impl NeutronResource for $type {
+            const COLLECTION: &'static str = $collection;
+            const PLURAL: &'static str = $plural;
+            const KIND: &'static str = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn tags(&self) -> &[String] {
+                &self.tags
+            }
+            fn tags_mut(&mut self) -> &mut Vec<String> {
+                &mut self.tags
+            }
+        }
+    };
+}
+
+neutron_resource!(Network, "networks", "networks", "network");
+neutron_resource!(Subnet, "subnets", "subnets", "subnet");
+neutron_resource!(Router, "routers", "routers", "router");
+neutron_resource!(Port, "ports", "ports", "port");
+neutron_resource!(SecurityGroup, "security-groups", "security_groups", "security_group");
+
+impl PortCreate {
+    /// The create body, without tags (see [`crate::tagging`]).
+    fn body(&self) -> Value {
+        let mut body = json!({"name": self.name, "network_id": self.network_id});
+        if let Some(subnet_id) = &self.subnet_id {
+            body["fixed_ips"] = json!([{"subnet_id": subnet_id}]);
+        }
+        if !self.security_group_ids.is_empty() {
+            body["security_groups"] = json!(self.security_group_ids);
+        }
+        body
+    }
+}
+
 /// A subnet to create.
 #[derive(Debug, Clone, Default)]
 pub struct SubnetCreate {
@@ -151,12 +207,25 @@ pub struct SubnetCreate {
 }
 
 impl OpenStack {
-    async fn neutron_create(&self, collection: &str, singular: &str, body: Value) -> Result<Value> {
+    pub(crate) async fn neutron_create(&self, collection: &str, singular: &str, body: Value) -> Result<Value> {
         let path = format!("/{collection}");
         let reply = self
             .send(Call::new("network", Method::POST, &path).json(json!({ singular: body })))
             .await?;
         Ok(take(reply, singular))
+    }
+
+    pub(crate) async fn neutron_bulk_create(
+        &self,
+        collection: &str,
+        plural: &str,
+        items: Vec<Value>,
+    ) -> Result<Vec<Value>> {
+        let path = format!("/{collection}");
+        let reply = self
+            .send(Call::new("network", Method::POST, &path).json(json!({ plural: items })))
+            .await?;
+        decode(take(reply, plural))
     }
 
     /// Lists a collection with Neutron's filters, e.g. `[("tags", "a,b")]`.
@@ -174,6 +243,11 @@ impl OpenStack {
         Ok(take(self.send(call).await?, plural))
     }
 
+    /// Lists resources of one kind with Neutron's filters.
+    pub async fn list_neutron<T: NeutronResource>(&self, filters: &[(&'static str, String)]) -> Result<Vec<T>> {
+        decode(self.neutron_list(T::COLLECTION, T::PLURAL, filters).await?)
+    }
+
     async fn neutron_delete(&self, collection: &str, id: &str) -> Result<()> {
         let path = format!("/{collection}/{id}");
         ignore_not_found(self.send(Call::new("network", Method::DELETE, &path)).await)
@@ -182,10 +256,11 @@ impl OpenStack {
     #[tracing::instrument(skip(self, tags))]
     pub async fn create_network(&self, name: &str, tags: &[String]) -> Result<Network> {
         decode(
-            self.neutron_create(
+            self.neutron_create_tagged(
                 "networks",
                 "network",
-                json!({"name": name, "admin_state_up": true, "tags": tags}),
+                json!({"name": name, "admin_state_up": true}),
+                tags,
             )
             .await?,
         )
@@ -224,12 +299,15 @@ impl OpenStack {
         let version = if request.cidr.contains(':') { 6 } else { 4 };
         let mut body = json!({
             "name": request.name, "network_id": request.network_id, "cidr": request.cidr, "ip_version": version,
-            "enable_dhcp": request.enable_dhcp, "dns_nameservers": request.dns_nameservers, "tags": request.tags,
+            "enable_dhcp": request.enable_dhcp, "dns_nameservers": request.dns_nameservers,
         });
         if let Some(gateway) = &request.gateway_ip {
             body["gateway_ip"] = json!(gateway);
         }
-        decode(self.neutron_create("subnets", "subnet", body).await?)
+        decode(
+            self.neutron_create_tagged("subnets", "subnet", body, &request.tags)
+                .await?,
+        )
     }
 
     pub async fn list_subnets(&self, filters: &[(&'static str, String)]) -> Result<Vec<Subnet>> {
@@ -248,11 +326,11 @@ impl OpenStack {
         external_network_id: Option<&str>,
         tags: &[String],
     ) -> Result<Router> {
-        let mut body = json!({"name": name, "admin_state_up": true, "tags": tags});
+        let mut body = json!({"name": name, "admin_state_up": true});
         if let Some(network_id) = external_network_id {
             body["external_gateway_info"] = json!({"network_id": network_id});
         }
-        decode(self.neutron_create("routers", "router", body).await?)
+        decode(self.neutron_create_tagged("routers", "router", body, tags).await?)
     }
 
     pub async fn list_routers(&self, filters: &[(&'static str, String)]) -> Result<Vec<Router>> {
@@ -304,6 +382,15 @@ impl OpenStack {
         )
     }
 
+    /// Removes the router interface that is `port_id`; a missing one counts as removed.
+    pub async fn remove_router_port(&self, router_id: &str, port_id: &str) -> Result<()> {
+        let path = format!("/routers/{router_id}/remove_router_interface");
+        ignore_not_found(
+            self.send(Call::new("network", Method::PUT, &path).json(json!({"port_id": port_id})))
+                .await,
+        )
+    }
+
     pub async fn list_ports(&self, filters: &[(&'static str, String)]) -> Result<Vec<Port>> {
         decode(self.neutron_list("ports", "ports", filters).await?)
     }
@@ -319,14 +406,14 @@ impl OpenStack {
         security_group_ids: &[String],
         tags: &[String],
     ) -> Result<Port> {
-        let mut body = json!({"name": name, "network_id": network_id, "tags": tags});
-        if let Some(subnet_id) = subnet_id {
-            body["fixed_ips"] = json!([{"subnet_id": subnet_id}]);
-        }
-        if !security_group_ids.is_empty() {
-            body["security_groups"] = json!(security_group_ids);
-        }
-        decode(self.neutron_create("ports", "port", body).await?)
+        let port = PortCreate {
+            name: name.to_owned(),
+            network_id: network_id.to_owned(),
+            subnet_id: subnet_id.map(str::to_owned),
+            security_group_ids: security_group_ids.to_vec(),
+            tags: tags.to_vec(),
+        };
+        decode(self.neutron_create_tagged("ports", "port", port.body(), tags).await?)
     }
 
     /// Many ports in one request (Neutron's bulk create: all or nothing).
@@ -335,23 +422,10 @@ impl OpenStack {
         if ports.is_empty() {
             return Ok(Vec::new());
         }
-        let items: Vec<Value> = ports
-            .iter()
-            .map(|port| {
-                let mut body = json!({"name": port.name, "network_id": port.network_id, "tags": port.tags});
-                if let Some(subnet_id) = &port.subnet_id {
-                    body["fixed_ips"] = json!([{"subnet_id": subnet_id}]);
-                }
-                if !port.security_group_ids.is_empty() {
-                    body["security_groups"] = json!(port.security_group_ids);
-                }
-                body
-            })
-            .collect();
-        let reply = self
-            .send(Call::new("network", Method::POST, "/ports").json(json!({"ports": items})))
-            .await?;
-        decode(take(reply, "ports"))
+        let items: Vec<Value> = ports.iter().map(PortCreate::body).collect();
+        let tags: Vec<Vec<String>> = ports.iter().map(|port| port.tags.clone()).collect();
+        let created = self.neutron_bulk_create_tagged("ports", "ports", items, &tags).await?;
+        decode(Value::Array(created))
     }
 
     pub async fn delete_port(&self, id: &str) -> Result<()> {
@@ -361,10 +435,11 @@ impl OpenStack {
     #[tracing::instrument(skip(self, tags))]
     pub async fn create_security_group(&self, name: &str, description: &str, tags: &[String]) -> Result<SecurityGroup> {
         decode(
-            self.neutron_create(
+            self.neutron_create_tagged(
                 "security-groups",
                 "security_group",
-                json!({"name": name, "description": description, "tags": tags}),
+                json!({"name": name, "description": description}),
+                tags,
             )
             .await?,
         )
@@ -423,13 +498,5 @@ impl OpenStack {
             }
             Err(error) => Err(error),
         }
-    }
-
-    /// Replaces a resource's tags (`collection` as in the URL, e.g. `networks`).
-    pub async fn set_tags(&self, collection: &str, id: &str, tags: &[String]) -> Result<()> {
-        let path = format!("/{collection}/{id}/tags");
-        self.send(Call::new("network", Method::PUT, &path).json(json!({"tags": tags})))
-            .await
-            .map(|_| ())
     }
 }

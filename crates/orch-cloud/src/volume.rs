@@ -69,6 +69,14 @@ impl OpenStack {
         decode(self.send(call).await?.body["volumes"].clone())
     }
 
+    /// Adds `metadata` to a volume's (Cinder merges).
+    pub async fn set_volume_metadata(&self, id: &str, metadata: &BTreeMap<String, String>) -> Result<()> {
+        let path = format!("/volumes/{id}/metadata");
+        self.send(Call::new("volume", Method::POST, &path).json(json!({"metadata": metadata})))
+            .await
+            .map(|_| ())
+    }
+
     pub async fn delete_volume(&self, id: &str) -> Result<()> {
         let path = format!("/volumes/{id}");
         ignore_not_found(self.send(Call::new("volume", Method::DELETE, &path)).await)

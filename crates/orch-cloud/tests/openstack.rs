@@ -90,7 +90,7 @@ async fn every_call_works_against_fakecloud() {
     // Network, subnet, router with gateway and interface, security group and rules.
     let (network, adopted) = client.ensure_network(&key("network")).await.unwrap();
     assert!(!adopted);
-    assert_eq!(network.name, "orch-dep1-network");
+    assert_eq!(network.name, "orch-dep-1-network");
     assert!(network.tags.contains(&"orch_deployment=dep-1".to_owned()));
     let subnet_request = SubnetCreate {
         network_id: network.id.clone(),
@@ -214,14 +214,30 @@ async fn every_call_works_against_fakecloud() {
     assert_eq!(client.get_volume(&volume.id).await.unwrap().status, "in-use");
     client.detach_volume(&server_id, &volume.id).await.unwrap();
 
-    // Everything of the deployment is found by its tags, and deleted.
+    // Everything of the deployment is found by its tags or names, and on its network the
+    // port Nova made for the server, in the order of deletion.
     let managed = client.list_by_deployment("dep-1").await.unwrap();
     let kinds: Vec<&str> = managed.iter().map(|resource| resource.kind).collect();
     assert_eq!(
         kinds,
-        ["server", "volume", "router", "security_group", "subnet", "network"]
+        [
+            "server",
+            "volume",
+            "port",
+            "router",
+            "security_group",
+            "subnet",
+            "network"
+        ]
     );
-    assert_eq!(client.list_managed().await.unwrap().len(), managed.len());
+    let everywhere = client.list_managed().await.unwrap();
+    assert!(
+        managed
+            .iter()
+            .filter(|resource| resource.kind != "port")
+            .all(|resource| everywhere.contains(resource)),
+        "{everywhere:?}"
+    );
     client.delete_server(&server_id).await.unwrap();
     client.delete_volume(&volume.id).await.unwrap();
     client
@@ -583,4 +599,109 @@ async fn concurrent_calls_are_paced_below_the_cloud_limit() {
         call.await.unwrap().unwrap();
     }
     assert_eq!(answered(&cloud, 429).await, 0);
+}
+
+/// The tags of every create reach the cloud, however it treats tags in a create body: put
+/// after the create where it refuses or drops them (as real Neutron 2026.1 does), sent with
+/// it where it keeps them, and learnt once per collection.
+#[tokio::test]
+async fn tags_stick_whether_the_cloud_refuses_drops_or_keeps_them_in_a_create() {
+    use orch_cloud::tagging::TagMode;
+    for (mode, expected) in [
+        (
+            fakecloud::TagsInCreate::RefuseOrDrop,
+            [TagMode::AfterCreate, TagMode::AfterCreate],
+        ),
+        (fakecloud::TagsInCreate::Keep, [TagMode::InCreate, TagMode::InCreate]),
+    ] {
+        let cloud = start(|config| config.tags_in_create = mode).await;
+        let client = client_for(&cloud, fast_limits());
+        let deployment = "dep-tags";
+        let (network, adopted) = client
+            .ensure_network(&ResourceKey::new(deployment, "network").unwrap())
+            .await
+            .unwrap();
+        assert!(!adopted);
+        let port_key = ResourceKey::new(deployment, "port:web:0").unwrap();
+        let ports = client
+            .create_ports(&[orch_cloud::network::PortCreate {
+                name: port_key.name(),
+                network_id: network.id.clone(),
+                tags: port_key.tags(),
+                ..Default::default()
+            }])
+            .await
+            .unwrap();
+        assert_eq!(ports[0].tags, port_key.tags(), "{mode:?}");
+        assert_eq!(
+            [client.tag_mode("networks").unwrap(), client.tag_mode("ports").unwrap()],
+            expected,
+            "{mode:?}"
+        );
+        // What the cloud itself holds, not what the client believes.
+        let inventory = admin(&cloud, "/_fake/inventory").await;
+        for kind in ["networks", "ports"] {
+            for resource in inventory[kind].as_array().unwrap() {
+                assert!(
+                    resource["tags"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!(format!("orch_deployment={deployment}"))),
+                    "{mode:?}: {resource}"
+                );
+            }
+        }
+    }
+}
+
+/// A crash between a create and its tagging leaves a resource without tags: it is found by
+/// its name, tagged and adopted, never made twice, and teardown finds it too.
+#[tokio::test]
+async fn a_resource_that_never_got_its_tags_is_adopted_by_name_and_torn_down() {
+    let cloud = start(|_| {}).await;
+    let client = client_for(&cloud, fast_limits());
+    let deployment = "dep-untagged";
+    let network_key = ResourceKey::new(deployment, "network").unwrap();
+    let bare = client.create_network(&network_key.name(), &[]).await;
+    // An empty tag list still goes through `PUT .../tags`; the network exists untagged.
+    let bare = bare.unwrap();
+    assert!(bare.tags.is_empty());
+    let (network, adopted) = client.ensure_network(&network_key).await.unwrap();
+    assert!(adopted, "found by name");
+    assert_eq!(network.id, bare.id);
+    assert_eq!(
+        client.find_network(&network_key).await.unwrap().unwrap().tags,
+        network_key.tags(),
+        "and tagged"
+    );
+    let port_key = ResourceKey::new(deployment, "port:web:0").unwrap();
+    let untagged_port = client
+        .create_port(&port_key.name(), &network.id, None, &[], &[])
+        .await
+        .unwrap();
+    let found = client
+        .find_ports(&network.id, std::slice::from_ref(&port_key))
+        .await
+        .unwrap();
+    assert_eq!(found["port:web:0"].id, untagged_port.id);
+    assert_eq!(found["port:web:0"].tags, port_key.tags());
+    // A port nobody recorded nor tagged, on the deployment's network: teardown finds it.
+    let stray = client
+        .create_port("someone-elses", &network.id, None, &[], &[])
+        .await
+        .unwrap();
+    let managed = client.list_by_deployment(deployment).await.unwrap();
+    assert!(managed.iter().any(|resource| resource.id == stray.id), "{managed:?}");
+    client
+        .tear_down(
+            &managed,
+            &ServerFilter::default(),
+            orch_cloud::teardown::Patience::default(),
+        )
+        .await
+        .unwrap();
+    let inventory = admin(&cloud, "/_fake/inventory").await;
+    for kind in ["networks", "ports"] {
+        assert_eq!(inventory[kind], json!([]), "{kind} left");
+    }
 }
