@@ -128,7 +128,7 @@ impl Default for FakeConfig {
             region: "RegionOne".into(),
             create_latency_ms: 0,
             boot_delay_ms: 2_000,
-            delete_delay_ms: 500,
+            delete_delay_ms: 2_000,
             volume_delay_ms: 500,
             server_error_rate: 0.0,
             error_rate: 0.0,

@@ -43,8 +43,10 @@ struct Inner {
     breakers: Mutex<HashMap<String, Breaker>>,
     allowed_hosts: Vec<String>,
     authentications: AtomicU64,
-    /// Requests sent to the cloud (every attempt, identity included).
+    /// Requests sent to the cloud (every attempt, identity included), and of those the ones
+    /// that change something (not GET).
     requests: AtomicU64,
+    writes: AtomicU64,
     tag_modes: TagModes,
 }
 
@@ -167,6 +169,7 @@ impl OpenStack {
                 allowed_hosts,
                 authentications: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
+                writes: AtomicU64::new(0),
                 tag_modes: TagModes::default(),
             }),
             region,
@@ -207,6 +210,11 @@ impl OpenStack {
     /// How many requests this client (all its clones) sent: for request-economy figures.
     pub fn requests_sent(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// How many of [`Self::requests_sent`] were writes (anything but GET).
+    pub fn writes_sent(&self) -> u64 {
+        self.inner.writes.load(Ordering::Relaxed)
     }
 
     pub(crate) fn tag_modes(&self) -> &TagModes {
@@ -561,6 +569,9 @@ impl OpenStack {
         }
         let started = Instant::now();
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        if method != Method::GET {
+            self.inner.writes.fetch_add(1, Ordering::Relaxed);
+        }
         let result = match request.send().await {
             Ok(response) => {
                 let status = response.status();

@@ -705,3 +705,49 @@ async fn a_resource_that_never_got_its_tags_is_adopted_by_name_and_torn_down() {
         assert_eq!(inventory[kind], json!([]), "{kind} left");
     }
 }
+
+/// A teardown the cloud keeps refusing (here: someone else's router still has an interface on
+/// the deployment's subnet) retries for its patience, then names everything it left.
+#[tokio::test]
+async fn a_teardown_the_cloud_keeps_refusing_names_what_it_left() {
+    let cloud = start(|_| {}).await;
+    let client = client_for(&cloud, fast_limits());
+    let deployment = "dep-stuck";
+    let (network, _) = client
+        .ensure_network(&ResourceKey::new(deployment, "network").unwrap())
+        .await
+        .unwrap();
+    let request = SubnetCreate {
+        network_id: network.id.clone(),
+        cidr: "10.8.0.0/24".into(),
+        ..SubnetCreate::default()
+    };
+    let (subnet, _) = client
+        .ensure_subnet(&ResourceKey::new(deployment, "subnet:web").unwrap(), &request)
+        .await
+        .unwrap();
+    let foreign = client.create_router("someone-elses", None, &[]).await.unwrap();
+    client.add_router_interface(&foreign.id, &subnet.id).await.unwrap();
+    let managed = client.list_by_deployment(deployment).await.unwrap();
+    let patience = orch_cloud::teardown::Patience {
+        refused: Duration::from_secs(3),
+        gone: Duration::from_secs(5),
+    };
+    let started = Instant::now();
+    let error = client
+        .tear_down(&managed, &ServerFilter::default(), patience)
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "refusals are retried for a while"
+    );
+    let CloudError::Incomplete { left, message } = &error else {
+        panic!("{error:?}");
+    };
+    assert!(message.contains("conflict"), "{message}");
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left[0].starts_with("subnet orch-dep-stuck-subnet-web"), "{left:?}");
+    assert!(left[1].starts_with("network orch-dep-stuck-network"), "{left:?}");
+    assert!(error.is_retryable(), "a later attempt may finish the work");
+}
