@@ -1,4 +1,4 @@
-//! The one HTTP layer every OpenStack call goes through (invariant 7): Keystone tokens cached
+//! The one HTTP layer every OpenStack call goes through: Keystone tokens cached
 //! and renewed without a thundering herd, endpoints from the catalog behind an SSRF guard,
 //! a concurrency limit and a request pace per cloud, a circuit breaker per endpoint,
 //! retries with exponential backoff and jitter, `Retry-After` honoured, typed errors and
@@ -86,7 +86,45 @@ impl Endpoint {
 struct Breaker {
     failures: u32,
     open_until: Option<Instant>,
-    probing: bool,
+    /// When the one request let through an open circuit (the probe) was sent.
+    probe_sent: Option<Instant>,
+}
+
+impl Breaker {
+    /// Whether a request may go now. An open circuit lets one probe through after its
+    /// cooldown; a probe that never reports (its caller was dropped mid-request) counts as
+    /// lost after `probe_timeout`, and another is let through, so the circuit cannot stay
+    /// open for good.
+    fn allows(&mut self, now: Instant, probe_timeout: Duration) -> bool {
+        match self.open_until {
+            None => true,
+            Some(until) if now < until => false,
+            Some(_) if self.probe_sent.is_some_and(|sent| now < sent + probe_timeout) => false,
+            Some(_) => {
+                self.probe_sent = Some(now);
+                true
+            }
+        }
+    }
+
+    /// Takes an outcome; returns whether the circuit opened (`Some(true)`) or closed
+    /// (`Some(false)`) because of it.
+    fn record(&mut self, healthy: bool, now: Instant, threshold: u32, cooldown: Duration) -> Option<bool> {
+        if healthy {
+            let was_open = self.open_until.is_some();
+            *self = Self::default();
+            return was_open.then_some(false);
+        }
+        self.failures += 1;
+        let probing = self.probe_sent.is_some();
+        if !probing && self.failures < threshold {
+            return None;
+        }
+        let opened = self.open_until.is_none() || probing;
+        self.open_until = Some(now + cooldown);
+        self.probe_sent = None;
+        opened.then_some(true)
+    }
 }
 
 /// A successful response.
@@ -496,37 +534,25 @@ impl OpenStack {
 
     /// Whether the endpoint's circuit lets a request through now.
     fn breaker_allows(&self, key: &str) -> bool {
+        let limits = &self.inner.config.limits;
         let mut breakers = self.inner.breakers.lock().expect("breaker lock");
         let breaker = breakers.entry(key.to_owned()).or_default();
-        match breaker.open_until {
-            None => true,
-            Some(until) if Instant::now() < until => false,
-            Some(_) if breaker.probing => false,
-            Some(_) => {
-                breaker.probing = true;
-                true
-            }
-        }
+        breaker.allows(Instant::now(), limits.request_timeout)
     }
 
     fn breaker_record(&self, key: &str, healthy: bool) {
         let limits = &self.inner.config.limits;
         let mut breakers = self.inner.breakers.lock().expect("breaker lock");
         let breaker = breakers.entry(key.to_owned()).or_default();
-        if healthy {
-            if breaker.open_until.is_some() {
-                tracing::info!(endpoint = key, "circuit closed");
-            }
-            *breaker = Breaker::default();
-            return;
-        }
-        breaker.failures += 1;
-        if breaker.probing || breaker.failures >= limits.breaker_threshold {
-            if breaker.open_until.is_none() || breaker.probing {
-                tracing::warn!(endpoint = key, failures = breaker.failures, "circuit opened");
-            }
-            breaker.open_until = Some(Instant::now() + limits.breaker_cooldown);
-            breaker.probing = false;
+        match breaker.record(
+            healthy,
+            Instant::now(),
+            limits.breaker_threshold,
+            limits.breaker_cooldown,
+        ) {
+            Some(true) => tracing::warn!(endpoint = key, failures = breaker.failures, "circuit opened"),
+            Some(false) => tracing::info!(endpoint = key, "circuit closed"),
+            None => {}
         }
     }
 
@@ -754,5 +780,63 @@ fn domain(id: &Option<String>, name: &Option<String>) -> Value {
         (Some(id), _) => json!({"id": id}),
         (None, Some(name)) => json!({"name": name}),
         (None, None) => json!({"name": "Default"}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COOLDOWN: Duration = Duration::from_secs(10);
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+    fn opened(now: Instant) -> Breaker {
+        let mut breaker = Breaker::default();
+        for _ in 0..4 {
+            assert_eq!(breaker.record(false, now, 5, COOLDOWN), None);
+        }
+        assert_eq!(breaker.record(false, now, 5, COOLDOWN), Some(true));
+        breaker
+    }
+
+    #[test]
+    fn a_circuit_opens_after_the_threshold_and_lets_one_probe_through_after_the_cooldown() {
+        let now = Instant::now();
+        let mut breaker = opened(now);
+        assert!(!breaker.allows(now + Duration::from_secs(1), PROBE_TIMEOUT));
+        let later = now + COOLDOWN;
+        assert!(breaker.allows(later, PROBE_TIMEOUT), "the probe");
+        assert!(!breaker.allows(later, PROBE_TIMEOUT), "only one");
+        assert_eq!(
+            breaker.record(true, later, 5, COOLDOWN),
+            Some(false),
+            "a healthy probe closes it"
+        );
+        assert!(breaker.allows(later, PROBE_TIMEOUT));
+    }
+
+    #[test]
+    fn a_failed_probe_opens_the_circuit_again() {
+        let now = Instant::now();
+        let mut breaker = opened(now);
+        let later = now + COOLDOWN;
+        assert!(breaker.allows(later, PROBE_TIMEOUT));
+        assert_eq!(breaker.record(false, later, 5, COOLDOWN), Some(true));
+        assert!(!breaker.allows(later + Duration::from_secs(1), PROBE_TIMEOUT));
+        assert!(breaker.allows(later + COOLDOWN, PROBE_TIMEOUT), "the next probe");
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_does_not_keep_the_circuit_open_for_good() {
+        let now = Instant::now();
+        let mut breaker = opened(now);
+        let probe = now + COOLDOWN;
+        assert!(breaker.allows(probe, PROBE_TIMEOUT));
+        // Its caller was dropped: no record ever comes.
+        assert!(!breaker.allows(probe + Duration::from_secs(30), PROBE_TIMEOUT));
+        assert!(
+            breaker.allows(probe + PROBE_TIMEOUT, PROBE_TIMEOUT),
+            "after the request timeout the probe counts as lost"
+        );
     }
 }
