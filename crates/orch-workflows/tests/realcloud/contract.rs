@@ -491,9 +491,13 @@ async fn run_both(fake: &mut Target, real: &mut Target, steps: &[Step], report: 
 async fn fakecloud_answers_every_call_orch_makes_as_the_real_cloud_does() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let cloud = clouds().remove(0);
-    let fakecloud = FakeCloud::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
-        .await
-        .unwrap();
+    // Servers build for as long as the testbed's take, so that the steps sent while they
+    // build find them building on both sides.
+    let config = FakeConfig {
+        boot_delay_ms: 10_000,
+        ..FakeConfig::default()
+    };
+    let fakecloud = FakeCloud::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let fake_config = CloudConfig::password(&fakecloud.auth_url(), "admin", "fakecloud", "admin").unwrap();
     let mut fake = Target::connect(&fake_config).await;
     let mut real = Target::connect(&cloud_config(&cloud)).await;
