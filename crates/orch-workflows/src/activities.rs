@@ -1,7 +1,7 @@
 //! Activities: every piece of I/O the workflows do, idempotent so that Temporal may run any
 //! of them again (at least once). Cloud resources are found by their keys before they are
-//! created (invariant 1) and recorded in the database the moment the cloud returns their id
-//! (invariant 2). Waiting is one list call per deployment per cycle (invariant 5).
+//! created, so nothing is made twice, and recorded in the database the moment the cloud returns
+//! their id, so nothing is lost. Waiting is one list call per deployment per cycle.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

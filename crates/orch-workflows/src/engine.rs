@@ -159,7 +159,7 @@ pub async fn relay_once(store: &Store, client: &Client, task_queue: &str) -> Res
     Ok(started)
 }
 
-/// The relay (invariant 4): every operation committed to the database gets its workflow,
+/// The relay: every operation committed to the database gets its workflow,
 /// even if the process that accepted it died right after the commit.
 pub async fn run_relay(
     store: Store,

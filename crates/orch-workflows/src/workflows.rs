@@ -1,7 +1,7 @@
 //! The workflows, named as in seed 001. They are deterministic: every piece of I/O is an
 //! activity. Each starts with `begin` (claims the operation), ends with `finish` (writes the
 //! outcome back), and on failure compensates: a failed deploy deletes what it created unless
-//! the request asked to keep it (invariant 6).
+//! the request asked to keep it.
 
 #![allow(unreachable_pub)]
 
