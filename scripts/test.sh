@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, and the whole test suite on SQLite and on
 # PostgreSQL. Uses the PostgreSQL in TEST_DATABASE_URL, else the one on 127.0.0.1:5432, else
-# installs and starts one.
+# installs and starts one. When the shared OpenStack testbed is beside the project
+# (../shared/testbeds/openstack), it is started (installed first if need be) while the rest
+# builds and runs, and orch's real-cloud suite and fakecloud's contract test run against it,
+# as admin and as an ordinary member.
 source "$(dirname "$0")/common.sh"
 
 ensure_postgres() {
@@ -32,10 +35,42 @@ drop_old_test_databases() {
     while read -r name; do psql "$TEST_DATABASE_URL" -q -c "DROP DATABASE IF EXISTS \"$name\"" >/dev/null 2>&1 || true; done
 }
 
+TESTBED="${ORCH_TESTBED:-$ROOT/../shared/testbeds/openstack}"
+TESTBED_LOG="$ROOT/target/testbed-up.log"
+TESTBED_PID=""
+
+# Starts the testbed in the background; its packages are installed after ours, so that two
+# apt-get runs never contend for the lock.
+start_testbed() {
+  if [ ! -f "$TESTBED/up.sh" ]; then
+    log "the real-cloud tests will be skipped: no OpenStack testbed at $TESTBED"
+    return
+  fi
+  mkdir -p "$ROOT/target"
+  log "starting the OpenStack testbed in the background (log: target/testbed-up.log)"
+  (cd "$TESTBED" && OSA_SERVICES="placement glance neutron nova cinder" bash ./up.sh) >"$TESTBED_LOG" 2>&1 &
+  TESTBED_PID=$!
+}
+
+run_real_cloud_tests() {
+  [ -n "$TESTBED_PID" ] || { log "real-cloud tests skipped: no OpenStack testbed"; return; }
+  log "waiting for the OpenStack testbed"
+  if ! wait "$TESTBED_PID"; then
+    tail -n 40 "$TESTBED_LOG" >&2
+    echo "the OpenStack testbed did not start; see target/testbed-up.log" >&2
+    exit 1
+  fi
+  log "real-cloud suite and contract test (admin and member)"
+  # --workspace: the features of the run above, so that nothing is built again.
+  OS_CLIENT_CONFIG_FILE="$TESTBED/clouds.yaml" ORCH_TEST_CLOUDS="acceptance,acceptance-demo" \
+    cargo test --locked --workspace --test realcloud -- --ignored --nocapture
+}
+
 ensure_protoc
 ensure_postgres
 drop_old_test_databases
 ensure_python_tools
+start_testbed
 log "PostgreSQL for tests: ${TEST_DATABASE_URL%%@*}@…"
 
 log "cargo fmt --check"
@@ -44,3 +79,4 @@ log "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 log "cargo test (SQLite and PostgreSQL)"
 cargo test --locked --workspace
+run_real_cloud_tests
