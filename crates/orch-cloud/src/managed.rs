@@ -47,11 +47,7 @@ impl ResourceKey {
     /// id would not be: time-ordered ids of deployments made close together share it), and
     /// readable in the cloud's own console.
     pub fn name(&self) -> String {
-        format!(
-            "{}{}",
-            name_prefix(&self.deployment_id),
-            self.logical_key.replace(':', "-")
-        )
+        name_of(&self.deployment_id, &self.logical_key)
     }
 
     pub fn tags(&self) -> Vec<String> {
@@ -83,6 +79,12 @@ impl ResourceKey {
     fn tag_filter(&self) -> Vec<(&'static str, String)> {
         vec![("tags", self.tags().join(","))]
     }
+}
+
+/// The name of the resource `logical_key` of a deployment (see [`ResourceKey::name`]); also
+/// for a prefix of a key, e.g. `volume:web:0:` for the volumes of `server:web:0`.
+pub fn name_of(deployment_id: &str, logical_key: &str) -> String {
+    format!("{}{}", name_prefix(deployment_id), logical_key.replace(':', "-"))
 }
 
 /// What the name of every resource of a deployment starts with.
@@ -433,12 +435,7 @@ impl OpenStack {
             ports.extend(on_network.into_iter().filter(|port| !owned_by_network(port)));
         }
         found.extend(dedup(ports.iter().map(managed)));
-        let routers: Vec<Router> = self.neutron_of(&scope, &ours).await?;
-        found.extend(routers.iter().map(managed));
-        let groups: Vec<SecurityGroup> = self.neutron_of(&scope, &ours).await?;
-        found.extend(groups.iter().map(managed));
-        let subnets: Vec<Subnet> = self.neutron_of(&scope, &ours).await?;
-        found.extend(subnets.iter().map(managed));
+        found.extend(self.routers_groups_subnets(&scope, &ours).await?);
         found.extend(networks.iter().map(managed));
         for resource in &mut found {
             resource.deployment_id.get_or_insert_with(|| deployment_id.to_owned());
@@ -459,14 +456,24 @@ impl OpenStack {
         let scope = vec![("project_id", project)];
         let ports: Vec<Port> = self.neutron_of(&scope, &is_managed).await?;
         found.extend(ports.iter().map(managed));
-        let routers: Vec<Router> = self.neutron_of(&scope, &is_managed).await?;
-        found.extend(routers.iter().map(managed));
-        let groups: Vec<SecurityGroup> = self.neutron_of(&scope, &is_managed).await?;
-        found.extend(groups.iter().map(managed));
-        let subnets: Vec<Subnet> = self.neutron_of(&scope, &is_managed).await?;
-        found.extend(subnets.iter().map(managed));
+        found.extend(self.routers_groups_subnets(&scope, &is_managed).await?);
         let networks: Vec<Network> = self.neutron_of(&scope, &is_managed).await?;
         found.extend(networks.iter().map(managed));
+        Ok(found)
+    }
+
+    /// The routers, security groups and subnets that `wanted` picks, in the order of deletion.
+    async fn routers_groups_subnets(
+        &self,
+        scope: &[(&'static str, String)],
+        wanted: &(dyn Fn(&str, &[String]) -> bool + Sync),
+    ) -> Result<Vec<ManagedResource>> {
+        let routers: Vec<Router> = self.neutron_of(scope, wanted).await?;
+        let groups: Vec<SecurityGroup> = self.neutron_of(scope, wanted).await?;
+        let subnets: Vec<Subnet> = self.neutron_of(scope, wanted).await?;
+        let mut found: Vec<ManagedResource> = routers.iter().map(managed).collect();
+        found.extend(groups.iter().map(managed));
+        found.extend(subnets.iter().map(managed));
         Ok(found)
     }
 

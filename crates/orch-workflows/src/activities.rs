@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_cloud::compute::{Server, ServerCreate, ServerFilter};
-use orch_cloud::managed::{create_unless_found, deployment_tag, key_of, name_prefix};
+use orch_cloud::managed::{create_unless_found, deployment_tag, key_of, name_of, name_prefix};
 use orch_cloud::network::{PortCreate, SecurityGroupRule, SubnetCreate};
 use orch_cloud::teardown::{Patience, DELETE_ORDER};
 use orch_cloud::{CloudError, ManagedResource, OpenStack, ResourceKey};
@@ -698,11 +698,10 @@ fn with_recorded(
 /// Whether `resource` goes with the servers `server_keys`: the server, its port and its
 /// volumes, known by their keys or, when their tags never arrived, by their names.
 fn doomed_with(server_keys: &[String], deployment_id: &str, resource: &ManagedResource) -> bool {
-    let prefix = name_prefix(deployment_id);
     server_keys.iter().any(|server_key| {
         let port_key = port_key_of(server_key);
         let volume_key = server_key.replacen("server:", "volume:", 1) + ":";
-        let named = |key: &str| format!("{prefix}{}", key.replace(':', "-"));
+        let named = |key: &str| name_of(deployment_id, key);
         match &resource.logical_key {
             Some(key) => key == server_key || *key == port_key || key.starts_with(&volume_key),
             None => {
@@ -952,5 +951,37 @@ impl OrchActivities {
             .record_event(&operation.deployment_id, &action, detail)
             .await
             .map_err(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(kind: &'static str, name: &str, key: Option<&str>) -> ManagedResource {
+        ManagedResource {
+            kind,
+            id: name.to_owned(),
+            name: name.to_owned(),
+            deployment_id: Some("d1".into()),
+            logical_key: key.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_server_goes_with_its_port_and_volumes_by_key_or_by_name() {
+        let keys = vec!["server:web:1".to_owned()];
+        let doomed = |resource: &ManagedResource| doomed_with(&keys, "d1", resource);
+        assert!(doomed(&found("server", "x", Some("server:web:1"))));
+        assert!(doomed(&found("port", "x", Some("port:web:1"))));
+        assert!(doomed(&found("volume", "x", Some("volume:web:1:0"))));
+        assert!(doomed(&found("port", "orch-d1-port-web-1", None)), "untagged, by name");
+        assert!(doomed(&found("volume", "orch-d1-volume-web-1-0", None)));
+        assert!(!doomed(&found("port", "x", Some("port:web:10"))), "another server's");
+        assert!(!doomed(&found("volume", "orch-d1-volume-web-10-0", None)));
+        assert!(
+            !doomed(&found("port", "orch-d2-port-web-1", None)),
+            "another deployment's"
+        );
     }
 }
