@@ -51,15 +51,19 @@ pub enum CloudError {
     /// A resource reached a state it cannot leave, e.g. a server in ERROR.
     #[error("{what} failed: {message}")]
     ResourceFailed { what: String, message: String },
+    /// The store could not record what the cloud made; the cloud call itself succeeded.
+    #[error(transparent)]
+    Record(orch_core::provider::RecordFailed),
 }
 
 impl CloudError {
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::Unavailable { .. } | Self::WaitTimeout { .. } | Self::Incomplete { .. }
-        )
+        match self {
+            Self::Unavailable { .. } | Self::WaitTimeout { .. } | Self::Incomplete { .. } => true,
+            Self::Record(failed) => failed.retryable,
+            _ => false,
+        }
     }
 
     /// Whether a create may have happened although it reported an error.
@@ -89,6 +93,7 @@ impl CloudError {
             Self::WaitTimeout { .. } => "wait_timeout",
             Self::Incomplete { .. } => "incomplete",
             Self::ResourceFailed { .. } => "resource_failed",
+            Self::Record(_) => "record",
         }
     }
 }

@@ -12,6 +12,8 @@
 //!   `PUT .../tags` after it, learnt per collection and region.
 //! - [`teardown`]: deleting in the order the cloud requires, retrying refusals that clear
 //!   by themselves, and naming what is left when it cannot finish.
+//! - [`provider`]: OpenStack behind the provider boundary: the planner's steps carried out
+//!   with Neutron, Nova and Cinder.
 //! - [`error`]: [`CloudError`], which says whether a retry can help.
 
 pub mod client;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod managed;
 pub mod network;
+pub mod provider;
 pub mod tagging;
 pub mod teardown;
 pub mod volume;

@@ -482,6 +482,42 @@ fn read_inventory(value: &Value, pointer: &str, problems: &mut Problems) -> Opti
     Some(map.clone())
 }
 
+/// What an operation works towards: the template and parameters the deployment stands for
+/// once it succeeds. An update brings its own; a scale sets its group's count; the others keep
+/// the deployment's.
+pub fn desired_inputs(
+    kind: OperationKind,
+    payload: &Value,
+    template: &Template,
+    parameters: &Value,
+) -> Result<(Template, Value), Problems> {
+    match kind {
+        OperationKind::Update => {
+            let template = Template::parse(&payload["template"], "/template", None)?;
+            Ok((template, payload["parameters"].clone()))
+        }
+        OperationKind::Scale => {
+            let request: ScaleRequest = serde_json::from_value(payload.clone())
+                .map_err(|error| Problems::single("", format!("not a scale request: {error}")))?;
+            let mut parameters = parameters.as_object().cloned().unwrap_or_default();
+            parameters.insert(format!("{}_count", request.vm_type), Value::from(request.target_count));
+            Ok((template.clone(), Value::Object(parameters)))
+        }
+        _ => Ok((template.clone(), parameters.clone())),
+    }
+}
+
+/// The template an operation works towards, its parameters applied.
+pub fn desired_template(
+    kind: OperationKind,
+    payload: &Value,
+    template: &Template,
+    parameters: &Value,
+) -> Result<Template, Problems> {
+    let (template, parameters) = desired_inputs(kind, payload, template, parameters)?;
+    crate::apply_parameters(&template, &parameters, "/parameters")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ pub mod names;
 pub mod parameters;
 pub mod plan;
 pub mod problem;
+pub mod provider;
 mod reader;
 pub mod template;
 

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::deployment::OperationKind;
+use crate::provider::Observed;
 use crate::template::{SecurityRule, Template};
 
 /// One server to boot.
@@ -146,6 +148,121 @@ pub fn plan_servers(existing: &BTreeMap<String, String>, desired: &DesiredState)
     plan
 }
 
+/// One provider-neutral step of an operation, naming the members (servers) it works on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    /// Make the shared resources exist (network, subnets, router, security groups).
+    Prepare,
+    /// Create these members, each found by key first.
+    Create(Vec<String>),
+    /// Wait until these members are ready.
+    Wait(Vec<String>),
+    /// Make what needs a ready member (volumes).
+    Attach(Vec<String>),
+    /// Change these members in place to their desired size.
+    Resize(Vec<String>),
+    /// Delete these members with what belongs to them.
+    Delete(Vec<String>),
+    /// Delete everything of the deployment.
+    DeleteAll,
+}
+
+/// What an operation will do, from what is recorded to what is desired. The dry run of an
+/// update and the workflow carrying an operation out both read it from here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Whether the shared resources are (re)made: a create and an update do it.
+    pub prepare: bool,
+    pub servers: ServerPlan,
+    pub subnets_to_create: Vec<String>,
+    /// A delete: everything goes.
+    pub delete_all: bool,
+}
+
+impl Plan {
+    /// The plan of an operation of `kind`. `recorded` is what the store holds (servers with
+    /// the flavor they were made with); `scale_group` limits a scale to its group, since other
+    /// differences wait for an update.
+    pub fn for_operation(
+        kind: OperationKind,
+        recorded: &[Observed],
+        desired: &Template,
+        scale_group: Option<&str>,
+    ) -> Self {
+        if kind == OperationKind::Delete {
+            return Self {
+                delete_all: true,
+                ..Self::default()
+            };
+        }
+        let existing: BTreeMap<String, String> = recorded
+            .iter()
+            .filter(|resource| resource.kind == "server")
+            .map(|resource| {
+                let flavor = resource.attributes["flavor"].as_str().unwrap_or_default();
+                (resource.key.clone(), flavor.to_owned())
+            })
+            .collect();
+        let desired_state = DesiredState::of(desired);
+        let mut servers = plan_servers(&existing, &desired_state);
+        match kind {
+            OperationKind::Create => {
+                servers.delete.clear();
+                servers.resize.clear();
+            }
+            OperationKind::Scale => {
+                let in_group =
+                    |key: &String| parse_server_key(key).is_some_and(|(group, _)| Some(group) == scale_group);
+                servers.create.retain(in_group);
+                servers.delete.retain(in_group);
+                servers.resize.clear();
+            }
+            _ => {}
+        }
+        let subnets_to_create = desired_state
+            .subnets
+            .iter()
+            .filter(|name| !recorded.iter().any(|resource| resource.key == format!("subnet:{name}")))
+            .cloned()
+            .collect();
+        Self {
+            prepare: matches!(kind, OperationKind::Create | OperationKind::Update),
+            servers,
+            subnets_to_create,
+            delete_all: false,
+        }
+    }
+
+    /// The steps in the order they run: shared resources, then new members (created, waited
+    /// for, given their volumes), then resizes, then deletes, newest first.
+    pub fn steps(&self) -> Vec<Step> {
+        if self.delete_all {
+            return vec![Step::DeleteAll];
+        }
+        let mut steps = Vec::new();
+        if self.prepare {
+            steps.push(Step::Prepare);
+        }
+        let create = &self.servers.create;
+        if !create.is_empty() {
+            steps.extend([
+                Step::Create(create.clone()),
+                Step::Wait(create.clone()),
+                Step::Attach(create.clone()),
+            ]);
+        }
+        if !self.servers.resize.is_empty() {
+            steps.push(Step::Resize(
+                self.servers.resize.iter().map(|(key, _)| key.clone()).collect(),
+            ));
+        }
+        if !self.servers.delete.is_empty() {
+            steps.push(Step::Delete(self.servers.delete.clone()));
+        }
+        steps
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +309,49 @@ mod tests {
         assert_eq!(plan.create, ["server:web:3"]);
         assert_eq!(plan.resize.len(), 3);
         assert!(plan_servers(&existing, &DesiredState::of(&template(3, "m1.small"))).is_empty());
+    }
+
+    fn server(key: &str, flavor: &str) -> Observed {
+        Observed::new(key, "server", "id", "ACTIVE", json!({"flavor": flavor}))
+    }
+
+    #[test]
+    fn each_operation_has_its_steps() {
+        let recorded = [
+            server("server:web:0", "m1.small"),
+            server("server:db:0", "m1.large"),
+            Observed::new("subnet:web", "subnet", "s", "ACTIVE", json!({})),
+        ];
+        let create = Plan::for_operation(OperationKind::Create, &[], &template(2, "m1.small"), None);
+        let all = vec![
+            "server:db:0".to_owned(),
+            "server:web:0".to_owned(),
+            "server:web:1".to_owned(),
+        ];
+        assert_eq!(
+            create.steps(),
+            [
+                Step::Prepare,
+                Step::Create(all.clone()),
+                Step::Wait(all.clone()),
+                Step::Attach(all)
+            ]
+        );
+        assert_eq!(create.subnets_to_create, ["web"]);
+        let update = Plan::for_operation(OperationKind::Update, &recorded, &template(0, "m1.small"), None);
+        assert_eq!(
+            update.steps(),
+            [Step::Prepare, Step::Delete(vec!["server:web:0".into()])]
+        );
+        assert!(update.subnets_to_create.is_empty());
+        let scale = Plan::for_operation(OperationKind::Scale, &recorded, &template(2, "m1.medium"), Some("web"));
+        let new = vec!["server:web:1".to_owned()];
+        assert_eq!(
+            scale.steps(),
+            [Step::Create(new.clone()), Step::Wait(new.clone()), Step::Attach(new)],
+            "a scale neither resizes nor touches other groups"
+        );
+        let delete = Plan::for_operation(OperationKind::Delete, &recorded, &template(2, "m1.small"), None);
+        assert_eq!(delete.steps(), [Step::DeleteAll]);
     }
 }

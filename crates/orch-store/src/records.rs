@@ -109,6 +109,20 @@ pub struct ResourceRecord {
     pub updated_at: String,
 }
 
+/// A recorded resource as a provider sees it (an empty id: recorded before the provider
+/// gave one).
+impl From<ResourceRecord> for orch_core::provider::Observed {
+    fn from(resource: ResourceRecord) -> Self {
+        Self {
+            key: resource.logical_key,
+            kind: resource.kind,
+            id: resource.cloud_id.unwrap_or_default(),
+            status: resource.status,
+            attributes: resource.attributes,
+        }
+    }
+}
+
 impl ResourceRecord {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self> {
         Ok(Self {

@@ -296,15 +296,7 @@ pub struct ConfigureWorkflow;
 impl ConfigureWorkflow {
     #[run]
     pub async fn run(ctx: &mut WorkflowContext<Self>, operation: OperationRef) -> WorkflowResult<String> {
-        let short = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
-            .retry_policy(
-                RetryPolicy::builder()
-                    .initial_interval(Duration::from_secs(1))
-                    .backoff_coefficient(2.0)
-                    .maximum_attempts(10)
-                    .build(),
-            )
-            .build();
+        let short = crate::workflows::short();
         if ctx
             .execute_activity(OrchActivities::begin, operation.clone(), short.clone())
             .await?

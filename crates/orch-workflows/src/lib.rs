@@ -4,7 +4,10 @@
 //! - [`workflows`]: `DeployWorkflow`, `DeleteWorkflow`, `ScaleWorkflow`, `UpdateWorkflow`
 //!   (deterministic; no I/O).
 //! - [`configure`]: `ConfigureWorkflow` and its `ansible-playbook` activity.
-//! - [`activities`]: all I/O: cloud calls through `orch-cloud`, state through `orch-store`.
+//! - [`activities`]: all I/O, the same for every provider: the plan from `orch-core`, each
+//!   step handed to the provider (`orch-cloud` for OpenStack), state through `orch-store`.
+//!   `failure` keeps each error's kind across the activity boundary; `report` records what
+//!   a provider reports the moment it reports it.
 //! - [`devserver`]: a local Temporal dev server as a child process.
 //! - [`engine`]: Temporal connection, worker, and the relay that starts recorded operations.
 
@@ -12,6 +15,8 @@ pub mod activities;
 pub mod configure;
 pub mod devserver;
 pub mod engine;
+mod failure;
+mod report;
 pub mod workflows;
 
 pub use activities::OrchActivities;

@@ -1,17 +1,19 @@
-//! The workflows, named as in seed 001. They are deterministic: every piece of I/O is an
-//! activity. Each starts with `begin` (claims the operation), ends with `finish` (writes the
-//! outcome back), and on failure compensates: a failed deploy deletes what it created unless
-//! the request asked to keep it.
+//! The workflows, named as in the API's operation kinds. They are deterministic: every piece
+//! of I/O is an activity. Each claims its operation (`begin`), asks for its steps (`plan`),
+//! runs them one after another (a create in parallel batches), and writes the outcome back
+//! (`finish`). A failed deploy deletes what it created unless the request asked to keep it.
 
 #![allow(unreachable_pub)]
 
 use std::time::Duration;
 
+use orch_core::plan::Step;
+use orch_core::OperationKind;
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityExecutionError, ActivityOptions, WorkflowContext, WorkflowResult};
 
-use crate::activities::{Batch, Finish, OperationRef, OrchActivities, Outcome};
+use crate::activities::{Finish, OperationRef, OrchActivities, Outcome, StepRun};
 
 /// Servers per create activity: small enough to retry cheaply, large enough that a
 /// 1,000-server deployment stays far from Temporal's history limits.
@@ -28,7 +30,7 @@ fn retry_policy() -> RetryPolicy {
         .build()
 }
 
-fn short() -> ActivityOptions {
+pub(crate) fn short() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
         .retry_policy(retry_policy())
         .build()
@@ -56,214 +58,97 @@ pub(crate) fn failure_message(error: &ActivityExecutionError) -> String {
     message
 }
 
-fn batches(operation: &OperationRef, keys: &[String]) -> Vec<Batch> {
-    keys.chunks(SERVERS_PER_BATCH)
-        .map(|chunk| Batch {
-            operation: operation.clone(),
-            keys: chunk.to_vec(),
-        })
-        .collect()
-}
-
-/// Creates servers in parallel batches, waits for all with one poller, attaches volumes.
-async fn create_servers<W>(
+async fn run_step<W>(
     ctx: &WorkflowContext<W>,
     operation: &OperationRef,
-    keys: &[String],
+    step: Step,
 ) -> Result<(), ActivityExecutionError> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let creates = batches(operation, keys)
-        .into_iter()
-        .map(|batch| ctx.execute_activity(OrchActivities::create_servers, batch, long()));
-    for result in temporalio_workflow::join_all(creates).await {
-        result?;
-    }
-    let all = Batch {
+    let run = StepRun {
         operation: operation.clone(),
-        keys: keys.to_vec(),
+        step,
     };
-    ctx.execute_activity(OrchActivities::wait_for_servers, all.clone(), long())
+    ctx.execute_activity(OrchActivities::run_step, run, long()).await
+}
+
+/// Runs the planned steps in order; a create runs as parallel batches.
+async fn carry_out<W>(ctx: &WorkflowContext<W>, operation: &OperationRef) -> Result<(), ActivityExecutionError> {
+    let steps = ctx
+        .execute_activity(OrchActivities::plan, operation.clone(), short())
         .await?;
-    ctx.execute_activity(OrchActivities::attach_volumes, all, long())
-        .await?;
+    for step in steps {
+        if let Step::Create(keys) = &step {
+            let creates = keys
+                .chunks(SERVERS_PER_BATCH)
+                .map(|chunk| run_step(ctx, operation, Step::Create(chunk.to_vec())));
+            for result in temporalio_workflow::join_all(creates).await {
+                result?;
+            }
+        } else {
+            run_step(ctx, operation, step).await?;
+        }
+    }
     Ok(())
 }
 
 async fn finish<W>(ctx: &WorkflowContext<W>, operation: &OperationRef, outcome: Outcome) -> WorkflowResult<String> {
     let summary = format!("{outcome:?}");
-    ctx.execute_activity(
-        OrchActivities::finish,
-        Finish {
-            operation: operation.clone(),
-            outcome,
-        },
-        short(),
-    )
-    .await?;
+    let finish = Finish {
+        operation: operation.clone(),
+        outcome,
+    };
+    ctx.execute_activity(OrchActivities::finish, finish, short()).await?;
     Ok(summary)
 }
 
-/// Deletes everything of the deployment (compensation of a failed deploy, or a delete).
-async fn delete_everything<W>(
-    ctx: &WorkflowContext<W>,
-    operation: &OperationRef,
-) -> Result<(), ActivityExecutionError> {
-    ctx.execute_activity(
-        OrchActivities::delete_resources,
-        Batch {
-            operation: operation.clone(),
-            keys: Vec::new(),
-        },
-        long(),
-    )
-    .await
+/// Deletes what a failed deploy made; the reason says whether that worked too.
+async fn compensate<W>(ctx: &WorkflowContext<W>, operation: &OperationRef, reason: String) -> WorkflowResult<String> {
+    let note = (
+        operation.clone(),
+        "compensation.started".to_owned(),
+        serde_json::json!({"reason": reason}),
+    );
+    ctx.execute_activity(OrchActivities::note, note, short()).await?;
+    let reason = match run_step(ctx, operation, Step::DeleteAll).await {
+        Ok(()) => reason,
+        Err(cleanup) => format!("{reason}; compensation failed: {}", failure_message(&cleanup)),
+    };
+    finish(ctx, operation, Outcome::Failed(reason)).await
 }
 
-#[workflow]
-#[derive(Default)]
-pub struct DeployWorkflow;
+/// Every operation but configure: claim, plan, carry out, write the outcome back.
+async fn run_operation<W>(ctx: &WorkflowContext<W>, operation: OperationRef) -> WorkflowResult<String> {
+    let Some(started) = ctx
+        .execute_activity(OrchActivities::begin, operation.clone(), short())
+        .await?
+    else {
+        return Ok("cancelled before it started".into());
+    };
+    match carry_out(ctx, &operation).await {
+        Ok(()) if started.kind == OperationKind::Delete => finish(ctx, &operation, Outcome::Deleted).await,
+        Ok(()) => finish(ctx, &operation, Outcome::Completed).await,
+        Err(error) if started.kind == OperationKind::Create && started.rollback => {
+            compensate(ctx, &operation, failure_message(&error)).await
+        }
+        Err(error) => finish(ctx, &operation, Outcome::Failed(failure_message(&error))).await,
+    }
+}
 
-#[workflow_methods]
-impl DeployWorkflow {
-    #[run]
-    pub async fn run(ctx: &mut WorkflowContext<Self>, operation: OperationRef) -> WorkflowResult<String> {
-        let Some(started) = ctx
-            .execute_activity(OrchActivities::begin, operation.clone(), short())
-            .await?
-        else {
-            return Ok("cancelled before it started".into());
-        };
-        let steps = async {
-            ctx.execute_activity(OrchActivities::provision_network, operation.clone(), long())
-                .await?;
-            let plan = ctx
-                .execute_activity(OrchActivities::servers_to_create, operation.clone(), short())
-                .await?;
-            create_servers(ctx, &operation, &plan.servers.create).await
-        };
-        match steps.await {
-            Ok(()) => finish(ctx, &operation, Outcome::Completed).await,
-            Err(error) => {
-                let reason = failure_message(&error);
-                if started.rollback {
-                    let note = (
-                        operation.clone(),
-                        "compensation.started".to_owned(),
-                        serde_json::json!({"reason": reason}),
-                    );
-                    ctx.execute_activity(OrchActivities::note, note, short()).await?;
-                    if let Err(cleanup) = delete_everything(ctx, &operation).await {
-                        let reason = format!("{reason}; compensation failed: {}", failure_message(&cleanup));
-                        return finish(ctx, &operation, Outcome::Failed(reason)).await;
-                    }
-                }
-                finish(ctx, &operation, Outcome::Failed(reason)).await
+/// The workflow types stay apart (the relay starts each by the operation's kind, and
+/// Temporal lists them by name), but share one body.
+macro_rules! operation_workflow {
+    ($($name:ident),*) => {$(
+        #[workflow]
+        #[derive(Default)]
+        pub struct $name;
+
+        #[workflow_methods]
+        impl $name {
+            #[run]
+            pub async fn run(ctx: &mut WorkflowContext<Self>, operation: OperationRef) -> WorkflowResult<String> {
+                run_operation(ctx, operation).await
             }
         }
-    }
+    )*};
 }
 
-#[workflow]
-#[derive(Default)]
-pub struct DeleteWorkflow;
-
-#[workflow_methods]
-impl DeleteWorkflow {
-    #[run]
-    pub async fn run(ctx: &mut WorkflowContext<Self>, operation: OperationRef) -> WorkflowResult<String> {
-        if ctx
-            .execute_activity(OrchActivities::begin, operation.clone(), short())
-            .await?
-            .is_none()
-        {
-            return Ok("cancelled before it started".into());
-        }
-        match delete_everything(ctx, &operation).await {
-            Ok(()) => finish(ctx, &operation, Outcome::Deleted).await,
-            Err(error) => finish(ctx, &operation, Outcome::Failed(failure_message(&error))).await,
-        }
-    }
-}
-
-/// Scale and update share their shape: plan, create, resize, delete (newest first).
-async fn change<W>(
-    ctx: &WorkflowContext<W>,
-    operation: &OperationRef,
-    provision: bool,
-) -> Result<(), ActivityExecutionError> {
-    if provision {
-        ctx.execute_activity(OrchActivities::provision_network, operation.clone(), long())
-            .await?;
-    }
-    let plan = ctx
-        .execute_activity(OrchActivities::servers_to_create, operation.clone(), short())
-        .await?;
-    create_servers(ctx, operation, &plan.servers.create).await?;
-    if !plan.servers.resize.is_empty() {
-        let keys = plan.servers.resize.iter().map(|(key, _)| key.clone()).collect();
-        ctx.execute_activity(
-            OrchActivities::resize_servers,
-            Batch {
-                operation: operation.clone(),
-                keys,
-            },
-            long(),
-        )
-        .await?;
-    }
-    if !plan.servers.delete.is_empty() {
-        let batch = Batch {
-            operation: operation.clone(),
-            keys: plan.servers.delete.clone(),
-        };
-        ctx.execute_activity(OrchActivities::delete_resources, batch, long())
-            .await?;
-    }
-    Ok(())
-}
-
-#[workflow]
-#[derive(Default)]
-pub struct ScaleWorkflow;
-
-#[workflow_methods]
-impl ScaleWorkflow {
-    #[run]
-    pub async fn run(ctx: &mut WorkflowContext<Self>, operation: OperationRef) -> WorkflowResult<String> {
-        if ctx
-            .execute_activity(OrchActivities::begin, operation.clone(), short())
-            .await?
-            .is_none()
-        {
-            return Ok("cancelled before it started".into());
-        }
-        match change(ctx, &operation, false).await {
-            Ok(()) => finish(ctx, &operation, Outcome::Completed).await,
-            Err(error) => finish(ctx, &operation, Outcome::Failed(failure_message(&error))).await,
-        }
-    }
-}
-
-#[workflow]
-#[derive(Default)]
-pub struct UpdateWorkflow;
-
-#[workflow_methods]
-impl UpdateWorkflow {
-    #[run]
-    pub async fn run(ctx: &mut WorkflowContext<Self>, operation: OperationRef) -> WorkflowResult<String> {
-        if ctx
-            .execute_activity(OrchActivities::begin, operation.clone(), short())
-            .await?
-            .is_none()
-        {
-            return Ok("cancelled before it started".into());
-        }
-        match change(ctx, &operation, true).await {
-            Ok(()) => finish(ctx, &operation, Outcome::Completed).await,
-            Err(error) => finish(ctx, &operation, Outcome::Failed(failure_message(&error))).await,
-        }
-    }
-}
+operation_workflow!(DeployWorkflow, DeleteWorkflow, ScaleWorkflow, UpdateWorkflow);

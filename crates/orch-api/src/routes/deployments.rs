@@ -3,13 +3,12 @@
 //! Every request is validated completely before anything is written; work is recorded as an
 //! operation in the same transaction as the status change, for the workflow layer.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use orch_core::plan::{plan_servers, DesiredState};
+use orch_core::plan::Plan;
+use orch_core::provider::Observed;
 use orch_core::{
     apply_parameters, ConfigureRequest, CreateDeploymentRequest, DeploymentStatus, OperationKind, Problems,
     ScaleRequest, Template, TemplateRef, UpdateDeploymentRequest,
@@ -268,31 +267,12 @@ pub async fn update(
         .into_response())
 }
 
-/// What an update to `desired` would do, from the resources recorded now.
+/// What an update to `desired` would do, from the resources recorded now: the plan the
+/// update's workflow would carry out.
 async fn plan(store: &Store, id: &str, desired: &Template) -> ApiResult<Value> {
-    let resources = store.resources(id).await?;
-    let existing: BTreeMap<String, String> = resources
-        .iter()
-        .filter(|resource| resource.kind == "server")
-        .map(|resource| {
-            (
-                resource.logical_key.clone(),
-                resource.attributes["flavor"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    let desired_state = DesiredState::of(desired);
-    let servers = plan_servers(&existing, &desired_state);
-    let new_subnets: Vec<&String> = desired_state
-        .subnets
-        .iter()
-        .filter(|name| {
-            !resources
-                .iter()
-                .any(|resource| resource.logical_key == format!("subnet:{name}"))
-        })
-        .collect();
-    Ok(json!({"plan": {"servers": servers, "subnets_to_create": new_subnets}}))
+    let recorded: Vec<Observed> = store.resources(id).await?.into_iter().map(Observed::from).collect();
+    let plan = Plan::for_operation(OperationKind::Update, &recorded, desired, None);
+    Ok(json!({"plan": {"servers": plan.servers, "subnets_to_create": plan.subnets_to_create, "steps": plan.steps()}}))
 }
 
 #[utoipa::path(delete, path = "/deployments/{id}", tag = "deployments",

@@ -1,0 +1,112 @@
+//! OpenStack behind the provider boundary (`orch_core::provider`): the planner's steps
+//! carried out with Neutron, Nova and Cinder. Shared resources are a network with its
+//! subnets, router and security groups; members are servers, each booted with its own port
+//! on its group's subnet; what needs a ready member is its volumes.
+
+mod members;
+mod prepare;
+mod remove;
+mod volumes;
+
+use orch_core::provider::{Classified, Observed, Provider, RecordFailed, Report, Target};
+use orch_core::template::Template;
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::{CloudError, OpenStack, ResourceKey};
+
+impl Classified for CloudError {
+    fn kind(&self) -> &'static str {
+        CloudError::kind(self)
+    }
+
+    fn is_retryable(&self) -> bool {
+        CloudError::is_retryable(self)
+    }
+}
+
+impl From<RecordFailed> for CloudError {
+    fn from(failed: RecordFailed) -> Self {
+        Self::Record(failed)
+    }
+}
+
+impl Provider for OpenStack {
+    type Error = CloudError;
+
+    async fn in_region(&self, region: &str) -> Result<Self> {
+        OpenStack::in_region(self, region).await
+    }
+
+    async fn prepare(&self, target: Target<'_>, report: &impl Report) -> Result<()> {
+        prepare::prepare(self, target, report).await
+    }
+
+    async fn create(&self, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
+        members::create(self, target, keys, report).await
+    }
+
+    async fn wait(&self, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
+        members::wait(self, target, keys, report).await
+    }
+
+    async fn attach(&self, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
+        volumes::attach(self, target, keys, report).await
+    }
+
+    async fn resize(&self, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
+        members::resize(self, target, keys, report).await
+    }
+
+    async fn delete(&self, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
+        remove::delete(self, target, keys, report).await
+    }
+
+    async fn observe(&self, deployment_id: &str) -> Result<Vec<Observed>> {
+        let found = self.list_by_deployment(deployment_id).await?;
+        Ok(found
+            .into_iter()
+            .map(|resource| {
+                let key = resource.logical_key.unwrap_or_else(|| resource.name.clone());
+                Observed::new(
+                    &key,
+                    resource.kind,
+                    &resource.id,
+                    "present",
+                    serde_json::json!({"name": resource.name}),
+                )
+            })
+            .collect())
+    }
+}
+
+fn key(deployment_id: &str, logical_key: &str) -> Result<ResourceKey> {
+    ResourceKey::new(deployment_id, logical_key)
+}
+
+/// Reports a resource the cloud holds under `logical_key`.
+async fn report_active(report: &impl Report, logical_key: &str, kind: &str, id: &str, attributes: Value) -> Result<()> {
+    Ok(report
+        .record(Observed::new(logical_key, kind, id, "ACTIVE", attributes))
+        .await?)
+}
+
+/// The group and index of a member key, or a permanent error naming it.
+fn member_of(server_key: &str) -> Result<(&str, u32)> {
+    orch_core::plan::parse_server_key(server_key)
+        .ok_or_else(|| CloudError::Config(format!("'{server_key}' is not a server key")))
+}
+
+/// The spec of a member of `template`.
+fn spec_of(template: &Template, server_key: &str) -> Result<orch_core::plan::ServerSpec> {
+    let (group, index) = member_of(server_key)?;
+    if !template.vm_config.contains_key(group) {
+        return Err(CloudError::Config(format!("the template has no group '{group}'")));
+    }
+    Ok(orch_core::plan::server_spec(template, group, index))
+}
+
+/// The key of a server's port: `server:web:0` -> `port:web:0`.
+fn port_key_of(server_key: &str) -> String {
+    server_key.replacen("server:", "port:", 1)
+}
