@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::config::Image;
-use crate::{authorize, error, Shared};
+use crate::{error, service, Authorized, Shared};
 
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -40,12 +40,9 @@ fn render_image(image: &Image) -> Value {
 
 async fn list(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Image>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "image", &headers) {
-        return response;
-    }
     let images: Vec<Value> = cloud
         .config()
         .images
@@ -73,10 +70,12 @@ fn not_found(headers: &HeaderMap, id: &str) -> Response {
     error("image", StatusCode::NOT_FOUND, &message)
 }
 
-async fn show(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(response) = authorize(&cloud, "image", &headers) {
-        return response;
-    }
+async fn show(
+    State(cloud): State<Shared>,
+    _: Authorized<service::Image>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     match cloud.config().images.iter().find(|image| image.id == id) {
         Some(image) => Json(render_image(image)).into_response(),
         None => not_found(&headers, &id),

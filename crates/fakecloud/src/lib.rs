@@ -426,6 +426,37 @@ pub fn authorize(cloud: &Cloud, service: &str, headers: &axum::http::HeaderMap) 
     }
 }
 
+/// A service, as named in its error bodies.
+pub trait ServiceName: Send + Sync {
+    const NAME: &'static str;
+}
+
+/// The services, as type parameters of [`Authorized`].
+pub mod service {
+    macro_rules! services {
+        ($($service:ident => $name:literal),*) => {$(
+            pub enum $service {}
+            impl super::ServiceName for $service {
+                const NAME: &'static str = $name;
+            }
+        )*};
+    }
+
+    services!(Compute => "compute", Network => "network", Volume => "volume", Image => "image", Identity => "identity");
+}
+
+/// Extracted by every handler that needs a valid token: a request without one is answered
+/// 401 in the shape of service `S`, before the handler runs.
+pub struct Authorized<S>(std::marker::PhantomData<S>);
+
+impl<S: ServiceName> axum::extract::FromRequestParts<Shared> for Authorized<S> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, cloud: &Shared) -> Result<Self, Response> {
+        authorize(cloud, S::NAME, &parts.headers).map(|()| Self(std::marker::PhantomData))
+    }
+}
+
 /// `GET` and `HEAD` are reads; everything else changes state.
 pub fn is_read(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD)

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::world::{new_id, timestamp, Volume};
-use crate::{authorize, create_delay, error, Shared};
+use crate::{create_delay, error, service, Authorized, Shared};
 
 const VOLUME_TYPES: [&str; 3] = ["__DEFAULT__", "standard", "ssd"];
 
@@ -51,12 +51,9 @@ async fn version_header(request: axum::extract::Request, next: axum::middleware:
 
 async fn show_metadata(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Volume>,
     Path((_project, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "volume", &headers) {
-        return response;
-    }
     match cloud.world().volumes.get(&id) {
         Some(volume) => Json(json!({"metadata": volume.metadata})).into_response(),
         None => fail(StatusCode::NOT_FOUND, format!("Volume {id} could not be found.")),
@@ -66,13 +63,10 @@ async fn show_metadata(
 /// `POST /volumes/{id}/metadata`: merged into what the volume has.
 async fn update_metadata(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Volume>,
     Path((_project, id)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "volume", &headers) {
-        return response;
-    }
     let Some(metadata) = body.and_then(|Json(body)| body["metadata"].as_object().cloned()) else {
         return fail(StatusCode::BAD_REQUEST, "Malformed request body");
     };
@@ -135,13 +129,10 @@ pub fn render_volume(volume: &Volume, now: DateTime<Utc>) -> Value {
 
 async fn create(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Volume>,
     Path(_project): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "volume", &headers) {
-        return response;
-    }
     let Some(request) = body.and_then(|Json(body)| body.get("volume").and_then(Value::as_object).cloned()) else {
         return fail(StatusCode::BAD_REQUEST, "Invalid input for field/attribute volume.");
     };
@@ -217,13 +208,10 @@ async fn create(
 
 async fn list(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Volume>,
     Path(_project): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "volume", &headers) {
-        return response;
-    }
     // Cinder takes metadata filters as a JSON object in the query string.
     let metadata: Map<String, Value> = match query.get("metadata") {
         Some(text) => match serde_json::from_str::<Value>(text) {
@@ -255,12 +243,9 @@ async fn list(
 
 async fn show(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Volume>,
     Path((_project, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "volume", &headers) {
-        return response;
-    }
     let world = cloud.world();
     match world.volumes.get(&id) {
         Some(volume) => Json(json!({"volume": render_volume(volume, Utc::now())})).into_response(),
@@ -270,12 +255,9 @@ async fn show(
 
 async fn remove(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Volume>,
     Path((_project, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "volume", &headers) {
-        return response;
-    }
     let now = Utc::now();
     let mut world = cloud.world();
     let Some(volume) = world.volumes.get_mut(&id) else {
@@ -293,10 +275,7 @@ async fn remove(
     }
 }
 
-async fn types(State(cloud): State<Shared>, headers: HeaderMap, Path(_project): Path<String>) -> Response {
-    if let Err(response) = authorize(&cloud, "volume", &headers) {
-        return response;
-    }
+async fn types(_: Authorized<service::Volume>, Path(_project): Path<String>) -> Response {
     let types: Vec<Value> = VOLUME_TYPES
         .iter()
         .map(|name| json!({"id": name, "name": name, "description": null, "is_public": true, "extra_specs": {}, "os-volume-type-access:is_public": true}))

@@ -3,20 +3,23 @@
 //! limits. Microversions up to 2.96 are accepted; 2.26 adds tags and 2.47 embeds the flavor,
 //! as in Nova.
 
-use std::collections::HashMap;
-
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::config::Flavor;
 use crate::world::{new_id, timestamp, Server, World};
-use crate::{authorize, create_delay, error, Shared};
+use crate::{error, service, Authorized, Shared};
+
+mod create;
+mod list;
+
+use create::{create_server, find_flavor};
+use list::list_servers;
 
 const MAX_MICROVERSION: (u32, u32) = (2, 96);
 
@@ -76,10 +79,7 @@ async fn version_headers(request: axum::extract::Request, next: axum::middleware
     response
 }
 
-async fn show_tags(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
+async fn show_tags(State(cloud): State<Shared>, _: Authorized<service::Compute>, Path(id): Path<String>) -> Response {
     match cloud.world().servers.get(&id) {
         Some(server) => Json(json!({"tags": server.tags})).into_response(),
         None => fail(StatusCode::NOT_FOUND, format!("Instance {id} could not be found.")),
@@ -89,13 +89,10 @@ async fn show_tags(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Pa
 /// `PUT /servers/{id}/tags`: refused while the server builds, as Nova does.
 async fn replace_tags(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Compute>,
     Path(id): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
     let Some(tags) = body.and_then(|Json(body)| {
         body["tags"].as_array().and_then(|tags| {
             tags.iter()
@@ -191,10 +188,7 @@ fn render_flavor(flavor: &Flavor, base_url: &str) -> Value {
     })
 }
 
-async fn list_flavors(State(cloud): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
+async fn list_flavors(State(cloud): State<Shared>, _: Authorized<service::Compute>) -> Response {
     let flavors: Vec<Value> = cloud
         .config()
         .flavors
@@ -204,10 +198,7 @@ async fn list_flavors(State(cloud): State<Shared>, headers: HeaderMap) -> Respon
     Json(json!({"flavors": flavors})).into_response()
 }
 
-async fn show_flavor(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
+async fn show_flavor(State(cloud): State<Shared>, _: Authorized<service::Compute>, Path(id): Path<String>) -> Response {
     match cloud.config().flavors.iter().find(|flavor| flavor.id == id) {
         Some(flavor) => Json(json!({"flavor": render_flavor(flavor, &cloud.base_url)})).into_response(),
         None => fail(StatusCode::NOT_FOUND, format!("Flavor {id} could not be found.")),
@@ -293,180 +284,12 @@ fn render_server_at(world: &World, server: &Server, now: DateTime<Utc>, base_url
 
 /// Nova's `name` filter is a regular expression; the anchored exact form and plain substrings
 /// are what clients send.
-fn name_matches(pattern: &str, name: &str) -> bool {
-    // Escaped literals (`\.`) stand for themselves.
-    let unescaped = unescape(pattern);
-    let pattern = unescaped.as_str();
-    match (pattern.strip_prefix('^'), pattern.ends_with('$')) {
-        (Some(rest), true) => rest.trim_end_matches('$') == name,
-        (Some(rest), false) => name.starts_with(rest),
-        (None, true) => name.ends_with(pattern.trim_end_matches('$')),
-        (None, false) => name.contains(pattern),
-    }
-}
-
-fn unescape(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len());
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            out.extend(chars.next());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .ok()
-        .or_else(|| {
-            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S")
-                .ok()
-                .map(|t| t.and_utc())
-        })
-        .or_else(|| {
-            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-                .ok()
-                .map(|t| t.and_utc())
-        })
-}
-
-fn tag_list(value: Option<&String>) -> Vec<String> {
-    value
-        .map(|tags| tags.split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect())
-        .unwrap_or_default()
-}
-
-async fn list_servers(
+async fn show_server(
     State(cloud): State<Shared>,
+    _: Authorized<service::Compute>,
     headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    Path(id): Path<String>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
-    let version = match microversion(&headers) {
-        Ok(version) => version,
-        Err(response) => return response,
-    };
-    let changes_since = match query.get("changes-since").or_else(|| query.get("changes_since")) {
-        Some(text) => match parse_time(text) {
-            Some(at) => Some(at),
-            None => {
-                return fail(
-                    StatusCode::BAD_REQUEST,
-                    format!("Invalid filter field: changes-since. '{text}' is not a valid timestamp"),
-                )
-            }
-        },
-        None => None,
-    };
-    let limit: Option<usize> = match query.get("limit").map(|limit| limit.parse()) {
-        Some(Ok(limit)) => Some(limit),
-        Some(Err(_)) => return fail(StatusCode::BAD_REQUEST, "Invalid input for query parameters limit."),
-        None => None,
-    };
-    let tags = tag_list(query.get("tags"));
-    let tags_any = tag_list(query.get("tags-any"));
-    let now = Utc::now();
-    let world = cloud.world();
-    let mut servers: Vec<(DateTime<Utc>, String, Value)> = Vec::new();
-    for server in world.servers.values() {
-        if let Some(since) = changes_since {
-            if server.updated(now) < since {
-                continue;
-            }
-        }
-        if let Some(pattern) = query.get("name") {
-            if !name_matches(pattern, &server.name) {
-                continue;
-            }
-        }
-        if let Some(status) = query.get("status") {
-            if !server.status(now).eq_ignore_ascii_case(status) {
-                continue;
-            }
-        }
-        if !tags.iter().all(|tag| server.tags.contains(tag)) {
-            continue;
-        }
-        if !tags_any.is_empty() && !tags_any.iter().any(|tag| server.tags.contains(tag)) {
-            continue;
-        }
-        servers.push((
-            server.created,
-            server.id.clone(),
-            render_server_at(&world, server, now, &cloud.base_url, version),
-        ));
-    }
-    if let Some(since) = changes_since {
-        for (removed_at, shown) in &world.deleted_servers {
-            let name_ok = query
-                .get("name")
-                .is_none_or(|pattern| name_matches(pattern, shown["name"].as_str().unwrap_or_default()));
-            let shown_tags: Vec<String> = shown["tags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t.as_str().map(str::to_owned))
-                .collect();
-            if *removed_at >= since && name_ok && tags.iter().all(|tag| shown_tags.contains(tag)) {
-                servers.push((
-                    *removed_at,
-                    shown["id"].as_str().unwrap_or_default().to_owned(),
-                    shown.clone(),
-                ));
-            }
-        }
-    }
-    // Nova lists newest first; `marker` continues after the given id.
-    servers.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
-    if let Some(marker) = query.get("marker") {
-        match servers.iter().position(|(_, id, _)| id == marker) {
-            Some(position) => {
-                servers.drain(..=position);
-            }
-            None => return fail(StatusCode::BAD_REQUEST, format!("marker [{marker}] not found")),
-        }
-    }
-    // A full page links to the next, as Nova does.
-    let next = match limit {
-        Some(limit) if servers.len() > limit => {
-            servers.truncate(limit);
-            servers.last().map(|(_, id, _)| id.clone())
-        }
-        _ => None,
-    };
-    let detailed = true;
-    let servers: Vec<Value> = servers
-        .into_iter()
-        .map(|(_, _, server)| {
-            if detailed {
-                server
-            } else {
-                json!({"id": server["id"], "name": server["name"], "links": server["links"]})
-            }
-        })
-        .collect();
-    let mut body = json!({"servers": servers});
-    if let Some(marker) = next {
-        let href = format!(
-            "{}/compute/v2.1/servers/detail?limit={}&marker={marker}",
-            cloud.base_url,
-            limit.unwrap_or_default()
-        );
-        body["servers_links"] = json!([{"href": href, "rel": "next"}]);
-    }
-    with_version(Json(body).into_response(), version)
-}
-
-async fn show_server(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
     let version = match microversion(&headers) {
         Ok(version) => version,
         Err(response) => return response,
@@ -482,298 +305,11 @@ async fn show_server(State(cloud): State<Shared>, headers: HeaderMap, Path(id): 
     }
 }
 
-fn find_flavor(flavors: &[Flavor], reference: &str) -> Option<Flavor> {
-    let id = reference.rsplit('/').next().unwrap_or(reference);
-    flavors.iter().find(|flavor| flavor.id == id).cloned()
-}
-
-/// A validated create request.
-struct ServerRequest {
-    name: String,
-    flavor: Flavor,
-    image_id: String,
-    networks: Vec<NetworkRequest>,
-    key_name: Option<String>,
-    security_groups: Vec<String>,
-    metadata: Map<String, Value>,
-    tags: Vec<String>,
-    user_data: Option<String>,
-    min_count: u64,
-    max_count: u64,
-}
-
-enum NetworkRequest {
-    Network(String),
-    Port(String),
-}
-
-fn read_server_request(
-    cloud: &Shared,
-    world: &World,
-    body: &Value,
-    version: (u32, u32),
-) -> Result<ServerRequest, Response> {
-    let server = body
-        .get("server")
-        .filter(|s| s.is_object())
-        .ok_or_else(|| fail(StatusCode::BAD_REQUEST, "Invalid input for field/attribute server."))?;
-    let bad = |message: String| fail(StatusCode::BAD_REQUEST, message);
-    let name = server["name"]
-        .as_str()
-        .filter(|n| !n.trim().is_empty() && n.len() <= 255)
-        .ok_or_else(|| bad("Invalid input for field/attribute name.".into()))?;
-    let config = cloud.config();
-    let flavor_ref = server["flavorRef"]
-        .as_str()
-        .ok_or_else(|| bad("Invalid input for field/attribute flavorRef.".into()))?;
-    let flavor = find_flavor(&config.flavors, flavor_ref)
-        .ok_or_else(|| bad(format!("Flavor {flavor_ref} could not be found.")))?;
-    let image_ref = server["imageRef"].as_str().unwrap_or_default();
-    let image_id = image_ref.rsplit('/').next().unwrap_or(image_ref).to_owned();
-    if !config.images.iter().any(|image| image.id == image_id) {
-        return Err(bad(format!("Image {image_ref} could not be found.")));
-    }
-    let networks = match &server["networks"] {
-        Value::Array(items) => items
-            .iter()
-            .map(|item| {
-                if let Some(port) = item["port"].as_str() {
-                    world
-                        .neutron("ports")
-                        .contains_key(port)
-                        .then(|| NetworkRequest::Port(port.to_owned()))
-                        .ok_or_else(|| bad(format!("Port id {port} could not be found.")))
-                } else if let Some(uuid) = item["uuid"].as_str() {
-                    world
-                        .neutron("networks")
-                        .contains_key(uuid)
-                        .then(|| NetworkRequest::Network(uuid.to_owned()))
-                        .ok_or_else(|| bad(format!("Network {uuid} could not be found.")))
-                } else {
-                    Err(bad("Bad networks format: network uuid is not in proper format".into()))
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Value::String(choice) if choice == "none" || choice == "auto" => Vec::new(),
-        Value::Null if version < (2, 37) => Vec::new(),
-        _ => return Err(bad("Invalid input for field/attribute networks.".into())),
-    };
-    let key_name = server["key_name"].as_str().map(str::to_owned);
-    if let Some(key) = &key_name {
-        if !world.keypairs.contains_key(key) {
-            return Err(bad("Invalid key_name provided.".into()));
-        }
-    }
-    let mut security_groups = Vec::new();
-    for group in server["security_groups"].as_array().into_iter().flatten() {
-        let wanted = group["name"].as_str().unwrap_or_default();
-        let found = world
-            .neutron("security_groups")
-            .values()
-            .find(|g| g["name"] == wanted || g["id"] == wanted);
-        match found {
-            Some(found) => security_groups.push(found["name"].as_str().unwrap_or(wanted).to_owned()),
-            None => return Err(bad(format!("Unable to find security_group with name or id '{wanted}'"))),
-        }
-    }
-    if security_groups.is_empty() {
-        security_groups.push("default".to_owned());
-    }
-    let metadata = server
-        .get("metadata")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    if metadata
-        .iter()
-        .any(|(k, v)| k.is_empty() || k.len() > 255 || !v.is_string() || v.as_str().is_some_and(|v| v.len() > 255))
-    {
-        return Err(bad("Invalid input for field/attribute metadata.".into()));
-    }
-    let tags: Vec<String> = server["tags"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t.as_str().map(str::to_owned))
-        .collect();
-    if !tags.is_empty() && version < (2, 52) {
-        return Err(bad(
-            "Additional properties are not allowed ('tags' was unexpected)".into()
-        ));
-    }
-    if tags.len() > 50
-        || tags
-            .iter()
-            .any(|t| t.is_empty() || t.len() > 60 || t.contains(',') || t.contains('/'))
-    {
-        return Err(bad("Invalid input for field/attribute tags.".into()));
-    }
-    let user_data = match server["user_data"].as_str() {
-        Some(data) => match base64::engine::general_purpose::STANDARD.decode(data) {
-            Ok(_) if data.len() <= 65_535 => Some(data.to_owned()),
-            _ => return Err(bad("User data needs to be valid base 64.".into())),
-        },
-        None => None,
-    };
-    let min_count = server["min_count"].as_u64().unwrap_or(1).max(1);
-    let max_count = server["max_count"].as_u64().unwrap_or(min_count).max(min_count);
-    Ok(ServerRequest {
-        name: name.to_owned(),
-        flavor,
-        image_id,
-        networks,
-        key_name,
-        security_groups,
-        metadata,
-        tags,
-        user_data,
-        min_count,
-        max_count,
-    })
-}
-
-async fn create_server(State(cloud): State<Shared>, headers: HeaderMap, body: Option<Json<Value>>) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
-    let version = match microversion(&headers) {
-        Ok(version) => version,
-        Err(response) => return response,
-    };
-    let Some(Json(body)) = body else {
-        return fail(StatusCode::BAD_REQUEST, "The request body is not valid JSON.");
-    };
-    let lose_response = create_delay(&cloud).await;
-    let config = cloud.config();
-    let mut world = cloud.world();
-    let request = match read_server_request(&cloud, &world, &body, version) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    // Quotas: create as many as fit between min_count and max_count, as Nova does.
-    let usage = world.usage();
-    let quota = &config.quotas;
-    let fits = |n: u64| {
-        usage.instances + n <= quota.instances
-            && usage.cores + n * request.flavor.vcpus <= quota.cores
-            && usage.ram + n * request.flavor.ram <= quota.ram
-    };
-    if !fits(request.min_count) {
-        let (resource, used, limit) = if usage.instances + request.min_count > quota.instances {
-            ("instances", usage.instances, quota.instances)
-        } else if usage.cores + request.min_count * request.flavor.vcpus > quota.cores {
-            ("cores", usage.cores, quota.cores)
-        } else {
-            ("ram", usage.ram, quota.ram)
-        };
-        let requested = match resource {
-            "instances" => request.min_count,
-            "cores" => request.min_count * request.flavor.vcpus,
-            _ => request.min_count * request.flavor.ram,
-        };
-        return fail(
-            StatusCode::FORBIDDEN,
-            format!(
-                "Quota exceeded for {resource}: Requested {requested}, but already used {used} of {limit} {resource}"
-            ),
-        );
-    }
-    let count = (request.min_count..=request.max_count)
-        .rev()
-        .find(|n| fits(*n))
-        .unwrap_or(request.min_count);
-    let now = Utc::now();
-    let mut first = None;
-    for index in 0..count {
-        let id = new_id();
-        let name = if count > 1 {
-            format!("{}-{}", request.name, index + 1)
-        } else {
-            request.name.clone()
-        };
-        let mut interfaces = Vec::new();
-        let mut nova_ports = Vec::new();
-        for network in &request.networks {
-            let port = match network {
-                NetworkRequest::Port(port_id) => {
-                    let port = world.neutron_mut("ports").get_mut(port_id).expect("validated");
-                    port["device_id"] = json!(id);
-                    port["device_owner"] = json!("compute:nova");
-                    port.clone()
-                }
-                NetworkRequest::Network(network_id) => {
-                    match world.create_port(network_id, &id, "compute:nova", "", None) {
-                        Ok(port) => {
-                            nova_ports.push(port["id"].as_str().unwrap_or_default().to_owned());
-                            port
-                        }
-                        Err(message) => return fail(StatusCode::BAD_REQUEST, message),
-                    }
-                }
-            };
-            interfaces.push((
-                port["network_id"].as_str().unwrap_or_default().to_owned(),
-                port["id"].as_str().unwrap_or_default().to_owned(),
-            ));
-        }
-        let server = Server {
-            id: id.clone(),
-            name,
-            flavor: request.flavor.clone(),
-            image_id: request.image_id.clone(),
-            metadata: request.metadata.clone(),
-            tags: request.tags.clone(),
-            key_name: request.key_name.clone(),
-            interfaces,
-            nova_ports,
-            security_groups: request.security_groups.clone(),
-            created: now,
-            active_at: now + Duration::milliseconds(config.boot_delay_ms as i64),
-            fails: config.server_error_rate > 0.0 && rand::random::<f64>() < config.server_error_rate,
-            deleted_at: None,
-            resized_at: None,
-            resize_confirmed: false,
-            previous_flavor: None,
-            volumes: Vec::new(),
-            user_data: request.user_data.clone(),
-        };
-        world.servers.insert(id.clone(), server);
-        first.get_or_insert(id);
-    }
-    drop(world);
-    if lose_response {
-        return fail(StatusCode::SERVICE_UNAVAILABLE, "The server did not answer in time.");
-    }
-    let id = first.expect("at least one server");
-    if body["server"]["return_reservation_id"] == true {
-        return (
-            StatusCode::ACCEPTED,
-            Json(json!({"reservation_id": format!("r-{}", &id[..8])})),
-        )
-            .into_response();
-    }
-    let location = format!("{}/compute/v2.1/servers/{id}", cloud.base_url);
-    let body = json!({"server": {
-        "id": id,
-        "links": [
-            {"rel": "self", "href": location},
-            {"rel": "bookmark", "href": format!("{}/compute/servers/{id}", cloud.base_url)}
-        ],
-        "OS-DCF:diskConfig": "MANUAL",
-        "security_groups": request.security_groups.iter().map(|name| json!({"name": name})).collect::<Vec<_>>(),
-        "adminPass": uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
-    }});
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert("location", location.parse().expect("ascii"));
-    with_version(response, version)
-}
-
-async fn delete_server(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
+async fn delete_server(
+    State(cloud): State<Shared>,
+    _: Authorized<service::Compute>,
+    Path(id): Path<String>,
+) -> Response {
     let mut world = cloud.world();
     match world.servers.get_mut(&id) {
         Some(server) => {
@@ -788,13 +324,10 @@ async fn delete_server(State(cloud): State<Shared>, headers: HeaderMap, Path(id)
 
 async fn server_action(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Compute>,
     Path(id): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
     let Some(Json(body)) = body else {
         return fail(StatusCode::BAD_REQUEST, "The request body is not valid JSON.");
     };
@@ -863,10 +396,11 @@ fn with_server<T>(cloud: &Shared, id: &str, change: impl FnOnce(&mut Server) -> 
     }
 }
 
-async fn show_metadata(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
+async fn show_metadata(
+    State(cloud): State<Shared>,
+    _: Authorized<service::Compute>,
+    Path(id): Path<String>,
+) -> Response {
     match with_server(&cloud, &id, |server| server.metadata.clone()) {
         Ok(metadata) => Json(json!({"metadata": metadata})).into_response(),
         Err(response) => response,
@@ -881,41 +415,35 @@ fn read_metadata(body: Option<Json<Value>>) -> Result<Map<String, Value>, Respon
 
 async fn replace_metadata(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Compute>,
     Path(id): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
-    let metadata = match read_metadata(body) {
-        Ok(metadata) => metadata,
-        Err(response) => return response,
-    };
-    match with_server(&cloud, &id, |server| {
-        server.metadata = metadata;
-        server.metadata.clone()
-    }) {
-        Ok(metadata) => Json(json!({"metadata": metadata})).into_response(),
-        Err(response) => response,
-    }
+    change_metadata(&cloud, &id, body, |server, metadata| server.metadata = metadata)
 }
 
 async fn update_metadata(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Compute>,
     Path(id): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
+    change_metadata(&cloud, &id, body, |server, metadata| server.metadata.extend(metadata))
+}
+
+/// `PUT` replaces a server's metadata, `POST` merges into it; both answer with all of it.
+fn change_metadata(
+    cloud: &Shared,
+    id: &str,
+    body: Option<Json<Value>>,
+    change: impl FnOnce(&mut Server, Map<String, Value>),
+) -> Response {
     let metadata = match read_metadata(body) {
         Ok(metadata) => metadata,
         Err(response) => return response,
     };
-    match with_server(&cloud, &id, |server| {
-        server.metadata.extend(metadata);
+    match with_server(cloud, id, |server| {
+        change(server, metadata);
         server.metadata.clone()
     }) {
         Ok(metadata) => Json(json!({"metadata": metadata})).into_response(),
@@ -928,10 +456,11 @@ fn render_attachment(server_id: &str, volume_id: &str) -> Value {
     json!({"id": volume_id, "serverId": server_id, "volumeId": volume_id, "device": "/dev/vdb"})
 }
 
-async fn list_attachments(State(cloud): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
+async fn list_attachments(
+    State(cloud): State<Shared>,
+    _: Authorized<service::Compute>,
+    Path(id): Path<String>,
+) -> Response {
     match with_server(&cloud, &id, |server| server.volumes.clone()) {
         Ok(volumes) => {
             Json(json!({"volumeAttachments": volumes.iter().map(|v| render_attachment(&id, v)).collect::<Vec<_>>()}))
@@ -943,13 +472,10 @@ async fn list_attachments(State(cloud): State<Shared>, headers: HeaderMap, Path(
 
 async fn attach_volume(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Compute>,
     Path(id): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
     let Some(volume_id) = body
         .as_ref()
         .and_then(|Json(body)| body["volumeAttachment"]["volumeId"].as_str())
@@ -995,12 +521,9 @@ async fn attach_volume(
 
 async fn detach_volume(
     State(cloud): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized<service::Compute>,
     Path((id, volume_id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
     let mut world = cloud.world();
     let Some(server) = world.servers.get_mut(&id) else {
         return fail(StatusCode::NOT_FOUND, format!("Instance {id} could not be found."));
@@ -1019,19 +542,17 @@ async fn detach_volume(
     StatusCode::ACCEPTED.into_response()
 }
 
-async fn list_keypairs(State(cloud): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
+async fn list_keypairs(State(cloud): State<Shared>, _: Authorized<service::Compute>) -> Response {
     let world = cloud.world();
     let keypairs: Vec<Value> = world.keypairs.values().map(|k| json!({"keypair": {"name": k["name"], "public_key": k["public_key"], "fingerprint": k["fingerprint"], "type": k["type"]}})).collect();
     Json(json!({"keypairs": keypairs})).into_response()
 }
 
-async fn create_keypair(State(cloud): State<Shared>, headers: HeaderMap, body: Option<Json<Value>>) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
+async fn create_keypair(
+    State(cloud): State<Shared>,
+    _: Authorized<service::Compute>,
+    body: Option<Json<Value>>,
+) -> Response {
     let keypair = body
         .as_ref()
         .map(|Json(body)| body["keypair"].clone())
@@ -1079,30 +600,29 @@ async fn create_keypair(State(cloud): State<Shared>, headers: HeaderMap, body: O
     Json(json!({"keypair": {"name": stored["name"], "public_key": stored["public_key"], "fingerprint": stored["fingerprint"], "user_id": stored["user_id"], "type": "ssh"}})).into_response()
 }
 
-async fn show_keypair(State(cloud): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
+async fn show_keypair(
+    State(cloud): State<Shared>,
+    _: Authorized<service::Compute>,
+    Path(name): Path<String>,
+) -> Response {
     match cloud.world().keypairs.get(&name) {
         Some(keypair) => Json(json!({"keypair": keypair})).into_response(),
         None => fail(StatusCode::NOT_FOUND, format!("Keypair {name} not found for user")),
     }
 }
 
-async fn delete_keypair(State(cloud): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
+async fn delete_keypair(
+    State(cloud): State<Shared>,
+    _: Authorized<service::Compute>,
+    Path(name): Path<String>,
+) -> Response {
     match cloud.world().keypairs.remove(&name) {
         Some(_) => StatusCode::ACCEPTED.into_response(),
         None => fail(StatusCode::NOT_FOUND, format!("Keypair {name} not found for user")),
     }
 }
 
-async fn limits(State(cloud): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(response) = authorize(&cloud, "compute", &headers) {
-        return response;
-    }
+async fn limits(State(cloud): State<Shared>, _: Authorized<service::Compute>) -> Response {
     let quotas = cloud.config().quotas;
     let world = cloud.world();
     let usage = world.usage();
@@ -1114,18 +634,4 @@ async fn limits(State(cloud): State<Shared>, headers: HeaderMap) -> Response {
         "totalInstancesUsed": usage.instances, "totalCoresUsed": usage.cores, "totalRAMUsed": usage.ram
     }}}))
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn name_filter_follows_nova_regex_usage() {
-        assert!(name_matches("^web-0$", "web-0"));
-        assert!(!name_matches("^web-0$", "web-01"));
-        assert!(name_matches("web", "my-web-1"));
-        assert!(name_matches("^my", "my-web-1"));
-        assert!(name_matches("^a\\.b$", "a.b"));
-    }
 }
