@@ -212,13 +212,12 @@ fn servers_that_fit(world: &World, quota: &Quotas, request: &ServerRequest) -> R
         .unwrap_or(request.min_count))
 }
 
-/// The server's interfaces as (network id, port id): given ports are bound to it, networks
-/// get a port Nova makes (and deletes with the server).
-fn plug(
-    world: &mut World,
-    server_id: &str,
-    networks: &[NetworkRequest],
-) -> Result<(Vec<(String, String)>, Vec<String>), Response> {
+/// A server's interfaces as (network id, port id), and the ports Nova made for it.
+type Plugged = (Vec<(String, String)>, Vec<String>);
+
+/// Given ports are bound to the server; networks get a port Nova makes (and deletes with the
+/// server).
+fn plug(world: &mut World, server_id: &str, networks: &[NetworkRequest]) -> Result<Plugged, Response> {
     let mut interfaces = Vec::new();
     let mut nova_ports = Vec::new();
     for network in networks {
