@@ -8,25 +8,12 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::client::{Call, OpenStack, Reply};
+use crate::client::{decode, field, Call, OpenStack, Reply};
+use crate::error::Service;
 use crate::error::{CloudError, Result};
 
 /// The microversion orch speaks to Nova: server tags on create and in filters.
 pub const COMPUTE_MICROVERSION: &str = "compute 2.52";
-
-fn decode<T: serde::de::DeserializeOwned>(service: &'static str, value: Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|error| CloudError::Decode {
-        service,
-        message: error.to_string(),
-    })
-}
-
-fn field(reply: Reply, key: &str) -> Value {
-    match reply.body {
-        Value::Object(mut map) => map.remove(key).unwrap_or(Value::Null),
-        _ => Value::Null,
-    }
-}
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Server {
@@ -183,7 +170,7 @@ impl OpenStack {
         }
         let reply = self
             .send(
-                Call::new("compute", Method::POST, "/servers")
+                Call::new(Service::Compute, Method::POST, "/servers")
                     .json(json!({"server": server}))
                     .microversion(COMPUTE_MICROVERSION),
             )
@@ -192,7 +179,7 @@ impl OpenStack {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| CloudError::Decode {
-                service: "compute",
+                service: Service::Compute,
                 message: "create answered without a server id".into(),
             })
     }
@@ -201,9 +188,9 @@ impl OpenStack {
     pub async fn get_server(&self, id: &str) -> Result<Server> {
         let path = format!("/servers/{id}");
         let reply = self
-            .send(Call::new("compute", Method::GET, &path).microversion(COMPUTE_MICROVERSION))
+            .send(Call::new(Service::Compute, Method::GET, &path).microversion(COMPUTE_MICROVERSION))
             .await?;
-        decode("compute", field(reply, "server"))
+        decode(Service::Compute, field(reply, "server"))
     }
 
     /// Servers matching `filter`, with details, following Nova's pagination.
@@ -211,7 +198,7 @@ impl OpenStack {
     pub async fn list_servers(&self, filter: &ServerFilter) -> Result<Vec<Server>> {
         let mut servers: Vec<Server> = Vec::new();
         loop {
-            let mut call = Call::new("compute", Method::GET, "/servers/detail")
+            let mut call = Call::new(Service::Compute, Method::GET, "/servers/detail")
                 .microversion(COMPUTE_MICROVERSION)
                 .query("limit", "1000");
             // Nova's name filter is a regular expression.
@@ -232,7 +219,7 @@ impl OpenStack {
             if let Some(last) = servers.last() {
                 call = call.query("marker", last.id.clone());
             }
-            let page: Vec<Server> = decode("compute", field(self.send(call).await?, "servers"))?;
+            let page: Vec<Server> = decode(Service::Compute, field(self.send(call).await?, "servers"))?;
             let full = page.len() == 1000;
             servers.extend(page);
             if !full {
@@ -245,7 +232,7 @@ impl OpenStack {
     pub async fn set_server_tags(&self, id: &str, tags: &[String]) -> Result<()> {
         let path = format!("/servers/{id}/tags");
         self.send(
-            Call::new("compute", Method::PUT, &path)
+            Call::new(Service::Compute, Method::PUT, &path)
                 .json(json!({"tags": tags}))
                 .microversion(COMPUTE_MICROVERSION),
         )
@@ -257,13 +244,13 @@ impl OpenStack {
     #[tracing::instrument(skip(self))]
     pub async fn delete_server(&self, id: &str) -> Result<()> {
         let path = format!("/servers/{id}");
-        ignore_not_found(self.send(Call::new("compute", Method::DELETE, &path)).await)
+        ignore_not_found(self.send(Call::new(Service::Compute, Method::DELETE, &path)).await)
     }
 
     #[tracing::instrument(skip(self))]
     pub async fn resize_server(&self, id: &str, flavor_id: &str) -> Result<()> {
         let path = format!("/servers/{id}/action");
-        self.send(Call::new("compute", Method::POST, &path).json(json!({"resize": {"flavorRef": flavor_id}})))
+        self.send(Call::new(Service::Compute, Method::POST, &path).json(json!({"resize": {"flavorRef": flavor_id}})))
             .await
             .map(|_| ())
     }
@@ -271,7 +258,7 @@ impl OpenStack {
     #[tracing::instrument(skip(self))]
     pub async fn confirm_resize(&self, id: &str) -> Result<()> {
         let path = format!("/servers/{id}/action");
-        self.send(Call::new("compute", Method::POST, &path).json(json!({"confirmResize": null})))
+        self.send(Call::new(Service::Compute, Method::POST, &path).json(json!({"confirmResize": null})))
             .await
             .map(|_| ())
     }
@@ -285,17 +272,18 @@ impl OpenStack {
     ) -> Result<BTreeMap<String, String>> {
         let path = format!("/servers/{id}/metadata");
         let reply = self
-            .send(Call::new("compute", Method::POST, &path).json(json!({"metadata": metadata})))
+            .send(Call::new(Service::Compute, Method::POST, &path).json(json!({"metadata": metadata})))
             .await?;
-        decode("compute", field(reply, "metadata"))
+        decode(Service::Compute, field(reply, "metadata"))
     }
 
     #[tracing::instrument(skip(self))]
     pub async fn list_flavors(&self) -> Result<Vec<Flavor>> {
         decode(
-            "compute",
+            Service::Compute,
             field(
-                self.send(Call::new("compute", Method::GET, "/flavors/detail")).await?,
+                self.send(Call::new(Service::Compute, Method::GET, "/flavors/detail"))
+                    .await?,
                 "flavors",
             ),
         )
@@ -312,7 +300,7 @@ impl OpenStack {
             .or_else(|| flavors.iter().find(|flavor| flavor.name == name_or_id))
             .cloned()
             .ok_or_else(|| CloudError::NotFound {
-                service: "compute",
+                service: Service::Compute,
                 message: format!("no flavor has the name or id '{name_or_id}'"),
             })
     }
@@ -321,17 +309,17 @@ impl OpenStack {
     #[tracing::instrument(skip(self))]
     pub async fn find_image(&self, name_or_id: &str) -> Result<Image> {
         let path = format!("/images/{name_or_id}");
-        match self.send(Call::new("image", Method::GET, &path)).await {
-            Ok(reply) => return decode("image", reply.body),
+        match self.send(Call::new(Service::Image, Method::GET, &path)).await {
+            Ok(reply) => return decode(Service::Image, reply.body),
             Err(error) if error.is_not_found() => {}
             Err(error) => return Err(error),
         }
         let reply = self
-            .send(Call::new("image", Method::GET, "/images").query("name", name_or_id))
+            .send(Call::new(Service::Image, Method::GET, "/images").query("name", name_or_id))
             .await?;
-        let images: Vec<Image> = decode("image", field(reply, "images"))?;
+        let images: Vec<Image> = decode(Service::Image, field(reply, "images"))?;
         images.into_iter().next().ok_or_else(|| CloudError::NotFound {
-            service: "image",
+            service: Service::Image,
             message: format!("no image has the name or id '{name_or_id}'"),
         })
     }
@@ -340,9 +328,9 @@ impl OpenStack {
     pub async fn create_keypair(&self, name: &str, public_key: &str) -> Result<KeyPair> {
         let body = json!({"keypair": {"name": name, "public_key": public_key}});
         decode(
-            "compute",
+            Service::Compute,
             field(
-                self.send(Call::new("compute", Method::POST, "/os-keypairs").json(body))
+                self.send(Call::new(Service::Compute, Method::POST, "/os-keypairs").json(body))
                     .await?,
                 "keypair",
             ),
@@ -351,25 +339,27 @@ impl OpenStack {
 
     #[tracing::instrument(skip(self))]
     pub async fn list_keypairs(&self) -> Result<Vec<KeyPair>> {
-        let reply = self.send(Call::new("compute", Method::GET, "/os-keypairs")).await?;
-        let wrapped: Vec<Map<String, Value>> = decode("compute", field(reply, "keypairs"))?;
+        let reply = self
+            .send(Call::new(Service::Compute, Method::GET, "/os-keypairs"))
+            .await?;
+        let wrapped: Vec<Map<String, Value>> = decode(Service::Compute, field(reply, "keypairs"))?;
         wrapped
             .into_iter()
-            .map(|mut item| decode("compute", item.remove("keypair").unwrap_or_default()))
+            .map(|mut item| decode(Service::Compute, item.remove("keypair").unwrap_or_default()))
             .collect()
     }
 
     #[tracing::instrument(skip(self))]
     pub async fn delete_keypair(&self, name: &str) -> Result<()> {
         let path = format!("/os-keypairs/{name}");
-        ignore_not_found(self.send(Call::new("compute", Method::DELETE, &path)).await)
+        ignore_not_found(self.send(Call::new(Service::Compute, Method::DELETE, &path)).await)
     }
 
     #[tracing::instrument(skip(self))]
     pub async fn attach_volume(&self, server_id: &str, volume_id: &str) -> Result<()> {
         let path = format!("/servers/{server_id}/os-volume_attachments");
         let body = json!({"volumeAttachment": {"volumeId": volume_id}});
-        self.send(Call::new("compute", Method::POST, &path).json(body))
+        self.send(Call::new(Service::Compute, Method::POST, &path).json(body))
             .await
             .map(|_| ())
     }
@@ -378,8 +368,8 @@ impl OpenStack {
     #[tracing::instrument(skip(self))]
     pub async fn list_attachments(&self, server_id: &str) -> Result<Vec<String>> {
         let path = format!("/servers/{server_id}/os-volume_attachments");
-        let reply = self.send(Call::new("compute", Method::GET, &path)).await?;
-        let attachments: Vec<Value> = decode("compute", field(reply, "volumeAttachments"))?;
+        let reply = self.send(Call::new(Service::Compute, Method::GET, &path)).await?;
+        let attachments: Vec<Value> = decode(Service::Compute, field(reply, "volumeAttachments"))?;
         Ok(attachments
             .iter()
             .filter_map(|a| a["volumeId"].as_str().map(str::to_owned))
@@ -389,7 +379,7 @@ impl OpenStack {
     #[tracing::instrument(skip(self))]
     pub async fn detach_volume(&self, server_id: &str, volume_id: &str) -> Result<()> {
         let path = format!("/servers/{server_id}/os-volume_attachments/{volume_id}");
-        ignore_not_found(self.send(Call::new("compute", Method::DELETE, &path)).await)
+        ignore_not_found(self.send(Call::new(Service::Compute, Method::DELETE, &path)).await)
     }
 }
 

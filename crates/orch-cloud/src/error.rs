@@ -1,8 +1,45 @@
 //! The cloud layer's error type. Each variant says whether trying again can help, so that
 //! the workflow layer can fail fast on what no retry will fix (an unknown flavor, a quota).
 
-/// Which OpenStack service answered.
-pub type Service = &'static str;
+/// Which OpenStack service a call goes to (and which answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Identity,
+    Compute,
+    Network,
+    Volume,
+    Image,
+}
+
+impl Service {
+    /// The name in errors and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::Compute => "compute",
+            Self::Network => "network",
+            Self::Volume => "volume",
+            Self::Image => "image",
+        }
+    }
+
+    /// The catalog types that offer the service, in order of preference.
+    pub fn catalog_types(self) -> &'static [&'static str] {
+        match self {
+            Self::Identity => &["identity"],
+            Self::Compute => &["compute"],
+            Self::Network => &["network"],
+            Self::Volume => &["block-storage", "volumev3", "volume"],
+            Self::Image => &["image"],
+        }
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -143,13 +180,13 @@ mod tests {
     #[test]
     fn retryability() {
         let lost = CloudError::Unavailable {
-            service: "compute",
+            service: Service::Compute,
             message: "x".into(),
             ambiguous: true,
         };
         assert!(lost.is_retryable() && lost.is_ambiguous());
         let quota = CloudError::QuotaExceeded {
-            service: "compute",
+            service: Service::Compute,
             message: "x".into(),
         };
         assert!(!quota.is_retryable());

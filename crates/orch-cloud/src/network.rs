@@ -6,22 +6,13 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::client::{Call, OpenStack, Reply};
+use crate::client::{field, Call, OpenStack};
 use crate::compute::ignore_not_found;
+use crate::error::Service;
 use crate::error::{CloudError, Result};
 
 fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|error| CloudError::Decode {
-        service: "network",
-        message: error.to_string(),
-    })
-}
-
-fn take(reply: Reply, key: &str) -> Value {
-    match reply.body {
-        Value::Object(mut map) => map.remove(key).unwrap_or(Value::Null),
-        _ => Value::Null,
-    }
+    crate::client::decode(Service::Network, value)
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -210,9 +201,9 @@ impl OpenStack {
     pub(crate) async fn neutron_create(&self, collection: &str, singular: &str, body: Value) -> Result<Value> {
         let path = format!("/{collection}");
         let reply = self
-            .send(Call::new("network", Method::POST, &path).json(json!({ singular: body })))
+            .send(Call::new(Service::Network, Method::POST, &path).json(json!({ singular: body })))
             .await?;
-        Ok(take(reply, singular))
+        Ok(field(reply, singular))
     }
 
     pub(crate) async fn neutron_bulk_create(
@@ -223,9 +214,9 @@ impl OpenStack {
     ) -> Result<Vec<Value>> {
         let path = format!("/{collection}");
         let reply = self
-            .send(Call::new("network", Method::POST, &path).json(json!({ plural: items })))
+            .send(Call::new(Service::Network, Method::POST, &path).json(json!({ plural: items })))
             .await?;
-        decode(take(reply, plural))
+        decode(field(reply, plural))
     }
 
     /// Lists a collection with Neutron's filters, e.g. `[("tags", "a,b")]`.
@@ -236,11 +227,11 @@ impl OpenStack {
         filters: &[(&'static str, String)],
     ) -> Result<Value> {
         let path = format!("/{collection}");
-        let mut call = Call::new("network", Method::GET, &path);
+        let mut call = Call::new(Service::Network, Method::GET, &path);
         for (key, value) in filters {
             call = call.query(key, value.clone());
         }
-        Ok(take(self.send(call).await?, plural))
+        Ok(field(self.send(call).await?, plural))
     }
 
     /// Lists resources of one kind with Neutron's filters.
@@ -250,7 +241,7 @@ impl OpenStack {
 
     async fn neutron_delete(&self, collection: &str, id: &str) -> Result<()> {
         let path = format!("/{collection}/{id}");
-        ignore_not_found(self.send(Call::new("network", Method::DELETE, &path)).await)
+        ignore_not_found(self.send(Call::new(Service::Network, Method::DELETE, &path)).await)
     }
 
     #[tracing::instrument(skip(self, tags))]
@@ -268,8 +259,8 @@ impl OpenStack {
 
     pub async fn get_network(&self, id: &str) -> Result<Network> {
         let path = format!("/networks/{id}");
-        decode(take(
-            self.send(Call::new("network", Method::GET, &path)).await?,
+        decode(field(
+            self.send(Call::new(Service::Network, Method::GET, &path)).await?,
             "network",
         ))
     }
@@ -289,7 +280,7 @@ impl OpenStack {
             .into_iter()
             .find(|network| network.id == name_or_id || network.name == name_or_id)
             .ok_or_else(|| CloudError::NotFound {
-                service: "network",
+                service: Service::Network,
                 message: format!("no external network has the name or id '{name_or_id}'"),
             })
     }
@@ -349,7 +340,7 @@ impl OpenStack {
         }
         let path = format!("/routers/{router_id}/add_router_interface");
         match self
-            .send(Call::new("network", Method::PUT, &path).json(json!({"subnet_id": subnet_id})))
+            .send(Call::new(Service::Network, Method::PUT, &path).json(json!({"subnet_id": subnet_id})))
             .await
         {
             Ok(_) => Ok(()),
@@ -377,7 +368,7 @@ impl OpenStack {
     pub async fn remove_router_interface(&self, router_id: &str, subnet_id: &str) -> Result<()> {
         let path = format!("/routers/{router_id}/remove_router_interface");
         ignore_not_found(
-            self.send(Call::new("network", Method::PUT, &path).json(json!({"subnet_id": subnet_id})))
+            self.send(Call::new(Service::Network, Method::PUT, &path).json(json!({"subnet_id": subnet_id})))
                 .await,
         )
     }
@@ -386,7 +377,7 @@ impl OpenStack {
     pub async fn remove_router_port(&self, router_id: &str, port_id: &str) -> Result<()> {
         let path = format!("/routers/{router_id}/remove_router_interface");
         ignore_not_found(
-            self.send(Call::new("network", Method::PUT, &path).json(json!({"port_id": port_id})))
+            self.send(Call::new(Service::Network, Method::PUT, &path).json(json!({"port_id": port_id})))
                 .await,
         )
     }
@@ -492,7 +483,7 @@ impl OpenStack {
                     .into_iter()
                     .find(|existing| existing.same_as(rule))
                     .ok_or_else(|| CloudError::Conflict {
-                        service: "network",
+                        service: Service::Network,
                         message: "rule conflicts but no identical rule exists".into(),
                     })
             }

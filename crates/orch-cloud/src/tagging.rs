@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::client::{Call, OpenStack};
-use crate::error::{CloudError, Result};
+use crate::error::{CloudError, Result, Service};
 
 /// How a collection takes tags on one cloud.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +82,9 @@ impl OpenStack {
         if let Some(known) = self.tag_modes().advertised.lock().expect("tag lock").get(self.region()) {
             return Ok(*known);
         }
-        let reply = self.send(Call::new("network", Method::GET, "/extensions")).await?;
+        let reply = self
+            .send(Call::new(Service::Network, Method::GET, "/extensions"))
+            .await?;
         let advertised = reply.body["extensions"]
             .as_array()
             .is_some_and(|extensions| extensions.iter().any(|e| e["alias"] == "tag-creation"));
@@ -106,14 +108,14 @@ impl OpenStack {
     pub async fn set_tags(&self, collection: &str, id: &str, tags: &[String]) -> Result<()> {
         let path = format!("/{collection}/{id}/tags");
         let reply = self
-            .send(Call::new("network", Method::PUT, &path).json(json!({"tags": tags})))
+            .send(Call::new(Service::Network, Method::PUT, &path).json(json!({"tags": tags})))
             .await?;
         // Neutron answers the tags it now holds; an empty body is taken on trust.
         if reply.body.is_null() || carries(&reply.body, tags) {
             Ok(())
         } else {
             Err(CloudError::Decode {
-                service: "network",
+                service: Service::Network,
                 message: format!("the tags of {collection}/{id} did not stick"),
             })
         }
@@ -223,7 +225,7 @@ impl OpenStack {
         }
         while let Some(done) = puts.join_next().await {
             done.map_err(|error| CloudError::Decode {
-                service: "network",
+                service: Service::Network,
                 message: format!("a tag request failed: {error}"),
             })??;
         }
@@ -250,11 +252,11 @@ mod tests {
     #[test]
     fn only_a_bad_request_about_tags_counts_as_refused() {
         let refused = CloudError::BadRequest {
-            service: "network",
+            service: Service::Network,
             message: "Attribute 'tags' not allowed in POST".into(),
         };
         let other = CloudError::BadRequest {
-            service: "network",
+            service: Service::Network,
             message: "Invalid input for cidr".into(),
         };
         assert!(refused_for_tags(&refused));

@@ -18,7 +18,7 @@ use backon::{ExponentialBuilder, Retryable};
 
 use crate::client::OpenStack;
 use crate::compute::ServerFilter;
-use crate::error::{CloudError, Result};
+use crate::error::{CloudError, Result, Service};
 use crate::managed::ManagedResource;
 use crate::network::Port;
 
@@ -59,7 +59,7 @@ fn refused_for_now(error: &CloudError) -> bool {
         CloudError::Conflict { .. } => true,
         // Cinder: "Volume status must be available or error ..., and must not be ... attached".
         CloudError::BadRequest {
-            service: "volume",
+            service: Service::Volume,
             message,
         } => message.contains("status must be") || message.contains("attached"),
         _ => false,
@@ -193,7 +193,7 @@ impl OpenStack {
         }
         while let Some(done) = tasks.join_next().await {
             done.map_err(|error| CloudError::Decode {
-                service: "compute",
+                service: Service::Compute,
                 message: format!("a delete task failed: {error}"),
             })??;
         }
@@ -244,22 +244,22 @@ mod tests {
     #[test]
     fn conflicts_and_attached_volumes_are_refusals_for_now() {
         let conflict = CloudError::Conflict {
-            service: "network",
+            service: Service::Network,
             message: "Unable to complete operation on subnet".into(),
         };
         let attached = CloudError::BadRequest {
-            service: "volume",
+            service: Service::Volume,
             message: "Invalid volume: Volume status must be available or error".into(),
         };
         let invalid = CloudError::BadRequest {
-            service: "network",
+            service: Service::Network,
             message: "Invalid input".into(),
         };
         assert!(refused_for_now(&conflict));
         assert!(refused_for_now(&attached));
         assert!(!refused_for_now(&invalid));
         assert!(!refused_for_now(&CloudError::NotFound {
-            service: "network",
+            service: Service::Network,
             message: String::new()
         }));
     }

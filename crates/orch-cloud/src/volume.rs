@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::client::{Call, OpenStack};
 use crate::compute::ignore_not_found;
+use crate::error::Service;
 use crate::error::{CloudError, Result};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -27,10 +28,7 @@ pub struct Volume {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|error| CloudError::Decode {
-        service: "volume",
-        message: error.to_string(),
-    })
+    crate::client::decode(Service::Volume, value)
 }
 
 impl OpenStack {
@@ -47,19 +45,19 @@ impl OpenStack {
             volume["volume_type"] = json!(volume_type);
         }
         let reply = self
-            .send(Call::new("volume", Method::POST, "/volumes").json(json!({"volume": volume})))
+            .send(Call::new(Service::Volume, Method::POST, "/volumes").json(json!({"volume": volume})))
             .await?;
         decode(reply.body["volume"].clone())
     }
 
     pub async fn get_volume(&self, id: &str) -> Result<Volume> {
         let path = format!("/volumes/{id}");
-        decode(self.send(Call::new("volume", Method::GET, &path)).await?.body["volume"].clone())
+        decode(self.send(Call::new(Service::Volume, Method::GET, &path)).await?.body["volume"].clone())
     }
 
     /// Volumes with this exact name and/or carrying all of `metadata`.
     pub async fn list_volumes(&self, name: Option<&str>, metadata: &BTreeMap<String, String>) -> Result<Vec<Volume>> {
-        let mut call = Call::new("volume", Method::GET, "/volumes/detail");
+        let mut call = Call::new(Service::Volume, Method::GET, "/volumes/detail");
         if let Some(name) = name {
             call = call.query("name", name);
         }
@@ -72,14 +70,14 @@ impl OpenStack {
     /// Adds `metadata` to a volume's (Cinder merges).
     pub async fn set_volume_metadata(&self, id: &str, metadata: &BTreeMap<String, String>) -> Result<()> {
         let path = format!("/volumes/{id}/metadata");
-        self.send(Call::new("volume", Method::POST, &path).json(json!({"metadata": metadata})))
+        self.send(Call::new(Service::Volume, Method::POST, &path).json(json!({"metadata": metadata})))
             .await
             .map(|_| ())
     }
 
     pub async fn delete_volume(&self, id: &str) -> Result<()> {
         let path = format!("/volumes/{id}");
-        ignore_not_found(self.send(Call::new("volume", Method::DELETE, &path)).await)
+        ignore_not_found(self.send(Call::new(Service::Volume, Method::DELETE, &path)).await)
     }
 
     /// Polls until the volume is `status` (`None`: until it is gone). `error` ends the wait.

@@ -1,6 +1,7 @@
 //! The OpenStack client against fakecloud: every call it makes, and its behaviour under
 //! injected faults (500s, 429s, outages, expired and revoked tokens, lost responses, quotas).
 
+use orch_cloud::error::Service;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -462,7 +463,13 @@ async fn quotas_surface_as_quota_exceeded() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, CloudError::QuotaExceeded { service: "network", .. }),
+        matches!(
+            error,
+            CloudError::QuotaExceeded {
+                service: Service::Network,
+                ..
+            }
+        ),
         "{error}"
     );
     let request = ServerCreate {
@@ -480,7 +487,13 @@ async fn quotas_surface_as_quota_exceeded() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, CloudError::QuotaExceeded { service: "compute", .. }),
+        matches!(
+            error,
+            CloudError::QuotaExceeded {
+                service: Service::Compute,
+                ..
+            }
+        ),
         "{error}"
     );
     assert!(
@@ -497,7 +510,13 @@ async fn quotas_surface_as_quota_exceeded() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, CloudError::QuotaExceeded { service: "volume", .. }),
+        matches!(
+            error,
+            CloudError::QuotaExceeded {
+                service: Service::Volume,
+                ..
+            }
+        ),
         "{error}"
     );
     let error = client

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::{key, member_of, port_key_of, report_active, spec_of};
 use crate::compute::{Server, ServerCreate, ServerFilter};
 use crate::error::Result;
+use crate::error::Service;
 use crate::managed::{create_unless_found, deployment_tag, key_of};
 use crate::network::{Port, PortCreate};
 use crate::{CloudError, OpenStack, ResourceKey};
@@ -74,7 +75,7 @@ pub(super) async fn create(cloud: &OpenStack, target: Target<'_>, keys: &[String
 
 fn unavailable(message: String) -> CloudError {
     CloudError::Unavailable {
-        service: "compute",
+        service: Service::Compute,
         message,
         ambiguous: false,
     }
