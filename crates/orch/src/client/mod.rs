@@ -1,0 +1,288 @@
+//! The command-line client: `orch deploy|get|list|events|delete|scale|configure|templates`
+//! against a running orch (`ORCH_URL`, `ORCH_API_KEY`). `--wait` follows an operation with a
+//! progress bar per resource kind and exits non-zero, printing the cause, when it fails.
+
+mod api;
+mod follow;
+mod show;
+
+use anyhow::{anyhow, Context};
+use api::{urlencode, Api};
+use clap::{Args, Subcommand, ValueEnum};
+use follow::wait;
+use orch_core::Template;
+use reqwest::Method;
+use serde_json::{json, Map, Value};
+use show::print;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Where the server is and how to talk to it.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// The orch API.
+    #[arg(long, env = "ORCH_URL", default_value = "http://127.0.0.1:8000", global = true)]
+    pub url: String,
+    /// API key (default: ./data/dev-api-key, written by `orch dev`).
+    #[arg(long, env = "ORCH_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// `text` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create a deployment from a template file (JSON or YAML) or a stored template's name.
+    Deploy {
+        /// A template file, or the name or id of a stored template.
+        template: String,
+        #[arg(long)]
+        name: String,
+        /// A parameter, e.g. --param web_count=3 (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Cloud region (default: the server's).
+        #[arg(long)]
+        region: Option<String>,
+        /// Keep what was created when the deploy fails, for inspection.
+        #[arg(long)]
+        no_rollback: bool,
+        /// Follow the deploy until it completes or fails.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a deployment (by id or name).
+    Get { deployment: String },
+    /// List deployments, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show a deployment's history.
+    Events { deployment: String },
+    /// Delete a deployment and everything it created.
+    Delete {
+        deployment: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Set the number of servers of a group.
+    Scale {
+        deployment: String,
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        count: u32,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Run an Ansible playbook on a deployment's servers.
+    Configure {
+        deployment: String,
+        #[arg(long)]
+        playbook: String,
+        /// An extra variable, e.g. --extra-var app_port=8080 (repeatable).
+        #[arg(long = "extra-var", value_name = "KEY=VALUE")]
+        extra_vars: Vec<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Manage stored templates.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// List stored templates.
+    List,
+    /// Show one template.
+    Show { name: String },
+    /// Create or replace a template from a JSON or YAML file.
+    Apply { file: std::path::PathBuf },
+}
+
+/// `key=value` pairs; values that read as JSON (numbers, booleans) keep their type.
+fn pairs(items: &[String], flag: &str) -> anyhow::Result<Map<String, Value>> {
+    items
+        .iter()
+        .map(|item| {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| anyhow!("{flag} '{item}': expected KEY=VALUE"))?;
+            let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+            Ok((key.to_owned(), value))
+        })
+        .collect()
+}
+
+pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Result<()> {
+    let api = Api::new(&connection)?;
+    let output = connection.output;
+    match command {
+        ClientCommand::Deploy {
+            template,
+            name,
+            params,
+            region,
+            no_rollback,
+            wait: follow,
+        } => {
+            let template = template_value(&template)?;
+            let mut body = json!({"name": name, "template": template, "parameters": pairs(&params, "--param")?, "rollback": !no_rollback});
+            if let Some(region) = region {
+                body["cloud_region"] = json!(region);
+            }
+            let (_, accepted) = api.call(Method::POST, "/deployments", Some(&body)).await?;
+            let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+            finish_operation(&api, &id, accepted, output, follow).await?;
+        }
+        ClientCommand::Get { deployment } => {
+            let id = api.resolve(&deployment).await?;
+            print(output, &api.get(&format!("/deployments/{id}")).await?, show::details);
+        }
+        ClientCommand::List { status, name, limit } => list(&api, output, status, name, limit).await?,
+        ClientCommand::Events { deployment } => {
+            let id = api.resolve(&deployment).await?;
+            let page = api.get(&format!("/deployments/{id}/events?limit=100")).await?;
+            print(output, &page, show::events);
+        }
+        ClientCommand::Delete {
+            deployment,
+            wait: follow,
+        } => delete(&api, output, &deployment, follow).await?,
+        ClientCommand::Scale {
+            deployment,
+            group,
+            count,
+            wait: follow,
+        } => {
+            let body = json!({"target_count": count, "vm_type": group});
+            operation(&api, output, &deployment, "scale", &body, follow).await?;
+        }
+        ClientCommand::Configure {
+            deployment,
+            playbook,
+            extra_vars,
+            wait: follow,
+        } => {
+            let body = json!({"playbook": playbook, "extra_vars": pairs(&extra_vars, "--extra-var")?});
+            operation(&api, output, &deployment, "configure", &body, follow).await?;
+        }
+        ClientCommand::Templates(TemplatesCommand::List) => {
+            print(output, &api.get("/templates?limit=100").await?, show::templates);
+        }
+        ClientCommand::Templates(TemplatesCommand::Show { name }) => {
+            let template = api.get(&format!("/templates/{}", urlencode(&name))).await?;
+            print(output, &template, |t| {
+                serde_json::to_string_pretty(t).unwrap_or_default()
+            });
+        }
+        ClientCommand::Templates(TemplatesCommand::Apply { file }) => apply_template(&api, output, &file).await?,
+    }
+    Ok(())
+}
+
+/// A template file, read and checked here so that its problems are named before anything
+/// is sent; anything else is a stored template's name or id.
+fn template_value(template: &str) -> anyhow::Result<Value> {
+    let path = std::path::Path::new(template);
+    if path.is_file() {
+        Ok(read_template(path)?.to_value())
+    } else {
+        Ok(Value::String(template.to_owned()))
+    }
+}
+
+fn read_template(path: &std::path::Path) -> anyhow::Result<Template> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Template::parse_text(&text).map_err(|problems| {
+        let lines: Vec<String> = problems
+            .0
+            .iter()
+            .map(|p| format!("  {}: {}", p.pointer, p.detail))
+            .collect();
+        anyhow!("{} is not a valid template:\n{}", path.display(), lines.join("\n"))
+    })
+}
+
+async fn list(
+    api: &Api,
+    output: Output,
+    status: Option<String>,
+    name: Option<String>,
+    limit: u32,
+) -> anyhow::Result<()> {
+    let mut path = format!("/deployments?limit={limit}");
+    if let Some(status) = status {
+        path.push_str(&format!("&status={}", urlencode(&status)));
+    }
+    if let Some(name) = name {
+        path.push_str(&format!("&name={}", urlencode(&name)));
+    }
+    print(output, &api.get(&path).await?, show::deployments);
+    Ok(())
+}
+
+async fn delete(api: &Api, output: Output, deployment: &str, follow: bool) -> anyhow::Result<()> {
+    let id = api.resolve(deployment).await?;
+    let (_, accepted) = api.call(Method::DELETE, &format!("/deployments/{id}"), None).await?;
+    let result = if follow && accepted["status"] != "DELETED" {
+        wait(api, &id, output, true).await?
+    } else {
+        accepted
+    };
+    print(output, &result, show::accepted);
+    Ok(())
+}
+
+/// `POST /deployments/{id}/{action}` (scale, configure), followed with `--wait`.
+async fn operation(
+    api: &Api,
+    output: Output,
+    deployment: &str,
+    action: &str,
+    body: &Value,
+    follow: bool,
+) -> anyhow::Result<()> {
+    let id = api.resolve(deployment).await?;
+    let (_, accepted) = api
+        .call(Method::POST, &format!("/deployments/{id}/{action}"), Some(body))
+        .await?;
+    finish_operation(api, &id, accepted, output, follow).await
+}
+
+/// Creates or replaces a stored template from a file.
+async fn apply_template(api: &Api, output: Output, file: &std::path::Path) -> anyhow::Result<()> {
+    let template = read_template(file)?;
+    let body = template.to_value();
+    let path = format!("/templates/{}", urlencode(&template.name));
+    let stored = match api.call(Method::PUT, &path, Some(&body)).await {
+        Ok((_, stored)) => stored,
+        Err(error) if error.to_string().starts_with("404") => {
+            api.call(Method::POST, "/templates", Some(&body)).await?.1
+        }
+        Err(error) => return Err(error),
+    };
+    print(output, &stored, show::template);
+    Ok(())
+}
+
+async fn finish_operation(api: &Api, id: &str, accepted: Value, output: Output, follow: bool) -> anyhow::Result<()> {
+    if follow {
+        let deployment = wait(api, id, output, false).await?;
+        print(output, &deployment, show::details);
+    } else {
+        print(output, &accepted, show::accepted);
+    }
+    Ok(())
+}
