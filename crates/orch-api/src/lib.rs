@@ -28,6 +28,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use orch_store::Store;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
+use tracing::Level;
 
 pub mod auth;
 pub mod error;
@@ -138,13 +142,31 @@ pub fn router(state: AppState) -> Router {
     )
     .fallback(|| async { ApiError::NotFound("route".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-    // Listed inside-out: `observe` runs first and sees every response, including those of
-    // the allowlist and CORS layers.
+    // Listed inside-out (each `.layer` wraps what is above it): the request-id layers run
+    // first, so every response, those of the allowlist and CORS layers included, has an id,
+    // an access log line (the trace layer's, in the request's span) and a latency figure.
     .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
     .layer(from_fn_with_state(state.clone(), auth::enforce_ip_allowlist))
     .layer(cors)
-    .layer(from_fn(request::observe))
+    .layer(from_fn(request::record_latency))
+    .layer(
+        TraceLayer::new_for_http()
+            .make_span_with(request::request_span)
+            .on_request(())
+            .on_response(
+                DefaultOnResponse::new()
+                    .level(Level::INFO)
+                    .latency_unit(LatencyUnit::Millis),
+            ),
+    )
+    .layer(PropagateRequestIdLayer::new(request_id_header()))
+    .layer(SetRequestIdLayer::new(request_id_header(), request::NewRequestId))
+    .layer(axum::middleware::map_request(request::drop_unplain_request_id))
     .with_state(state)
+}
+
+fn request_id_header() -> HeaderName {
+    HeaderName::from_static(request::REQUEST_ID_HEADER)
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {

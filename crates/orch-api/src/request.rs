@@ -1,6 +1,6 @@
-//! Per-request plumbing: the request id, the request's tracing span and access log line, the
-//! latency metric, and the body extractor that reads JSON (or YAML) into a `Value` with
-//! problem+json errors.
+//! Per-request plumbing: the request-id policy and the request's span (for tower-http's
+//! request-id and trace layers), the latency metric, and the body extractor that reads JSON
+//! (or YAML) into a `Value` with problem+json errors.
 
 use std::time::Instant;
 
@@ -10,7 +10,7 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::Value;
-use tracing::Instrument;
+use tower_http::request_id::MakeRequestId;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -18,60 +18,70 @@ use crate::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The request's id, available to handlers as an extension.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// A client-supplied id is kept when it is short and plain; anything else is replaced, so
-/// that ids are safe to put in logs and events.
-fn accept_request_id(value: Option<&HeaderValue>) -> String {
-    value
-        .and_then(|value| value.to_str().ok())
-        .filter(|id| {
-            !id.is_empty()
-                && id.len() <= 128
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| Uuid::new_v4().to_string())
+/// Whether a client-supplied id is short and plain enough to put in logs and events.
+fn is_plain(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
-/// Gives every request an id, a span that carries it into every log line, one access-log
-/// line, the `api_request_duration_seconds` metric, and the id in the response.
-pub async fn observe(mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let request_id = accept_request_id(request.headers().get(REQUEST_ID_HEADER));
-    // The route template, never the raw path: ids in paths would explode label cardinality.
-    let endpoint = request
+/// A client's id is kept when it is plain; anything else is dropped here, and the request
+/// gets a fresh one from [`NewRequestId`] like a request that came without.
+pub async fn drop_unplain_request_id(mut request: Request) -> Request {
+    let plain = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .is_none_or(|value| value.to_str().is_ok_and(is_plain));
+    if !plain {
+        request.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    request
+}
+
+/// A UUID v4 for each request that has no id.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<tower_http::request_id::RequestId> {
+        HeaderValue::from_str(&Uuid::new_v4().to_string())
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
+}
+
+/// The request's id, as set by the request-id layer.
+pub fn request_id(extensions: &axum::http::Extensions) -> Option<String> {
+    let id = extensions.get::<tower_http::request_id::RequestId>()?;
+    id.header_value().to_str().ok().map(str::to_owned)
+}
+
+/// The route template, never the raw path: ids in paths would explode label cardinality.
+fn endpoint<B>(request: &axum::http::Request<B>) -> String {
+    request
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().clone();
-    request.extensions_mut().insert(RequestId(request_id.clone()));
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method, endpoint = %endpoint, key_id = tracing::field::Empty);
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let elapsed = started.elapsed();
-    let status = response.status();
-    metrics::histogram!(
-        "api_request_duration_seconds",
-        "endpoint" => endpoint,
-        "method" => method.to_string(),
-        "status" => status.as_u16().to_string()
-    )
-    .record(elapsed.as_secs_f64());
-    span.in_scope(|| {
-        tracing::info!(
-            status = status.as_u16(),
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            "request completed"
-        );
-    });
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
+        .unwrap_or_else(|| "unmatched".to_owned())
+}
+
+/// The span of a request, which carries its id into every log line, and the caller's key
+/// id once it is known.
+pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let request_id = request_id(request.extensions()).unwrap_or_default();
+    tracing::info_span!("request", request_id = %request_id, method = %request.method(), endpoint = %endpoint(request), key_id = tracing::field::Empty)
+}
+
+/// `api_request_duration_seconds{endpoint,method,status}`.
+pub async fn record_latency(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let (endpoint, method) = (endpoint(&request), request.method().to_string());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("api_request_duration_seconds", "endpoint" => endpoint, "method" => method, "status" => status)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -129,11 +139,9 @@ mod tests {
 
     #[test]
     fn request_ids_are_kept_only_when_plain() {
-        assert_eq!(accept_request_id(Some(&HeaderValue::from_static("abc-123"))), "abc-123");
-        let replaced = accept_request_id(Some(&HeaderValue::from_static("a b\"c")));
-        assert!(Uuid::parse_str(&replaced).is_ok());
-        let long = "x".repeat(129);
-        assert_ne!(accept_request_id(Some(&HeaderValue::from_str(&long).unwrap())), long);
-        assert!(Uuid::parse_str(&accept_request_id(None)).is_ok());
+        assert!(is_plain("abc-123") && is_plain("a.b:c_d"));
+        assert!(!is_plain("a b\"c") && !is_plain("") && !is_plain(&"x".repeat(129)));
+        let made = NewRequestId.make_request_id(&axum::http::Request::new(())).unwrap();
+        assert!(Uuid::parse_str(made.header_value().to_str().unwrap()).is_ok());
     }
 }

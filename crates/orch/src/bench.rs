@@ -121,24 +121,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.no_baseline {
         results.push(run_once(&args, &temporal_host, &dir, Some(10)).await?);
     }
-    println!(
-        "{:<12} {:>8} {:>11} {:>10} {:>10} {:>6} {:>12} {:>8} {:>8} {:>9}",
-        "run", "servers", "deploy (s)", "delete (s)", "bound (s)", "ratio", "req/server", "429s", "history", "rss (MB)"
-    );
-    for (name, figures) in ["orch", "parallel=10"].iter().zip(&results) {
-        println!(
-            "{name:<12} {:>8} {:>11.1} {:>10.1} {:>10.1} {:>6.2} {:>12.2} {:>8} {:>8} {:>9.0}",
-            figures.servers,
-            figures.makespan_s,
-            figures.delete_makespan_s,
-            figures.lower_bound_s,
-            figures.ratio,
-            figures.requests_per_server,
-            figures.rate_limited_requests,
-            figures.history_events,
-            figures.peak_rss_mb
-        );
-    }
+    println!("{}", figures_table(&results));
     if let Some(path) = &args.json {
         let mut document = serde_json::to_value(&results[0])?;
         if let Some(baseline) = results.get(1) {
@@ -148,6 +131,164 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The figures side by side: orch, and the same run at the parallelism of a Heat-like peer.
+fn figures_table(results: &[Figures]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING).set_header([
+        "run",
+        "servers",
+        "deploy (s)",
+        "delete (s)",
+        "bound (s)",
+        "ratio",
+        "req/server",
+        "429s",
+        "history",
+        "rss (MB)",
+    ]);
+    for (name, figures) in ["orch", "parallel=10"].iter().zip(results) {
+        table.add_row([
+            name.to_string(),
+            figures.servers.to_string(),
+            format!("{:.1}", figures.makespan_s),
+            format!("{:.1}", figures.delete_makespan_s),
+            format!("{:.1}", figures.lower_bound_s),
+            format!("{:.2}", figures.ratio),
+            format!("{:.2}", figures.requests_per_server),
+            figures.rate_limited_requests.to_string(),
+            figures.history_events.to_string(),
+            format!("{:.0}", figures.peak_rss_mb),
+        ]);
+    }
+    for column in table.column_iter_mut().skip(1) {
+        column.set_cell_alignment(comfy_table::CellAlignment::Right);
+    }
+    table
+}
+
+/// orch in this process against fakecloud: the API, the relay and a worker, on a fresh
+/// SQLite database and task queue.
+struct Running {
+    url: String,
+    client: orch_workflows::TemporalClient,
+    worker: WorkerThread,
+    stop_server: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop_relay: tokio::sync::oneshot::Sender<()>,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn start(cloud: OpenStack, temporal_host: &str, dir: &std::path::Path, run: &str) -> anyhow::Result<Self> {
+        let store = Store::connect(
+            &format!("sqlite://{}/bench-{run}.db", dir.display()),
+            &StoreOptions::default(),
+        )
+        .await?;
+        let task_queue = format!("orch-bench-{run}");
+        let activities = OrchActivities {
+            store: store.clone(),
+            cloud,
+        };
+        let worker = WorkerThread::spawn(
+            temporal_host.to_owned(),
+            "default".to_owned(),
+            task_queue.clone(),
+            activities,
+            AnsibleSettings::default(),
+        );
+        let client = orch_workflows::connect(temporal_host, "default").await?;
+        let mut api = ApiConfig::with_keys(ApiKeys::parse(&format!("{KEY}:write")).map_err(anyhow::Error::msg)?);
+        api.rate_limit_per_minute = std::num::NonZeroU32::new(1_000_000).expect("non-zero");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = AppState::new(store.clone(), api);
+        let server = tokio::spawn(orch_api::serve(listener, state, async move {
+            let _ = server_stopped.await;
+        }));
+        let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+        let relay = orch_workflows::run_relay(
+            store,
+            client.clone(),
+            task_queue,
+            Duration::from_millis(100),
+            async move {
+                let _ = relay_stopped.await;
+            },
+        );
+        Ok(Self {
+            url,
+            client,
+            worker,
+            stop_server,
+            server,
+            stop_relay,
+            relay: tokio::spawn(relay),
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop_relay.send(());
+        let _ = self.relay.await;
+        let _ = self.stop_server.send(());
+        let _ = self.server.await;
+        Ok(self.worker.stop()?)
+    }
+}
+
+/// Requests fakecloud answered since its statistics were reset, and how many were 429s.
+async fn cloud_requests(http: &reqwest::Client, fake_url: &str) -> anyhow::Result<(u64, u64)> {
+    let stats: Value = http.get(format!("{fake_url}/_fake/stats")).send().await?.json().await?;
+    let rate_limited = stats["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["status"] == 429)
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .sum();
+    Ok((stats["total"].as_u64().unwrap_or(0), rate_limited))
+}
+
+/// Sends `request` (with the key) and waits until the deployment settles in `expected`;
+/// returns the deployment and the seconds it took.
+async fn timed(
+    http: &reqwest::Client,
+    url: &str,
+    id: Option<&str>,
+    request: reqwest::RequestBuilder,
+    expected: &str,
+) -> anyhow::Result<(Value, f64)> {
+    let started = Instant::now();
+    let accepted: Value = request
+        .header("X-API-Key", KEY)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = id.or(accepted["id"].as_str()).unwrap_or_default().to_owned();
+    let settled = settle(http, url, &id).await?;
+    if settled["status"] != expected {
+        bail!("{id} ended {}: {}", settled["status"], settled["status_reason"]);
+    }
+    let mut settled = settled;
+    settled["accepted"] = accepted;
+    Ok((settled, started.elapsed().as_secs_f64()))
+}
+
+/// What a deploy cannot beat: the chain of creates before the first server (network,
+/// subnet, router, interface, port), one boot, and every request the cloud must admit at its
+/// rate. Each server costs two: its create, and the tags of its port, which Neutron (as
+/// fakecloud, by default) does not keep from the port's create.
+fn lower_bound(args: &BenchArgs) -> f64 {
+    let chain_calls = 5.0;
+    let requests_per_server = 2.0;
+    chain_calls * args.create_latency_ms as f64 / 1000.0
+        + args.boot_delay_ms as f64 / 1000.0
+        + requests_per_server * f64::from(args.servers) / args.rate_limit_rps
 }
 
 async fn run_once(
@@ -165,120 +306,30 @@ async fn run_once(
         requests_per_second: args.rate_limit_rps * 0.95,
         ..defaults
     };
-    let cloud = OpenStack::new(cloud_config)?;
-    let run = format!(
-        "{}-{}",
-        concurrency.unwrap_or(0),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis()
-    );
-    let store = Store::connect(
-        &format!("sqlite://{}/bench-{run}.db", dir.display()),
-        &StoreOptions::default(),
-    )
-    .await?;
-    let task_queue = format!("orch-bench-{run}");
-    let worker = WorkerThread::spawn(
-        temporal_host.to_owned(),
-        "default".to_owned(),
-        task_queue.clone(),
-        OrchActivities {
-            store: store.clone(),
-            cloud,
-        },
-        AnsibleSettings::default(),
-    );
-    let client = orch_workflows::connect(temporal_host, "default").await?;
-    let mut api = ApiConfig::with_keys(ApiKeys::parse(&format!("{KEY}:write")).map_err(anyhow::Error::msg)?);
-    api.rate_limit_per_minute = std::num::NonZeroU32::new(1_000_000).expect("non-zero");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(orch_api::serve(
-        listener,
-        AppState::new(store.clone(), api),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
-    let relay = tokio::spawn(orch_workflows::run_relay(
-        store.clone(),
-        client.clone(),
-        task_queue,
-        Duration::from_millis(100),
-        async move {
-            let _ = relay_stopped.await;
-        },
-    ));
-
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let run = format!("{}-{}", concurrency.unwrap_or(0), since_epoch.as_millis());
+    let orch = Running::start(OpenStack::new(cloud_config)?, temporal_host, dir, &run).await?;
     let http = reqwest::Client::new();
-    let admin = |path: &str| format!("{}{path}", fake.url);
     let template = json!({
         "vm_config": {"web": {"flavor": "m1.tiny", "image": "cirros", "count": args.servers}},
         "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.0.0/18"}}
     });
-    http.delete(admin("/_fake/stats")).send().await?;
-    let started = Instant::now();
-    let accepted: Value = http
-        .post(format!("{url}/deployments"))
-        .header("X-API-Key", KEY)
-        .json(&json!({"name": format!("bench-{run}"), "template": template}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let id = accepted["id"].as_str().unwrap_or_default().to_owned();
-    let operation_id = accepted["operation_id"].as_str().unwrap_or_default().to_owned();
-    let deployed = settle(&http, &url, &id).await?;
-    let makespan = started.elapsed().as_secs_f64();
-    if deployed["status"] != "COMPLETED" {
-        bail!(
-            "the deployment ended {}: {}",
-            deployed["status"],
-            deployed["status_reason"]
-        );
-    }
-    let stats: Value = http.get(admin("/_fake/stats")).send().await?.json().await?;
-    let requests = stats["total"].as_u64().unwrap_or(0);
-    let rate_limited: u64 = stats["requests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["status"] == 429)
-        .map(|r| r["count"].as_u64().unwrap_or(0))
-        .sum();
-    let history = orch_workflows::history_length(&client, &orch_workflows::workflow_id(&operation_id))
+    http.delete(format!("{}/_fake/stats", fake.url)).send().await?;
+    let create = http
+        .post(format!("{}/deployments", orch.url))
+        .json(&json!({"name": format!("bench-{run}"), "template": template}));
+    let (deployed, makespan) = timed(&http, &orch.url, None, create, "COMPLETED").await?;
+    let (requests, rate_limited) = cloud_requests(&http, &fake.url).await?;
+    let operation_id = deployed["accepted"]["operation_id"].as_str().unwrap_or_default();
+    let history = orch_workflows::history_length(&orch.client, &orch_workflows::workflow_id(operation_id))
         .await
         .unwrap_or(0);
     let peak_rss = peak_rss_mb();
-
-    let started = Instant::now();
-    http.delete(format!("{url}/deployments/{id}"))
-        .header("X-API-Key", KEY)
-        .send()
-        .await?
-        .error_for_status()?;
-    let deleted = settle(&http, &url, &id).await?;
-    let delete_makespan = started.elapsed().as_secs_f64();
-    if deleted["status"] != "DELETED" {
-        bail!("the delete ended {}: {}", deleted["status"], deleted["status_reason"]);
-    }
-    let _ = stop_relay.send(());
-    let _ = relay.await;
-    let _ = stop.send(());
-    let _ = server.await;
-    worker.stop()?;
-
-    let chain_calls = 5.0;
-    // Each server costs two requests the cloud must admit: its create, and the tags of its
-    // port, which Neutron (as fakecloud, by default) does not keep from the port's create.
-    let requests_per_server = 2.0;
-    let lower_bound = chain_calls * args.create_latency_ms as f64 / 1000.0
-        + args.boot_delay_ms as f64 / 1000.0
-        + requests_per_server * f64::from(args.servers) / args.rate_limit_rps;
+    let id = deployed["id"].as_str().unwrap_or_default();
+    let delete = http.delete(format!("{}/deployments/{id}", orch.url));
+    let (_, delete_makespan) = timed(&http, &orch.url, Some(id), delete, "DELETED").await?;
+    orch.stop().await?;
+    let lower_bound = lower_bound(args);
     Ok(Figures {
         servers: args.servers,
         concurrency: concurrency.unwrap_or(ClientLimits::default().max_concurrency),

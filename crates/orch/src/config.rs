@@ -192,45 +192,68 @@ impl Sources {
             .collect()
     }
 
+    /// Every setting, checked; the first one that is wrong is named with what it should be.
     pub fn load(&self) -> Result<Config, ConfigError> {
+        let database_url = self.load_database_url()?;
+        let api_host = self.parse_var("API_HOST", "", "an IP address such as 127.0.0.1 or 0.0.0.0")?;
+        let api_port = self.parse_var("API_PORT", "", "a port number from 0 to 65535")?;
+        let api = self.load_api()?;
+        let (log_level, log_format) = self.load_logging()?;
+        let temporal_host = self.load_temporal_host()?;
+        let openstack = self.load_openstack()?;
+        let cloud_limits = self.load_cloud_limits()?;
+        let ansible = self.load_ansible()?;
+        let default_region = match &openstack {
+            Some(cloud) => cloud.region_name.clone(),
+            None => self
+                .non_empty("OPENSTACK_REGION_NAME")
+                .unwrap_or("RegionOne")
+                .to_owned(),
+        };
+        Ok(Config {
+            database_url: SecretString::from(database_url.to_owned()),
+            api_host,
+            api_port,
+            api: ApiConfig { default_region, ..api },
+            log_level,
+            log_format,
+            temporal_host,
+            temporal_namespace: self.non_empty("TEMPORAL_NAMESPACE").unwrap_or("default").to_owned(),
+            temporal_task_queue: self.non_empty("TEMPORAL_TASK_QUEUE").unwrap_or("orch").to_owned(),
+            ansible,
+            openstack,
+            cloud_limits,
+        })
+    }
+
+    /// `name` read as a `T`, `default` when unset.
+    fn parse_var<T: std::str::FromStr>(&self, name: &str, default: &str, expected: &str) -> Result<T, ConfigError> {
+        parse(name, self.get(name).unwrap_or(default), expected)
+    }
+
+    fn load_database_url(&self) -> Result<&str, ConfigError> {
         let database_url = self
             .non_empty("DATABASE_URL")
             .unwrap_or(orch_store::DEFAULT_DATABASE_URL);
-        if !(database_url.starts_with("sqlite:")
-            || database_url.starts_with("postgres://")
-            || database_url.starts_with("postgresql://"))
-        {
+        let known = ["sqlite:", "postgres://", "postgresql://"];
+        if !known.iter().any(|scheme| database_url.starts_with(scheme)) {
             return Err(invalid("DATABASE_URL", "must start with sqlite:// or postgres://"));
         }
-        let api_host = parse(
-            "API_HOST",
-            self.get("API_HOST").unwrap_or_default(),
-            "an IP address such as 127.0.0.1 or 0.0.0.0",
-        )?;
-        let api_port = parse(
-            "API_PORT",
-            self.get("API_PORT").unwrap_or_default(),
-            "a port number from 0 to 65535",
-        )?;
-        let api_keys = match self.non_empty("API_KEYS") {
-            Some(spec) => ApiKeys::parse(spec).map_err(|problem| invalid("API_KEYS", problem))?,
-            None => {
-                return Err(invalid(
-                    "API_KEYS",
-                    "is not set; give at least one key, e.g. API_KEYS=<random key>:write",
-                ))
-            }
+        Ok(database_url)
+    }
+
+    /// The API's settings; the default region is the cloud's, filled in by `load`.
+    fn load_api(&self) -> Result<ApiConfig, ConfigError> {
+        let Some(spec) = self.non_empty("API_KEYS") else {
+            return Err(invalid(
+                "API_KEYS",
+                "is not set; give at least one key, e.g. API_KEYS=<random key>:write",
+            ));
         };
-        let rate_limit_per_minute: NonZeroU32 = parse(
-            "RATE_LIMIT_PER_MINUTE",
-            self.get("RATE_LIMIT_PER_MINUTE").unwrap_or_default(),
-            "a whole number above 0",
-        )?;
-        let max_body_bytes: usize = parse(
-            "MAX_BODY_BYTES",
-            self.get("MAX_BODY_BYTES").unwrap_or_default(),
-            "a number of bytes",
-        )?;
+        let api_keys = ApiKeys::parse(spec).map_err(|problem| invalid("API_KEYS", problem))?;
+        let rate_limit_per_minute: NonZeroU32 =
+            self.parse_var("RATE_LIMIT_PER_MINUTE", "", "a whole number above 0")?;
+        let max_body_bytes: usize = self.parse_var("MAX_BODY_BYTES", "", "a number of bytes")?;
         if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(invalid("MAX_BODY_BYTES", "must be between 1024 and 67108864"));
         }
@@ -241,6 +264,18 @@ impl Sources {
         let cors_origins = parse_origins(self.get("CORS_ORIGINS").unwrap_or_default())?;
         let ip_allowlist: Vec<IpNet> = orch_api::auth::parse_ip_allowlist(self.get("IP_ALLOWLIST").unwrap_or_default())
             .map_err(|problem| invalid("IP_ALLOWLIST", problem))?;
+        Ok(ApiConfig {
+            api_keys,
+            rate_limit_per_minute,
+            cors_origins,
+            ip_allowlist,
+            max_body_bytes,
+            metrics_require_auth,
+            default_region: String::new(),
+        })
+    }
+
+    fn load_logging(&self) -> Result<(String, LogFormat), ConfigError> {
         let log_level = self.get("LOG_LEVEL").unwrap_or("info").to_owned();
         if tracing_subscriber::EnvFilter::builder().parse(&log_level).is_err() {
             return Err(invalid(
@@ -253,18 +288,24 @@ impl Sources {
             "pretty" => LogFormat::Pretty,
             _ => return Err(invalid("LOG_FORMAT", "must be 'json' or 'pretty'")),
         };
-        let temporal_host = self.non_empty("TEMPORAL_HOST").map(str::to_owned);
-        if let Some(host) = &temporal_host {
-            let valid = host
-                .rsplit_once(':')
-                .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
-            if !valid {
-                return Err(invalid("TEMPORAL_HOST", "must be HOST:PORT, e.g. localhost:7233"));
-            }
+        Ok((log_level, log_format))
+    }
+
+    /// `HOST:PORT` of a Temporal server; none means `orch dev` starts one.
+    fn load_temporal_host(&self) -> Result<Option<String>, ConfigError> {
+        let Some(host) = self.non_empty("TEMPORAL_HOST") else {
+            return Ok(None);
+        };
+        let valid = host
+            .rsplit_once(':')
+            .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(invalid("TEMPORAL_HOST", "must be HOST:PORT, e.g. localhost:7233"));
         }
-        let temporal_namespace = self.non_empty("TEMPORAL_NAMESPACE").unwrap_or("default").to_owned();
-        let temporal_task_queue = self.non_empty("TEMPORAL_TASK_QUEUE").unwrap_or("orch").to_owned();
-        let openstack = self.load_openstack()?;
+        Ok(Some(host.to_owned()))
+    }
+
+    fn load_cloud_limits(&self) -> Result<CloudLimits, ConfigError> {
         let cloud_limits = CloudLimits {
             allowed_hosts: self
                 .get("OPENSTACK_ALLOWED_HOSTS")
@@ -274,26 +315,10 @@ impl Sources {
                 .filter(|host| !host.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            max_concurrency: parse(
-                "OPENSTACK_MAX_CONCURRENCY",
-                self.get("OPENSTACK_MAX_CONCURRENCY").unwrap_or("64"),
-                "a number of requests",
-            )?,
-            requests_per_second: parse(
-                "OPENSTACK_REQUESTS_PER_SECOND",
-                self.get("OPENSTACK_REQUESTS_PER_SECOND").unwrap_or("50"),
-                "a number",
-            )?,
-            timeout_seconds: parse(
-                "OPENSTACK_TIMEOUT_SECONDS",
-                self.get("OPENSTACK_TIMEOUT_SECONDS").unwrap_or("60"),
-                "a number of seconds",
-            )?,
-            max_retries: parse(
-                "OPENSTACK_MAX_RETRIES",
-                self.get("OPENSTACK_MAX_RETRIES").unwrap_or("5"),
-                "a number",
-            )?,
+            max_concurrency: self.parse_var("OPENSTACK_MAX_CONCURRENCY", "64", "a number of requests")?,
+            requests_per_second: self.parse_var("OPENSTACK_REQUESTS_PER_SECOND", "50", "a number")?,
+            timeout_seconds: self.parse_var("OPENSTACK_TIMEOUT_SECONDS", "60", "a number of seconds")?,
+            max_retries: self.parse_var("OPENSTACK_MAX_RETRIES", "5", "a number")?,
         };
         if cloud_limits.max_concurrency == 0 || cloud_limits.max_concurrency > 10_000 {
             return Err(invalid("OPENSTACK_MAX_CONCURRENCY", "must be between 1 and 10000"));
@@ -304,6 +329,10 @@ impl Sources {
         if cloud_limits.timeout_seconds == 0 {
             return Err(invalid("OPENSTACK_TIMEOUT_SECONDS", "must be at least 1"));
         }
+        Ok(cloud_limits)
+    }
+
+    fn load_ansible(&self) -> Result<orch_workflows::AnsibleSettings, ConfigError> {
         let mut ansible = orch_workflows::AnsibleSettings {
             playbook_dir: std::path::PathBuf::from(self.non_empty("PLAYBOOK_DIR").unwrap_or("playbooks")),
             ssh_user: self.non_empty("ANSIBLE_USER").map(str::to_owned),
@@ -313,44 +342,13 @@ impl Sources {
         if let Some(binary) = self.non_empty("ANSIBLE_PLAYBOOK") {
             ansible.ansible_playbook = std::path::PathBuf::from(binary);
         }
-        if let Some(key) = &ansible.ssh_key_path {
-            if !key.is_file() {
-                return Err(invalid(
-                    "ANSIBLE_SSH_KEY_PATH",
-                    format!("{} is not a file", key.display()),
-                ));
-            }
+        if let Some(key) = ansible.ssh_key_path.as_ref().filter(|key| !key.is_file()) {
+            return Err(invalid(
+                "ANSIBLE_SSH_KEY_PATH",
+                format!("{} is not a file", key.display()),
+            ));
         }
-        let default_region = openstack
-            .as_ref()
-            .map(|cloud| cloud.region_name.clone())
-            .unwrap_or_else(|| {
-                self.non_empty("OPENSTACK_REGION_NAME")
-                    .unwrap_or("RegionOne")
-                    .to_owned()
-            });
-        Ok(Config {
-            database_url: SecretString::from(database_url.to_owned()),
-            api_host,
-            api_port,
-            api: ApiConfig {
-                api_keys,
-                rate_limit_per_minute,
-                cors_origins,
-                ip_allowlist,
-                max_body_bytes,
-                metrics_require_auth,
-                default_region,
-            },
-            log_level,
-            log_format,
-            temporal_host,
-            temporal_namespace,
-            temporal_task_queue,
-            ansible,
-            openstack,
-            cloud_limits,
-        })
+        Ok(ansible)
     }
 
     /// Either no `OPENSTACK_AUTH_URL` (no cloud configured) or a complete set of credentials.

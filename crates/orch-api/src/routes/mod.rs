@@ -11,7 +11,6 @@ use utoipa_axum::routes;
 
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, QueryProblem};
-use crate::request::RequestId;
 use crate::AppState;
 
 pub mod deployments;
@@ -86,7 +85,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestActor {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Self(Actor {
             key_id: parts.extensions.get::<Caller>().map(|caller| caller.key_id.clone()),
-            request_id: parts.extensions.get::<RequestId>().map(|id| id.0.clone()),
+            request_id: crate::request::request_id(&parts.extensions),
         }))
     }
 }
