@@ -11,9 +11,7 @@ use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
 use crate::records::{operation_state, DEPLOYMENT_COLUMNS, OPERATION_COLUMNS};
-use crate::{
-    now, timed, Actor, DeploymentRecord, EventRecord, OperationRecord, Page, ResourceRecord, Result, Store, StoreError,
-};
+use crate::{now, timed, Actor, DeploymentRecord, EventRecord, OperationRecord, Page, Result, Store, StoreError};
 
 /// What a new deployment is made from, already validated.
 #[derive(Debug, Clone)]
@@ -442,22 +440,6 @@ impl Store {
         })
     }
 
-    /// The live cloud resources recorded for a deployment.
-    #[tracing::instrument(skip(self))]
-    pub async fn resources(&self, deployment_id: &str) -> Result<Vec<ResourceRecord>> {
-        let rows = timed(
-            "resources.list",
-            sqlx::query(
-                "SELECT logical_key, kind, cloud_id, status, attributes, created_at, updated_at FROM resources \
-                 WHERE deployment_id = $1 AND deleted_at IS NULL ORDER BY logical_key",
-            )
-            .bind(deployment_id)
-            .fetch_all(self.pool()),
-        )
-        .await?;
-        rows.iter().map(ResourceRecord::from_row).collect()
-    }
-
     /// Number of deployments per status, soft-deleted ones as `DELETED`.
     #[tracing::instrument(skip(self))]
     pub async fn count_by_status(&self) -> Result<Vec<(DeploymentStatus, i64)>> {
@@ -477,43 +459,6 @@ impl Store {
 }
 
 /// A cloud resource as the workflow layer records it the moment the cloud returns its id.
-#[derive(Debug, Clone)]
-pub struct ResourceUpsert<'a> {
-    pub deployment_id: &'a str,
-    pub logical_key: &'a str,
-    pub kind: &'a str,
-    pub cloud_id: Option<&'a str>,
-    pub status: &'a str,
-    pub attributes: &'a Value,
-}
-
-impl Store {
-    /// Records (or updates) one resource by its logical key; idempotent, so an activity that
-    /// runs twice records it once.
-    #[tracing::instrument(skip_all, fields(deployment_id = resource.deployment_id, key = resource.logical_key))]
-    pub async fn record_resource(&self, resource: &ResourceUpsert<'_>) -> Result<()> {
-        let at = now();
-        let query = sqlx::query(
-            "INSERT INTO resources (id, deployment_id, logical_key, kind, cloud_id, status, attributes, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
-             ON CONFLICT (deployment_id, logical_key) DO UPDATE SET kind = excluded.kind, \
-             cloud_id = COALESCE(excluded.cloud_id, resources.cloud_id), status = excluded.status, \
-             attributes = excluded.attributes, updated_at = excluded.updated_at, deleted_at = NULL",
-        )
-        .bind(Uuid::now_v7().to_string())
-        .bind(resource.deployment_id)
-        .bind(resource.logical_key)
-        .bind(resource.kind)
-        .bind(resource.cloud_id)
-        .bind(resource.status)
-        .bind(resource.attributes.to_string())
-        .bind(&at)
-        .execute(self.pool());
-        timed("resources.upsert", query).await?;
-        Ok(())
-    }
-}
-
 impl Store {
     /// Marks a pending operation as running (the relay's claim). Returns `None` when it was
     /// not pending any more (cancelled, or claimed by another relay).
@@ -693,35 +638,6 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a resource as gone from the cloud.
-    #[tracing::instrument(skip(self))]
-    pub async fn mark_resource_deleted(&self, deployment_id: &str, logical_key: &str) -> Result<()> {
-        let at = now();
-        let query = sqlx::query(
-            "UPDATE resources SET status = 'DELETED', deleted_at = $3, updated_at = $3 WHERE deployment_id = $1 AND logical_key = $2 AND deleted_at IS NULL",
-        )
-        .bind(deployment_id)
-        .bind(logical_key)
-        .bind(&at)
-        .execute(self.pool());
-        timed("resources.delete", query).await?;
-        Ok(())
-    }
-
-    /// Marks every resource of a deployment as gone (after a full delete).
-    #[tracing::instrument(skip(self))]
-    pub async fn mark_all_resources_deleted(&self, deployment_id: &str) -> Result<()> {
-        let at = now();
-        let query = sqlx::query(
-            "UPDATE resources SET status = 'DELETED', deleted_at = $2, updated_at = $2 WHERE deployment_id = $1 AND deleted_at IS NULL",
-        )
-        .bind(deployment_id)
-        .bind(&at)
-        .execute(self.pool());
-        timed("resources.delete_all", query).await?;
-        Ok(())
-    }
-
     /// Appends an event written by the workflow layer (progress, compensation).
     #[tracing::instrument(skip(self, detail))]
     pub async fn record_event(&self, deployment_id: &str, action: &str, detail: Value) -> Result<()> {
@@ -730,115 +646,5 @@ impl Store {
         insert_event(&mut tx, deployment_id, action, &Actor::default(), detail, &at).await?;
         tx.commit().await?;
         Ok(())
-    }
-}
-
-/// One ansible-playbook run.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ConfigurationRun {
-    pub id: String,
-    pub deployment_id: String,
-    pub operation_id: String,
-    pub playbook: String,
-    /// `RUNNING`, `SUCCEEDED` or `FAILED`.
-    pub status: String,
-    pub failed_task: Option<String>,
-    pub output: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-}
-
-impl ConfigurationRun {
-    fn from_row(row: &sqlx::any::AnyRow) -> Result<Self> {
-        Ok(Self {
-            id: row.try_get("id")?,
-            deployment_id: row.try_get("deployment_id")?,
-            operation_id: row.try_get("operation_id")?,
-            playbook: row.try_get("playbook")?,
-            status: row.try_get("status")?,
-            failed_task: row.try_get("failed_task")?,
-            output: row.try_get("output")?,
-            started_at: row.try_get("started_at")?,
-            finished_at: row.try_get("finished_at")?,
-        })
-    }
-}
-
-const RUN_COLUMNS: &str =
-    "id, deployment_id, operation_id, playbook, status, failed_task, output, started_at, finished_at";
-
-impl Store {
-    /// Starts (or, for a retried activity, restarts) the run of a configure operation; the run
-    /// id is the operation id, so there is one run per operation.
-    #[tracing::instrument(skip(self))]
-    pub async fn start_configuration_run(
-        &self,
-        deployment_id: &str,
-        operation_id: &str,
-        playbook: &str,
-    ) -> Result<String> {
-        let query = sqlx::query(
-            "INSERT INTO configuration_runs (id, deployment_id, operation_id, playbook, status, output, started_at) \
-             VALUES ($1, $2, $1, $3, 'RUNNING', '', $4) \
-             ON CONFLICT (id) DO UPDATE SET status = 'RUNNING', output = '', failed_task = NULL, finished_at = NULL, started_at = excluded.started_at",
-        )
-        .bind(operation_id)
-        .bind(deployment_id)
-        .bind(playbook)
-        .bind(now())
-        .execute(self.pool());
-        timed("configuration_runs.start", query).await?;
-        Ok(operation_id.to_owned())
-    }
-
-    #[tracing::instrument(skip(self, output))]
-    pub async fn finish_configuration_run(
-        &self,
-        run_id: &str,
-        succeeded: bool,
-        failed_task: Option<&str>,
-        output: &str,
-    ) -> Result<()> {
-        let query = sqlx::query(
-            "UPDATE configuration_runs SET status = $2, failed_task = $3, output = $4, finished_at = $5 WHERE id = $1",
-        )
-        .bind(run_id)
-        .bind(if succeeded { "SUCCEEDED" } else { "FAILED" })
-        .bind(failed_task)
-        .bind(output)
-        .bind(now())
-        .execute(self.pool());
-        timed("configuration_runs.finish", query).await?;
-        Ok(())
-    }
-
-    #[tracing::instrument(skip(self))]
-    pub async fn configuration_run(&self, deployment_id: &str, run_id: &str) -> Result<ConfigurationRun> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM configuration_runs WHERE deployment_id = $1 AND id = $2");
-        match timed(
-            "configuration_runs.get",
-            sqlx::query(&sql)
-                .bind(deployment_id)
-                .bind(run_id)
-                .fetch_optional(self.pool()),
-        )
-        .await?
-        {
-            Some(row) => ConfigurationRun::from_row(&row),
-            None => Err(StoreError::NotFound(format!("configuration run '{run_id}'"))),
-        }
-    }
-
-    /// A deployment's runs, newest first, without their output.
-    #[tracing::instrument(skip(self))]
-    pub async fn configuration_runs(&self, deployment_id: &str) -> Result<Vec<ConfigurationRun>> {
-        let sql = "SELECT id, deployment_id, operation_id, playbook, status, failed_task, '' AS output, started_at, finished_at \
-                   FROM configuration_runs WHERE deployment_id = $1 ORDER BY started_at DESC";
-        let rows = timed(
-            "configuration_runs.list",
-            sqlx::query(sql).bind(deployment_id).fetch_all(self.pool()),
-        )
-        .await?;
-        rows.iter().map(ConfigurationRun::from_row).collect()
     }
 }

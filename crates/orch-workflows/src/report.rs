@@ -2,7 +2,7 @@
 //! provider knows it, and each sign of life becomes a Temporal heartbeat.
 
 use orch_core::provider::{Observed, RecordFailed, Report};
-use orch_store::deployments::ResourceUpsert;
+use orch_store::resources::ResourceUpsert;
 use orch_store::Store;
 use serde_json::Value;
 use temporalio_sdk::activities::ActivityContext;

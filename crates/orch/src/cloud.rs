@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use orch_api::{ReadinessCheck, RegionCheck};
+use orch_api::{ReadinessCheck, Region, RegionCheck};
 use orch_cloud::{CloudConfig, CloudError, Credentials, OpenStack};
 use secrecy::ExposeSecret;
 
@@ -54,9 +54,9 @@ pub fn region_check(cloud: &OpenStack) -> RegionCheck {
         let cloud = cloud.clone();
         Box::pin(async move {
             match cloud.in_region(&region).await {
-                Ok(_) => Ok(Ok(())),
-                Err(error @ CloudError::UnknownRegion { .. }) => Ok(Err(error.to_string())),
-                Err(error) => Err(error.to_string()),
+                Ok(_) => Region::Known,
+                Err(error @ CloudError::UnknownRegion { .. }) => Region::Unknown { why: error.to_string() },
+                Err(error) => Region::Unreachable { why: error.to_string() },
             }
         })
     })

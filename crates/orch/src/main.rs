@@ -1,3 +1,6 @@
+// Functions stay short enough to read at once (the threshold is in clippy.toml).
+#![warn(clippy::too_many_lines)]
+
 use clap::Parser;
 
 #[tokio::main]

@@ -26,7 +26,7 @@ use crate::views::{
     DeleteAccepted, DeploymentAccepted, DeploymentList, DeploymentSummary, DeploymentView, EventList, EventView,
     OperationAccepted,
 };
-use crate::AppState;
+use crate::{AppState, Region};
 
 /// `POST /deployments` body. Documentation only: bodies are read by orch-core's strict
 /// reader, which reports every problem at once.
@@ -104,9 +104,9 @@ async fn check_region(state: &AppState, region: &str) -> ApiResult<()> {
         return Ok(());
     };
     match check(region.to_owned()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(why)) => Err(Problems::single("/cloud_region", why).into()),
-        Err(why) => {
+        Region::Known => Ok(()),
+        Region::Unknown { why } => Err(Problems::single("/cloud_region", why).into()),
+        Region::Unreachable { why } => {
             tracing::warn!(reason = %why, "cannot check the region with the cloud");
             Err(ApiError::Unavailable(
                 "the cloud cannot be reached to check the region; try again later".into(),

@@ -92,7 +92,7 @@ async fn create_and_read(db: Db) {
         ("server/web/0", "server", "vm-456", attributes),
     ] {
         app.store
-            .record_resource(&orch_store::deployments::ResourceUpsert {
+            .record_resource(&orch_store::resources::ResourceUpsert {
                 deployment_id: &id,
                 logical_key: key,
                 kind,
@@ -422,7 +422,7 @@ async fn update(db: Db) {
         ("server:db:0", "m1.large"),
     ] {
         app.store
-            .record_resource(&orch_store::deployments::ResourceUpsert {
+            .record_resource(&orch_store::resources::ResourceUpsert {
                 deployment_id: &id,
                 logical_key: key,
                 kind: "server",
@@ -647,11 +647,13 @@ async fn regions(db: Db) {
     let check: orch_api::RegionCheck = std::sync::Arc::new(|region: String| {
         Box::pin(async move {
             match region.as_str() {
-                "RegionOne" => Ok(Ok(())),
-                "down" => Err("identity unreachable".to_owned()),
-                _ => Ok(Err(format!(
-                    "region '{region}' is not in the service catalog; known regions: RegionOne"
-                ))),
+                "RegionOne" => orch_api::Region::Known,
+                "down" => orch_api::Region::Unreachable {
+                    why: "identity unreachable".to_owned(),
+                },
+                _ => orch_api::Region::Unknown {
+                    why: format!("region '{region}' is not in the service catalog; known regions: RegionOne"),
+                },
             }
         })
     });
