@@ -16,7 +16,6 @@
 
 // Functions stay short enough to read at once (the threshold is in clippy.toml).
 #![warn(clippy::too_many_lines)]
-
 // Handlers answer failures with ready-made responses; boxing them would only add noise.
 #![allow(clippy::result_large_err)]
 

@@ -18,6 +18,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::plan::Step;
 use crate::template::Template;
 
 /// A resource as the provider holds it (or as the store recorded it), under its logical key.
@@ -99,49 +100,13 @@ pub trait Provider: Clone + Send + Sync + 'static {
     /// The same provider, aimed at `region`.
     fn in_region(&self, region: &str) -> impl Future<Output = Result<Self, Self::Error>> + Send;
 
-    /// Makes the resources the members share exist (on OpenStack: the network, its subnets,
-    /// the router and its interfaces, the security groups and their rules).
-    fn prepare(&self, target: Target<'_>, report: &impl Report)
-        -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-    /// Creates the members under `keys` (servers), each found by key first.
-    fn create(
+    /// Carries out one step of the plan (see [`Step`] for what each asks). A step may run
+    /// again after a crash or a retry: what an earlier attempt made is found by key, not
+    /// made twice.
+    fn carry_out(
         &self,
+        step: &Step,
         target: Target<'_>,
-        keys: &[String],
-        report: &impl Report,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-    /// Waits until the members under `keys` are ready; a member that failed fails the step.
-    fn wait(
-        &self,
-        target: Target<'_>,
-        keys: &[String],
-        report: &impl Report,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-    /// Makes what needs a ready member (on OpenStack: volumes, created and attached).
-    fn attach(
-        &self,
-        target: Target<'_>,
-        keys: &[String],
-        report: &impl Report,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-    /// Changes the members under `keys` in place to their desired size.
-    fn resize(
-        &self,
-        target: Target<'_>,
-        keys: &[String],
-        report: &impl Report,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-    /// Deletes the members under `keys` with what belongs to them, or, with no keys,
-    /// everything of the deployment: what the provider finds by key and what was recorded.
-    fn delete(
-        &self,
-        target: Target<'_>,
-        keys: &[String],
         report: &impl Report,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 

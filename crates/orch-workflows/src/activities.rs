@@ -184,15 +184,7 @@ impl OrchActivities {
             deployment_id: &deployment.id,
             ctx,
         };
-        let done = match &run.step {
-            Step::Prepare => provider.prepare(target, &report).await,
-            Step::Create(keys) => provider.create(target, keys, &report).await,
-            Step::Wait(keys) => provider.wait(target, keys, &report).await,
-            Step::Attach(keys) => provider.attach(target, keys, &report).await,
-            Step::Resize(keys) => provider.resize(target, keys, &report).await,
-            Step::Delete(keys) => provider.delete(target, keys, &report).await,
-            Step::DeleteAll => provider.delete(target, &[], &report).await,
-        };
+        let done = provider.carry_out(&run.step, target, &report).await;
         done.map_err(|error| failed(&error))
     }
 

@@ -510,6 +510,14 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    /// The sources of a process with a write key and `pairs` in its environment.
+    fn keyed(pairs: &[(&str, &str)]) -> Sources {
+        let key = format!("{KEY}:write");
+        let mut all = vec![("API_KEYS", key.as_str())];
+        all.extend_from_slice(pairs);
+        Sources::gather(None, &temp_dir(), env(&all)).unwrap()
+    }
+
     fn temp_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("orch-config-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -587,51 +595,27 @@ mod tests {
 
     #[test]
     fn openstack_needs_complete_credentials() {
-        let dir = temp_dir();
-        let error = Sources::gather(
-            None,
-            &dir,
-            env(&[
-                ("API_KEYS", &format!("{KEY}:write")),
-                ("OPENSTACK_AUTH_URL", "http://127.0.0.1:5000/v3"),
-            ]),
-        )
-        .unwrap()
-        .load()
-        .unwrap_err();
+        let error = keyed(&[("OPENSTACK_AUTH_URL", "http://127.0.0.1:5000/v3")])
+            .load()
+            .unwrap_err();
         assert_eq!(error.variable, "OPENSTACK_USERNAME");
     }
 
     #[test]
     fn secrets_are_never_shown() {
-        let dir = temp_dir();
-        let sources = Sources::gather(
-            None,
-            &dir,
-            env(&[
-                ("API_KEYS", &format!("{KEY}:write")),
-                ("DATABASE_URL", "postgres://orch:hunter2@db:5432/orch"),
-                ("OPENSTACK_PASSWORD", "s3cret"),
-            ]),
-        )
-        .unwrap();
+        let sources = keyed(&[
+            ("DATABASE_URL", "postgres://orch:hunter2@db:5432/orch"),
+            ("OPENSTACK_PASSWORD", "s3cret"),
+        ]);
         let shown = format!("{:?}", sources.describe());
         assert!(
             !shown.contains(KEY) && !shown.contains("hunter2") && !shown.contains("s3cret"),
             "{shown}"
         );
         assert!(shown.contains("postgres://orch:***@db:5432/orch"), "{shown}");
-        let config = Sources::gather(
-            None,
-            &dir,
-            env(&[
-                ("API_KEYS", &format!("{KEY}:write")),
-                ("DATABASE_URL", "postgres://orch:hunter2@db/orch"),
-            ]),
-        )
-        .unwrap()
-        .load()
-        .unwrap();
+        let config = keyed(&[("DATABASE_URL", "postgres://orch:hunter2@db/orch")])
+            .load()
+            .unwrap();
         let debug = format!("{config:?}");
         assert!(!debug.contains(KEY) && !debug.contains("hunter2"), "{debug}");
     }

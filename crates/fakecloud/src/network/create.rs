@@ -12,7 +12,7 @@ use chrono::Utc;
 use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 
-use super::{bad_request, fail, kind_of, not_found};
+use super::{bad_request, collection_named, fail, not_found};
 use crate::config::TagsInCreate;
 use crate::world::{default_pool, new_id, timestamp, World};
 use crate::{create_delay, service, Authorized, Shared};
@@ -141,12 +141,9 @@ pub(super) async fn create(
     Path(collection): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    let Some((kind, singular)) = kind_of(&collection) else {
-        return fail(
-            StatusCode::NOT_FOUND,
-            "HTTPNotFound",
-            "The resource could not be found.",
-        );
+    let (kind, singular) = match collection_named(&collection) {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let mut items = match read_items(body.map(|Json(body)| body), kind, singular) {
         Ok((items, bulk)) => (items, bulk),

@@ -84,6 +84,17 @@ fn bad_request(message: impl AsRef<str>) -> Response {
     )
 }
 
+/// The collection a URL names, or Neutron's 404 for one it does not have.
+fn collection_named(name: &str) -> Result<(&'static str, &'static str), Response> {
+    kind_of(name).ok_or_else(|| {
+        fail(
+            StatusCode::NOT_FOUND,
+            "HTTPNotFound",
+            "The resource could not be found.",
+        )
+    })
+}
+
 /// URL collection name -> (JSON collection key, singular key).
 fn kind_of(collection: &str) -> Option<(&'static str, &'static str)> {
     Some(match collection {
@@ -182,12 +193,9 @@ async fn list(
     Path(collection): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    let Some((kind, _)) = kind_of(&collection) else {
-        return fail(
-            StatusCode::NOT_FOUND,
-            "HTTPNotFound",
-            "The resource could not be found.",
-        );
+    let (kind, _) = match collection_named(&collection) {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let world = cloud.world();
     let items: Vec<Value> = world
@@ -204,12 +212,9 @@ async fn show(
     _: Authorized<service::Network>,
     Path((collection, id)): Path<(String, String)>,
 ) -> Response {
-    let Some((kind, singular)) = kind_of(&collection) else {
-        return fail(
-            StatusCode::NOT_FOUND,
-            "HTTPNotFound",
-            "The resource could not be found.",
-        );
+    let (kind, singular) = match collection_named(&collection) {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     match cloud.world().neutron(kind).get(&id) {
         Some(resource) => Json(json!({ singular: resource })).into_response(),
@@ -231,12 +236,9 @@ async fn update(
     Path((collection, id)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> Response {
-    let Some((kind, singular)) = kind_of(&collection) else {
-        return fail(
-            StatusCode::NOT_FOUND,
-            "HTTPNotFound",
-            "The resource could not be found.",
-        );
+    let (kind, singular) = match collection_named(&collection) {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let Some(changes) = body.and_then(|Json(body)| body.get(singular).and_then(Value::as_object).cloned()) else {
         return bad_request(format!("Resource body required with key '{singular}'"));
@@ -261,12 +263,9 @@ async fn remove(
     _: Authorized<service::Network>,
     Path((collection, id)): Path<(String, String)>,
 ) -> Response {
-    let Some((kind, singular)) = kind_of(&collection) else {
-        return fail(
-            StatusCode::NOT_FOUND,
-            "HTTPNotFound",
-            "The resource could not be found.",
-        );
+    let (kind, singular) = match collection_named(&collection) {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let mut world = cloud.world();
     if !world.neutron(kind).contains_key(&id) {

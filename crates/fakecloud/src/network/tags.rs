@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{bad_request, fail, kind_of, not_found};
+use super::{bad_request, collection_named, fail, not_found};
 use crate::{service, Authorized, Shared};
 
 fn with_tags(
@@ -15,13 +15,7 @@ fn with_tags(
     id: &str,
     change: impl FnOnce(&mut Vec<Value>) -> Result<(), Response>,
 ) -> Result<Vec<Value>, Response> {
-    let Some((kind, singular)) = kind_of(collection) else {
-        return Err(fail(
-            StatusCode::NOT_FOUND,
-            "HTTPNotFound",
-            "The resource could not be found.",
-        ));
-    };
+    let (kind, singular) = collection_named(collection)?;
     let mut world = cloud.world();
     let Some(resource) = world.neutron_mut(kind).get_mut(id) else {
         return Err(not_found(singular, id));

@@ -8,6 +8,7 @@ mod prepare;
 mod remove;
 mod volumes;
 
+use orch_core::plan::Step;
 use orch_core::provider::{Classified, Observed, Provider, RecordFailed, Report, Target};
 use orch_core::template::Template;
 use serde_json::Value;
@@ -38,28 +39,16 @@ impl Provider for OpenStack {
         OpenStack::in_region(self, region).await
     }
 
-    async fn prepare(&self, target: Target<'_>, report: &impl Report) -> Result<()> {
-        prepare::prepare(self, target, report).await
-    }
-
-    async fn create(&self, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
-        members::create(self, target, keys, report).await
-    }
-
-    async fn wait(&self, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
-        members::wait(self, target, keys, report).await
-    }
-
-    async fn attach(&self, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
-        volumes::attach(self, target, keys, report).await
-    }
-
-    async fn resize(&self, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
-        members::resize(self, target, keys, report).await
-    }
-
-    async fn delete(&self, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
-        remove::delete(self, target, keys, report).await
+    async fn carry_out(&self, step: &Step, target: Target<'_>, report: &impl Report) -> Result<()> {
+        match step {
+            Step::Prepare => prepare::prepare(self, target, report).await,
+            Step::Create(keys) => members::create(self, target, keys, report).await,
+            Step::Wait(keys) => members::wait(self, target, keys, report).await,
+            Step::Attach(keys) => volumes::attach(self, target, keys, report).await,
+            Step::Resize(keys) => members::resize(self, target, keys, report).await,
+            Step::Delete(keys) => remove::delete(self, target, keys, report).await,
+            Step::DeleteAll => remove::delete(self, target, &[], report).await,
+        }
     }
 
     async fn observe(&self, deployment_id: &str) -> Result<Vec<Observed>> {

@@ -312,6 +312,36 @@ fn read_key(key: &str, pointer: &str, problems: &mut Problems) -> bool {
     }
 }
 
+/// A map of named items (server groups, subnets, security groups): each name a valid key,
+/// each item read by `read_item`, every problem reported; `empty` says what an empty map
+/// lacks, when one is not allowed.
+fn read_named<T>(
+    value: &Value,
+    pointer: &str,
+    problems: &mut Problems,
+    empty: Option<&str>,
+    read_item: impl Fn(&Value, &str, &mut Problems) -> Option<T>,
+) -> Option<BTreeMap<String, T>> {
+    let map = reader::object(value, pointer, problems)?;
+    if let Some(lacking) = empty.filter(|_| map.is_empty()) {
+        problems.push(pointer, format!("must define at least one {lacking}"));
+        return None;
+    }
+    let mut items = BTreeMap::new();
+    let mut complete = true;
+    for (name, value) in map {
+        let item_pointer = child(pointer, name);
+        let key_ok = read_key(name, &item_pointer, problems);
+        match read_item(value, &item_pointer, problems) {
+            Some(item) if key_ok => {
+                items.insert(name.clone(), item);
+            }
+            _ => complete = false,
+        }
+    }
+    complete.then_some(items)
+}
+
 /// Every group's subnet and security groups exist; rules name only known groups.
 fn check_references(template: &Template, template_pointer: &str, problems: &mut Problems) {
     let groups_pointer = &child(template_pointer, "vm_config");

@@ -65,24 +65,7 @@ pub(super) fn read_subnets(
     pointer: &str,
     problems: &mut Problems,
 ) -> Option<BTreeMap<String, SubnetSpec>> {
-    let map = reader::object(value, pointer, problems)?;
-    if map.is_empty() {
-        problems.push(pointer, "must define at least one subnet");
-        return None;
-    }
-    let mut subnets = BTreeMap::new();
-    let mut complete = true;
-    for (name, value) in map {
-        let subnet_pointer = child(pointer, name);
-        let key_ok = read_key(name, &subnet_pointer, problems);
-        match read_subnet(value, &subnet_pointer, problems) {
-            Some(subnet) if key_ok => {
-                subnets.insert(name.clone(), subnet);
-            }
-            _ => complete = false,
-        }
-    }
-    complete.then_some(subnets)
+    read_named(value, pointer, problems, Some("subnet"), read_subnet)
 }
 
 pub(super) fn read_subnet(value: &Value, pointer: &str, problems: &mut Problems) -> Option<SubnetSpec> {

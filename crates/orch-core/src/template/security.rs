@@ -14,20 +14,7 @@ pub(super) fn read_security_groups(
     pointer: &str,
     problems: &mut Problems,
 ) -> Option<BTreeMap<String, SecurityGroup>> {
-    let map = reader::object(value, pointer, problems)?;
-    let mut groups = BTreeMap::new();
-    let mut complete = true;
-    for (name, value) in map {
-        let group_pointer = child(pointer, name);
-        let key_ok = read_key(name, &group_pointer, problems);
-        match read_security_group(value, &group_pointer, problems) {
-            Some(group) if key_ok => {
-                groups.insert(name.clone(), group);
-            }
-            _ => complete = false,
-        }
-    }
-    complete.then_some(groups)
+    read_named(value, pointer, problems, None, read_security_group)
 }
 
 pub(super) fn read_security_group(value: &Value, pointer: &str, problems: &mut Problems) -> Option<SecurityGroup> {

@@ -10,24 +10,7 @@ use crate::problem::{child, Problems};
 use crate::reader::{self, Object};
 
 pub(super) fn read_groups(value: &Value, pointer: &str, problems: &mut Problems) -> Option<BTreeMap<String, VmGroup>> {
-    let map = reader::object(value, pointer, problems)?;
-    if map.is_empty() {
-        problems.push(pointer, "must define at least one server group");
-        return None;
-    }
-    let mut groups = BTreeMap::new();
-    let mut complete = true;
-    for (name, value) in map {
-        let group_pointer = child(pointer, name);
-        let key_ok = read_key(name, &group_pointer, problems);
-        match read_group(value, &group_pointer, problems) {
-            Some(group) if key_ok => {
-                groups.insert(name.clone(), group);
-            }
-            _ => complete = false,
-        }
-    }
-    complete.then_some(groups)
+    read_named(value, pointer, problems, Some("server group"), read_group)
 }
 
 pub(super) fn read_group(value: &Value, pointer: &str, problems: &mut Problems) -> Option<VmGroup> {
