@@ -757,7 +757,7 @@ async fn admin_api_changes_behaviour_and_counts_requests() {
 #[test]
 fn the_binary_prints_its_address_first_and_validates_flags() {
     let exe = env!("CARGO_BIN_EXE_fakecloud");
-    let mut child = Command::new(exe)
+    let child = Command::new(exe)
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -770,8 +770,17 @@ fn the_binary_prints_its_address_first_and_validates_flags() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed when it goes, even when an assertion below fails.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(child);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let url = line.trim().to_owned();
@@ -781,8 +790,7 @@ fn the_binary_prints_its_address_first_and_validates_flags() {
         .json()
         .unwrap();
     assert_eq!(config["boot_delay_ms"], 10);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     for bad in [
         vec!["--error-rate", "1.5"],
         vec!["--outage", "dns:0:1"],

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Running;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -95,16 +97,18 @@ fn config_command_shows_sources_without_secrets() {
 #[test]
 fn serve_answers_and_stops_gracefully_on_sigterm() {
     let dir = scratch_dir();
-    let mut child = orch()
-        .current_dir(&dir)
-        .env("API_KEYS", format!("{KEY}:write"))
-        .env("API_PORT", "0")
-        .env("LOG_LEVEL", "trace")
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        orch()
+            .current_dir(&dir)
+            .env("API_KEYS", format!("{KEY}:write"))
+            .env("API_PORT", "0")
+            .env("LOG_LEVEL", "trace")
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let url = common::listening_url(&mut child);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -165,19 +169,21 @@ fn serve_checks_regions_and_readiness_with_the_configured_cloud() {
         ))
         .unwrap();
     let dir = scratch_dir();
-    let mut child = orch()
-        .current_dir(&dir)
-        .env("API_KEYS", format!("{KEY}:write"))
-        .env("API_PORT", "0")
-        .env("OPENSTACK_AUTH_URL", cloud.auth_url())
-        .env("OPENSTACK_USERNAME", "admin")
-        .env("OPENSTACK_PASSWORD", "fakecloud")
-        .env("OPENSTACK_PROJECT_NAME", "admin")
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        orch()
+            .current_dir(&dir)
+            .env("API_KEYS", format!("{KEY}:write"))
+            .env("API_PORT", "0")
+            .env("OPENSTACK_AUTH_URL", cloud.auth_url())
+            .env("OPENSTACK_USERNAME", "admin")
+            .env("OPENSTACK_PASSWORD", "fakecloud")
+            .env("OPENSTACK_PROJECT_NAME", "admin")
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = common::listening_url(&mut child);
     runtime.block_on(async {
         let client = reqwest::Client::new();
@@ -220,6 +226,4 @@ fn serve_checks_regions_and_readiness_with_the_configured_cloud() {
         let ready: serde_json::Value = ready.json().await.unwrap();
         assert_eq!(ready["checks"]["cloud"]["status"], "failing");
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
 }

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Running;
+
 use std::process::{Command, Output, Stdio};
 
 const KEY: &str = "client-test-key-0123456789";
@@ -40,15 +42,17 @@ fn orch_dev_and_the_cli_deploy_scale_and_delete_web_app_stack() {
     let dir = std::env::temp_dir().join(format!("orch-client-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut dev = orch(&dir)
-        .env("API_KEYS", format!("{KEY}:write"))
-        .env("API_PORT", "0")
-        .env("LOG_LEVEL", "warn")
-        .arg("dev")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut dev = Running(
+        orch(&dir)
+            .env("API_KEYS", format!("{KEY}:write"))
+            .env("API_PORT", "0")
+            .env("LOG_LEVEL", "warn")
+            .arg("dev")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = common::listening_url(&mut dev);
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/web-app-stack.yaml");
 

@@ -4,7 +4,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use common::Running;
 use std::time::{Duration, Instant};
 
 use fakecloud::{FakeCloud, FakeConfig};
@@ -32,12 +34,13 @@ fn orch(dir: &std::path::Path, temporal: &str, auth_url: &str, command: &str) ->
     command_line
 }
 
-fn worker(dir: &std::path::Path, temporal: &str, auth_url: &str) -> Child {
-    orch(dir, temporal, auth_url, "worker")
+fn worker(dir: &std::path::Path, temporal: &str, auth_url: &str) -> Running {
+    let child = orch(dir, temporal, auth_url, "worker")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Running(child)
 }
 
 #[test]
@@ -63,11 +66,13 @@ fn a_worker_killed_mid_deploy_is_replaced_and_the_deploy_completes_without_dupli
         .expect("temporal CLI (scripts/test.sh installs it)");
     let auth_url = cloud.auth_url();
 
-    let mut server = orch(&dir, &temporal.address, &auth_url, "serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = Running(
+        orch(&dir, &temporal.address, &auth_url, "serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = common::listening_url(&mut server);
     let mut first_worker = worker(&dir, &temporal.address, &auth_url);
 
@@ -102,7 +107,7 @@ fn a_worker_killed_mid_deploy_is_replaced_and_the_deploy_completes_without_dupli
         }
         first_worker.kill().unwrap();
         first_worker.wait().unwrap();
-        let mut second_worker = worker(&dir, &temporal.address, &auth_url);
+        let _second_worker = worker(&dir, &temporal.address, &auth_url);
 
         let deadline = Instant::now() + Duration::from_secs(120);
         let deployment = loop {
@@ -124,9 +129,5 @@ fn a_worker_killed_mid_deploy_is_replaced_and_the_deploy_completes_without_dupli
         assert_eq!(keys.len(), 6);
         assert_eq!(inventory["networks"].as_array().unwrap().len(), 1);
         assert_eq!(inventory["subnets"].as_array().unwrap().len(), 3);
-        second_worker.kill().unwrap();
-        second_worker.wait().unwrap();
     });
-    server.kill().unwrap();
-    server.wait().unwrap();
 }
