@@ -1,4 +1,4 @@
-//! Response bodies. Field names follow seed 001's API Reference where it gives them.
+//! Response bodies, with the field names the API documents (`/openapi.json`).
 
 use std::collections::BTreeMap;
 
@@ -83,7 +83,7 @@ pub struct ResourceView {
     pub attributes: Value,
 }
 
-/// The cloud resources of a deployment: seed 001's `network_id` and `vm_ids`, servers per
+/// The cloud resources of a deployment: `network_id` and `vm_ids` (the API's first shape), servers per
 /// group, and every recorded resource.
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct ResourcesView {

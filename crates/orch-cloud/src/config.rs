@@ -1,5 +1,5 @@
 //! Where the cloud is and how to talk to it: credentials from `clouds.yaml` (with
-//! `secure.yaml` merged), from the standard `OS_*` variables, or from seed 001's
+//! `secure.yaml` merged), from the standard `OS_*` variables, or from orch's own
 //! `OPENSTACK_*` variables; and the client's limits.
 
 use std::collections::BTreeMap;
@@ -111,7 +111,7 @@ impl CloudConfig {
     }
 
     /// From environment variables: `OS_CLOUD` (a `clouds.yaml` entry) first, then `OS_*`,
-    /// then seed 001's `OPENSTACK_*`. `None` when none of them is set.
+    /// then orch's own `OPENSTACK_*`. `None` when none of them is set.
     pub fn from_env(env: &BTreeMap<String, String>) -> Result<Option<Self>> {
         if let Some(cloud) = env.get("OS_CLOUD").filter(|v| !v.is_empty()) {
             return from_clouds_yaml(cloud, &standard_search_paths(env)).map(Some);

@@ -12,7 +12,7 @@ use crate::problem::{child, Problems};
 use crate::reader::{self, Object};
 use crate::template::{Template, MAX_GROUP_COUNT};
 
-/// Where a deployment is in its life. `PENDING` to `COMPLETED` is seed 001's lifecycle;
+/// Where a deployment is in its life. `PENDING` to `COMPLETED` is the lifecycle of a create;
 /// `UPDATING`, `SCALING` and `CONFIGURING` mark the other operations in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

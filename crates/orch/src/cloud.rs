@@ -1,4 +1,4 @@
-//! Which cloud orch talks to: seed 001's `OPENSTACK_*` settings when given, else the
+//! Which cloud orch talks to: orch's own `OPENSTACK_*` settings when given, else the
 //! standard `OS_CLOUD` (`clouds.yaml`) or `OS_*` variables; none means no cloud is configured.
 
 use std::collections::BTreeMap;

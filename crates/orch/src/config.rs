@@ -69,7 +69,7 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Credentials for the OpenStack cloud (seed 001's `OPENSTACK_*`), used by the cloud layer.
+/// Credentials for the OpenStack cloud (`OPENSTACK_*`), used by the cloud layer.
 #[derive(Debug, Clone)]
 pub struct OpenStackConfig {
     pub auth_url: url::Url,
