@@ -224,7 +224,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     request_body = UpdateDeploymentBody,
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 202, body = DeploymentAccepted),
-              (status = 200, description = "With `dry_run`: the plan (servers to create, delete, resize; subnets to create); nothing changes", body = Object),
+              (status = 200, description = "With `dry_run`: the plan (servers to create, delete, resize; subnets to create; the steps the update would run); nothing changes", body = Object),
               (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
               (status = 409, description = "Another operation is in flight, or the status does not allow it", body = ProblemDocument, content_type = "application/problem+json"),
               (status = 422, body = ProblemDocument, content_type = "application/problem+json")))]

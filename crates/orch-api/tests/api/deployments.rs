@@ -451,6 +451,20 @@ async fn update(db: Db) {
         .as_array()
         .unwrap()
         .contains(&json!("server:cache:0")));
+    let steps: Vec<&str> = plan["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| {
+            step.as_object()
+                .map_or_else(|| step.as_str().unwrap(), |s| s.keys().next().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        ["Prepare", "Create", "Wait", "Attach", "Resize", "Delete"],
+        "the steps the update's workflow would run"
+    );
     assert!(
         app.store.operation_in_flight(&id).await.unwrap().is_none(),
         "a dry run records nothing"
