@@ -52,6 +52,27 @@ start_testbed() {
   TESTBED_PID=$!
 }
 
+# A freshly started Cinder may fail its first volumes (its scheduler has no pool stats yet):
+# make and delete a 1 GB volume until one becomes available, for at most three minutes.
+wait_for_block_storage() {
+  local os=("$OPENSTACK_CLI" --os-cloud acceptance) id status
+  export OS_CLIENT_CONFIG_FILE="$TESTBED/clouds.yaml"
+  log "waiting until the testbed's Cinder makes volumes"
+  for _ in $(seq 1 12); do
+    id="$("${os[@]}" volume create --size 1 orch-warm-up -f value -c id 2>/dev/null)" || { sleep 5; continue; }
+    for _ in $(seq 1 30); do
+      status="$("${os[@]}" volume show "$id" -f value -c status 2>/dev/null || echo gone)"
+      [ "$status" = available ] || [ "$status" = error ] && break
+      sleep 1
+    done
+    "${os[@]}" volume delete "$id" >/dev/null 2>&1 || true
+    [ "$status" = available ] && return 0
+    sleep 5
+  done
+  echo "the testbed's Cinder made no volume in three minutes" >&2
+  exit 1
+}
+
 run_real_cloud_tests() {
   [ -n "$TESTBED_PID" ] || { log "real-cloud tests skipped: no OpenStack testbed"; return; }
   log "waiting for the OpenStack testbed"
@@ -60,6 +81,7 @@ run_real_cloud_tests() {
     echo "the OpenStack testbed did not start; see target/testbed-up.log" >&2
     exit 1
   fi
+  wait_for_block_storage
   log "real-cloud suite and contract test (admin and member)"
   # --workspace: the features of the run above, so that nothing is built again.
   OS_CLIENT_CONFIG_FILE="$TESTBED/clouds.yaml" ORCH_TEST_CLOUDS="acceptance,acceptance-demo" \

@@ -105,6 +105,9 @@ async fn version(State(cloud): State<Shared>) -> Json<Value> {
     Json(json!({"versions": [version_document(&cloud)]}))
 }
 
+/// Most volumes one list answers (Cinder's `osapi_max_limit`).
+const MAX_LIMIT: usize = 1000;
+
 /// A volume as `GET /volumes/{id}` shows it.
 pub fn render_volume(volume: &Volume, now: DateTime<Utc>) -> Value {
     let attachments: Vec<Value> = volume
@@ -220,9 +223,19 @@ async fn list(
         },
         None => Map::new(),
     };
+    let limit = match query.get("limit").map(|limit| limit.parse::<usize>()) {
+        Some(Ok(limit)) => limit.min(MAX_LIMIT),
+        Some(Err(_)) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "Invalid input received: limit must be an integer",
+            )
+        }
+        None => MAX_LIMIT,
+    };
     let now = Utc::now();
     let world = cloud.world();
-    let volumes: Vec<Value> = world
+    let mut volumes: Vec<&Volume> = world
         .volumes
         .values()
         .filter(|volume| {
@@ -236,9 +249,26 @@ async fn list(
                 .iter()
                 .all(|(key, value)| volume.metadata.get(key) == Some(value))
         })
-        .map(|volume| render_volume(volume, now))
         .collect();
-    Json(json!({"volumes": volumes})).into_response()
+    // Cinder sorts by creation, newest first, and pages with `marker` and `limit`.
+    volumes.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+    if let Some(marker) = query.get("marker") {
+        let Some(position) = volumes.iter().position(|volume| &volume.id == marker) else {
+            return fail(StatusCode::NOT_FOUND, format!("Marker {marker} could not be found."));
+        };
+        volumes.drain(..=position);
+    }
+    let full = volumes.len() >= limit;
+    volumes.truncate(limit);
+    let mut body = json!({"volumes": volumes.iter().map(|volume| render_volume(volume, now)).collect::<Vec<_>>()});
+    if let Some(last) = volumes.last().filter(|_| full) {
+        let href = format!(
+            "{}/volume/v3/{}/volumes/detail?limit={limit}&marker={}",
+            cloud.base_url, world.project_id, last.id
+        );
+        body["volumes_links"] = json!([{"href": href, "rel": "next"}]);
+    }
+    Json(body).into_response()
 }
 
 async fn show(

@@ -55,16 +55,32 @@ impl OpenStack {
         decode(self.send(Call::new(Service::Volume, Method::GET, &path)).await?.body["volume"].clone())
     }
 
-    /// Volumes with this exact name and/or carrying all of `metadata`.
+    /// Volumes with this exact name and/or carrying all of `metadata`, following Cinder's
+    /// pages (at most 1,000 volumes each).
     pub async fn list_volumes(&self, name: Option<&str>, metadata: &BTreeMap<String, String>) -> Result<Vec<Volume>> {
-        let mut call = Call::new(Service::Volume, Method::GET, "/volumes/detail");
-        if let Some(name) = name {
-            call = call.query("name", name);
+        let mut volumes: Vec<Volume> = Vec::new();
+        loop {
+            let mut call = Call::new(Service::Volume, Method::GET, "/volumes/detail").query("limit", "1000");
+            if let Some(name) = name {
+                call = call.query("name", name);
+            }
+            if !metadata.is_empty() {
+                call = call.query("metadata", json!(metadata).to_string());
+            }
+            if let Some(last) = volumes.last() {
+                call = call.query("marker", last.id.clone());
+            }
+            let reply = self.send(call).await?;
+            let more = reply.body["volumes_links"]
+                .as_array()
+                .is_some_and(|links| !links.is_empty());
+            let page: Vec<Volume> = decode(reply.body["volumes"].clone())?;
+            let empty = page.is_empty();
+            volumes.extend(page);
+            if !more || empty {
+                return Ok(volumes);
+            }
         }
-        if !metadata.is_empty() {
-            call = call.query("metadata", json!(metadata).to_string());
-        }
-        decode(self.send(call).await?.body["volumes"].clone())
     }
 
     /// Adds `metadata` to a volume's (Cinder merges).

@@ -1,12 +1,12 @@
 //! The OpenStack client against fakecloud: every call it makes, and its behaviour under
 //! injected faults (500s, 429s, outages, expired and revoked tokens, lost responses, quotas).
 
-use orch_cloud::error::Service;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fakecloud::{FakeCloud, FakeConfig};
 use orch_cloud::compute::{ServerCreate, ServerFilter};
+use orch_cloud::error::Service;
 use orch_cloud::network::{SecurityGroupRule, SubnetCreate};
 use orch_cloud::{ClientLimits, CloudConfig, CloudError, OpenStack, ResourceKey};
 use serde_json::{json, Value};
@@ -769,4 +769,52 @@ async fn a_teardown_the_cloud_keeps_refusing_names_what_it_left() {
     assert!(left[0].starts_with("subnet orch-dep-stuck-subnet-web"), "{left:?}");
     assert!(left[1].starts_with("network orch-dep-stuck-network"), "{left:?}");
     assert!(error.is_retryable(), "a later attempt may finish the work");
+}
+
+#[tokio::test]
+async fn volumes_are_listed_across_cinder_pages() {
+    let cloud = start(|_| {}).await;
+    let client = client_for(&cloud, fast_limits());
+    let mine = BTreeMap::from([("orch_deployment".to_owned(), "d-pages".to_owned())]);
+    let creates = (0..1_003).map(|n| {
+        let (client, mine) = (client.clone(), mine.clone());
+        async move {
+            client
+                .create_volume(&format!("v-{n}"), 1, None, &mine)
+                .await
+                .unwrap()
+                .id
+        }
+    });
+    let mut made: Vec<String> = futures_join(creates).await;
+    let before = client.requests_sent();
+    let mut listed: Vec<String> = client
+        .list_volumes(None, &mine)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|volume| volume.id)
+        .collect();
+    assert_eq!(client.requests_sent() - before, 2, "two pages of at most 1,000");
+    made.sort();
+    listed.sort();
+    assert_eq!(listed, made, "every volume once, none missed at the page boundary");
+}
+
+/// Runs the futures 50 at a time.
+async fn futures_join<T: Send + 'static>(
+    futures: impl Iterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let mut set = tokio::task::JoinSet::new();
+    let mut out = Vec::new();
+    for future in futures {
+        if set.len() >= 50 {
+            out.push(set.join_next().await.unwrap().unwrap());
+        }
+        set.spawn(future);
+    }
+    while let Some(done) = set.join_next().await {
+        out.push(done.unwrap());
+    }
+    out
 }
