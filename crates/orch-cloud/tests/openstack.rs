@@ -266,6 +266,28 @@ async fn every_call_works_against_fakecloud() {
 }
 
 #[tokio::test]
+async fn a_call_that_keeps_failing_is_tried_max_retries_plus_once() {
+    let cloud = start(|config| {
+        config.error_rate_by_service.insert("network".into(), 1.0);
+    })
+    .await;
+    let limits = ClientLimits {
+        breaker_threshold: 50,
+        max_retries: 3,
+        ..fast_limits()
+    };
+    let client = client_for(&cloud, limits);
+    client.check_identity().await.unwrap();
+    let before = client.requests_sent();
+    let error = client.list_networks(&[]).await.unwrap_err();
+    assert!(
+        matches!(error, CloudError::Unavailable { ambiguous: false, .. }),
+        "{error:?}"
+    );
+    assert_eq!(client.requests_sent() - before, 4, "one try and three retries");
+}
+
+#[tokio::test]
 async fn injected_500s_are_retried() {
     let cloud = start(|config| {
         config.error_rate_by_service.insert("network".into(), 0.3);
@@ -276,7 +298,8 @@ async fn injected_500s_are_retried() {
         &cloud,
         ClientLimits {
             breaker_threshold: 50,
-            max_retries: 8,
+            // At 30% faults, eleven tries in a row fail once in 600,000 calls.
+            max_retries: 10,
             ..fast_limits()
         },
     );
