@@ -24,6 +24,8 @@ pub struct FakeConfig {
     pub volume_delay_ms: u64,
     /// Share of servers that end in ERROR instead of ACTIVE.
     pub server_error_rate: f64,
+    /// Share of volumes that end in `error` instead of `available`.
+    pub volume_error_rate: f64,
     /// Share of requests (to any service but the admin API) answered 500 or 503.
     pub error_rate: f64,
     /// Per service (`identity`, `compute`, `network`, `volume`, `image`): overrides `error_rate`.
@@ -131,6 +133,7 @@ impl Default for FakeConfig {
             delete_delay_ms: 2_000,
             volume_delay_ms: 500,
             server_error_rate: 0.0,
+            volume_error_rate: 0.0,
             error_rate: 0.0,
             error_rate_by_service: BTreeMap::new(),
             rate_limit_rps: 0.0,
@@ -180,6 +183,7 @@ impl FakeConfig {
     pub fn validate(&self) -> Result<(), String> {
         let rates = [
             ("server_error_rate", self.server_error_rate),
+            ("volume_error_rate", self.volume_error_rate),
             ("error_rate", self.error_rate),
         ];
         for (name, rate) in rates

@@ -195,6 +195,7 @@ async fn create(
         available_at: now + Duration::milliseconds(config.volume_delay_ms as i64),
         deleted_at: None,
         attachment: None,
+        fails: config.volume_error_rate > 0.0 && rand::random::<f64>() < config.volume_error_rate,
     };
     let mut shown = render_volume(&volume, now);
     // The create's answer is the volume before the extended attributes are filled in.

@@ -86,6 +86,8 @@ pub struct Volume {
     pub deleted_at: Option<DateTime<Utc>>,
     /// (server id, attachment id).
     pub attachment: Option<(String, String)>,
+    /// Ends in `error` instead of `available` (fault injection).
+    pub fails: bool,
 }
 
 impl Volume {
@@ -94,6 +96,8 @@ impl Volume {
             "deleting"
         } else if now < self.available_at {
             "creating"
+        } else if self.fails {
+            "error"
         } else if self.attachment.is_some() {
             "in-use"
         } else {

@@ -14,6 +14,7 @@
 // Functions stay short enough to read at once (the threshold is in clippy.toml).
 #![warn(clippy::too_many_lines)]
 
+use backon::{ExponentialBuilder, Retryable};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -51,6 +52,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the database could not be reached at all (refused, timed out, not started):
+    /// worth waiting for, unlike a bad URL or a failed migration.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut))
+    }
+
     /// True when the database rejected a write because of a unique index.
     pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
         matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
@@ -131,12 +138,44 @@ impl Store {
         Ok(store)
     }
 
+    /// Applies the migrations not yet applied. PostgreSQL serialises concurrent migrators with
+    /// an advisory lock; SQLite has none, so a process that raced another one (both saw the
+    /// migration missing, the other applied it first) tries again and finds it applied.
     async fn migrate(&self) -> Result<()> {
-        match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
-        }
+        let once = || async {
+            match self.backend {
+                Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
+                Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await,
+            }
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_times(8)
+            .with_jitter();
+        once.retry(backoff)
+            .when(|_| self.backend == Backend::Sqlite)
+            .notify(|error, wait| {
+                tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, "migrations raced another process; trying again");
+            })
+            .await?;
         Ok(())
+    }
+
+    /// [`Store::connect`], waiting up to `patience` for a database that is not ready yet (a
+    /// PostgreSQL still starting, as under compose or systemd), with a log line per try.
+    pub async fn connect_patiently(url: &str, options: &StoreOptions, patience: Duration) -> Result<Self> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(5))
+            .with_total_delay(Some(patience))
+            .without_max_times();
+        (|| Self::connect(url, options))
+            .retry(backoff)
+            .when(StoreError::is_unreachable)
+            .notify(|error, wait| {
+                tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, "the database is not reachable yet; trying again");
+            })
+            .await
     }
 
     pub fn backend(&self) -> Backend {
@@ -230,6 +269,39 @@ mod tests {
         assert!(dir.is_dir());
         assert!(prepare_sqlite_url("sqlite::memory:").is_err());
         assert!(backend_of("mysql://x").is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_that_start_at_once_on_a_fresh_sqlite_file_both_migrate() {
+        for _ in 0..5 {
+            let dir = std::env::temp_dir().join(format!("orch-store-race-{}", uuid::Uuid::new_v4()));
+            let url = format!("sqlite://{}/orch.db", dir.display());
+            let options = StoreOptions::default();
+            let (first, second) = tokio::join!(Store::connect(&url, &options), Store::connect(&url, &options));
+            first.unwrap();
+            second.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_that_never_comes_is_waited_for_then_named() {
+        // Nothing listens on port 9 (discard) here.
+        let url = "postgres://orch@127.0.0.1:9/orch";
+        let started = Instant::now();
+        let options = StoreOptions {
+            acquire_timeout: Duration::from_millis(300),
+            ..StoreOptions::default()
+        };
+        let error = Store::connect_patiently(url, &options, Duration::from_secs(2))
+            .await
+            .err()
+            .unwrap();
+        assert!(error.is_unreachable(), "{error:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "it waited: {:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -191,9 +191,20 @@ pub async fn check_temporal(client: &Client) -> Result<(), String> {
     )
     .await
     {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(response)) => serving(response.into_inner().status),
         Ok(Err(status)) => Err(format!("Temporal answered {}", status.code())),
         Err(_) => Err("Temporal did not answer in time".into()),
+    }
+}
+
+/// Only `SERVING` is healthy: a Temporal that answers `NOT_SERVING` (starting, draining)
+/// cannot run workflows.
+fn serving(status: i32) -> Result<(), String> {
+    use temporalio_common::protos::grpc::health::v1::health_check_response::ServingStatus;
+    match ServingStatus::try_from(status) {
+        Ok(ServingStatus::Serving) => Ok(()),
+        Ok(other) => Err(format!("Temporal reports {}", other.as_str_name())),
+        Err(_) => Err(format!("Temporal reports an unknown health status {status}")),
     }
 }
 
@@ -267,4 +278,16 @@ pub async fn history_length(client: &Client, workflow_id: &str) -> Result<usize,
             message: error.to_string(),
         })?;
     Ok(description.history_length())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_serving_is_healthy() {
+        assert!(serving(1).is_ok());
+        assert_eq!(serving(2).unwrap_err(), "Temporal reports NOT_SERVING");
+        assert!(serving(0).is_err() && serving(3).is_err() && serving(9).is_err());
+    }
 }

@@ -628,3 +628,45 @@ async fn resources_that_never_got_their_tags_are_adopted_and_deleted_not_duplica
     );
     h.assert_empty().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compute_outage_during_a_deploy_is_waited_out_not_failed() {
+    let h = harness(|_| {}).await;
+    let id = h.create("outage", web_app_stack(), true).await;
+    // Longer than the client's own retries, and long enough to open the circuit: the flavor
+    // look-up fails as unavailable, which the workflow retries instead of failing at once.
+    reqwest::Client::new()
+        .post(format!("{}/_fake/outage", h.cloud.url))
+        .json(&json!({"service": "compute", "duration_ms": 5000}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let deployment = h.settle(&id).await;
+    assert_eq!(
+        deployment.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        deployment.status_reason
+    );
+    assert_eq!(h.count("servers").await, 6, "every server once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_volume_in_error_fails_the_deploy_instead_of_being_attached() {
+    let h = harness(|config| config.volume_error_rate = 1.0).await;
+    let mut document = web_app_stack().to_value();
+    document["vm_config"]["db"]["volumes"] = json!([{"size_gb": 10}]);
+    let template = Template::parse(&document, "", None).unwrap();
+    let id = h.create("broken-disk", template, true).await;
+    let deployment = h.settle(&id).await;
+    assert_eq!(deployment.status, DeploymentStatus::Failed);
+    let reason = deployment.status_reason.unwrap_or_default();
+    assert!(
+        reason.contains("went to error"),
+        "the volume's own state is the cause: {reason}"
+    );
+    assert!(!reason.contains("compensation failed"), "{reason}");
+    h.assert_empty().await;
+}

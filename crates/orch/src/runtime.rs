@@ -21,9 +21,14 @@ const RELAY_INTERVAL: Duration = Duration::from_millis(500);
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     tracing::info!(database = %config::redacted_database_url(config), "connecting to the database");
-    Store::connect(config::database_url(config), &StoreOptions::default())
-        .await
-        .context("cannot open the database")
+    // A database still starting (compose, systemd) is waited for, for a minute.
+    Store::connect_patiently(
+        config::database_url(config),
+        &StoreOptions::default(),
+        Duration::from_secs(60),
+    )
+    .await
+    .context("cannot open the database")
 }
 
 /// Connects to Temporal, waiting up to 30 s for it to come up.

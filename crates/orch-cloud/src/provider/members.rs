@@ -230,15 +230,13 @@ pub(super) async fn wait(cloud: &OpenStack, target: Target<'_>, keys: &[String],
     let mut interval = Duration::from_millis(250);
     let mut since: Option<chrono::DateTime<chrono::Utc>> = None;
     while !pending.is_empty() {
-        // Nova's times have whole seconds: look back a little so no change is missed.
-        let asked_at = chrono::Utc::now() - chrono::Duration::seconds(2);
         let filter = ServerFilter {
             tags: vec![deployment_tag(target.deployment_id)],
             changes_since: since.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             ..ServerFilter::default()
         };
         let servers = cloud.list_servers(&filter).await?;
-        since = Some(asked_at);
+        since = next_since(since, &servers);
         let before = pending.len();
         for server in servers {
             let Some(server_key) = key_of(&server.tags).map(str::to_owned) else {
@@ -260,6 +258,26 @@ pub(super) async fn wait(cloud: &OpenStack, target: Target<'_>, keys: &[String],
         tokio::time::sleep(interval).await;
     }
     Ok(())
+}
+
+/// Where the next poll starts: the newest `updated` time the cloud showed, less a second
+/// (Nova's times have whole seconds), so that the cloud's clock decides and a worker whose
+/// clock is off misses nothing.
+fn next_since(
+    previous: Option<chrono::DateTime<chrono::Utc>>,
+    servers: &[Server],
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let newest = servers
+        .iter()
+        .filter_map(|server| chrono::DateTime::parse_from_rfc3339(&server.updated).ok())
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .max();
+    match (previous, newest) {
+        (_, Some(newest)) => {
+            Some(previous.map_or(newest, |previous| previous.max(newest)) - chrono::Duration::seconds(1))
+        }
+        (previous, None) => previous,
+    }
 }
 
 /// Whether a pending server is ready (and then recorded with its address); an ERROR is
@@ -317,23 +335,120 @@ pub(super) async fn resize(cloud: &OpenStack, target: Target<'_>, keys: &[String
     Ok(())
 }
 
+/// How long a resize may take, confirmation included.
+const RESIZE_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// What a resizing server's state asks for next.
+#[derive(Debug, PartialEq, Eq)]
+enum Resizing {
+    Done,
+    Confirm,
+    Wait,
+    Failed(String),
+}
+
+/// `left_active`: whether the server has been seen in another state since the resize was
+/// asked for. Nova that gives up on a resize puts the server back to ACTIVE with its old
+/// flavor (and a fault), which must not be waited on for ever.
+fn resizing(status: &str, flavor_now: &str, wanted: &str, left_active: bool) -> Resizing {
+    match status {
+        "ACTIVE" if flavor_now == wanted => Resizing::Done,
+        "ACTIVE" if left_active => {
+            Resizing::Failed(format!("the resize did not take: the flavor is still {flavor_now}"))
+        }
+        "VERIFY_RESIZE" => Resizing::Confirm,
+        "ERROR" => Resizing::Failed("went to ERROR while resizing".into()),
+        _ => Resizing::Wait,
+    }
+}
+
 /// Polls a resizing server, confirming the resize when Nova asks, until it is ACTIVE with
-/// `flavor`.
+/// `flavor`, it fails, or [`RESIZE_DEADLINE`] passes (naming the state it was left in).
 async fn until_resized(cloud: &OpenStack, server_id: &str, flavor: &str, report: &impl Report) -> Result<Server> {
+    let deadline = tokio::time::Instant::now() + RESIZE_DEADLINE;
+    let mut left_active = false;
     loop {
         let server = cloud.get_server(server_id).await?;
-        match server.status.as_str() {
-            "VERIFY_RESIZE" => cloud.confirm_resize(server_id).await?,
-            "ACTIVE" if server.flavor["original_name"] == flavor => return Ok(server),
-            "ERROR" => {
+        let flavor_now = server.flavor["original_name"].as_str().unwrap_or_default();
+        left_active |= server.status != "ACTIVE";
+        match resizing(&server.status, flavor_now, flavor, left_active) {
+            Resizing::Done => return Ok(server),
+            Resizing::Confirm => cloud.confirm_resize(server_id).await?,
+            Resizing::Failed(message) => {
+                let fault = server
+                    .fault_message()
+                    .map(|fault| format!(" ({fault})"))
+                    .unwrap_or_default();
                 return Err(CloudError::ResourceFailed {
                     what: format!("server {}", server.name),
-                    message: "went to ERROR while resizing".into(),
-                })
+                    message: format!("{message}{fault}"),
+                });
             }
-            _ => {}
+            Resizing::Wait if tokio::time::Instant::now() >= deadline => {
+                return Err(CloudError::WaitTimeout {
+                    what: format!(
+                        "server {} to be resized to {flavor} (it is {} with {flavor_now})",
+                        server.name, server.status
+                    ),
+                });
+            }
+            Resizing::Wait => {}
         }
         report.progress(server_id).await;
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_updated(updated: &str) -> Server {
+        serde_json::from_value(json!({"id": "s", "updated": updated})).unwrap()
+    }
+
+    #[test]
+    fn polls_start_from_the_clouds_own_times() {
+        let at = |text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        // The cloud's clock is an hour behind the worker's: the worker's "now" would skip
+        // every change for an hour.
+        let servers = [
+            server_updated("2026-01-01T10:00:05Z"),
+            server_updated("2026-01-01T10:00:09Z"),
+        ];
+        assert_eq!(next_since(None, &servers), Some(at("2026-01-01T10:00:08Z")));
+        assert_eq!(
+            next_since(Some(at("2026-01-01T10:00:08Z")), &[]),
+            Some(at("2026-01-01T10:00:08Z")),
+            "nothing changed"
+        );
+        assert_eq!(next_since(None, &[]), None);
+    }
+
+    #[test]
+    fn a_resize_ends_done_confirmed_or_failed_never_waiting_on_a_flavor_that_stays() {
+        assert_eq!(resizing("ACTIVE", "m1.large", "m1.large", false), Resizing::Done);
+        assert_eq!(resizing("RESIZE", "m1.small", "m1.large", true), Resizing::Wait);
+        assert_eq!(
+            resizing("VERIFY_RESIZE", "m1.large", "m1.large", true),
+            Resizing::Confirm
+        );
+        assert_eq!(
+            resizing("ACTIVE", "m1.small", "m1.large", false),
+            Resizing::Wait,
+            "Nova has not started yet"
+        );
+        assert!(
+            matches!(resizing("ACTIVE", "m1.small", "m1.large", true), Resizing::Failed(_)),
+            "Nova gave up"
+        );
+        assert!(matches!(
+            resizing("ERROR", "m1.small", "m1.large", true),
+            Resizing::Failed(_)
+        ));
     }
 }
