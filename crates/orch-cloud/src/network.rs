@@ -71,6 +71,8 @@ pub struct Port {
     #[serde(default)]
     pub fixed_ips: Vec<Value>,
     #[serde(default)]
+    pub security_groups: Vec<String>,
+    #[serde(default)]
     pub tags: Vec<String>,
 }
 
@@ -371,6 +373,16 @@ impl OpenStack {
             self.send(Call::new(Service::Network, Method::PUT, &path).json(json!({"subnet_id": subnet_id})))
                 .await,
         )
+    }
+
+    /// Replaces a port's security groups.
+    #[tracing::instrument(skip(self))]
+    pub async fn set_port_security_groups(&self, port_id: &str, groups: &[String]) -> Result<()> {
+        let path = format!("/ports/{port_id}");
+        let body = json!({"port": {"security_groups": groups}});
+        self.send(Call::new(Service::Network, Method::PUT, &path).json(body))
+            .await
+            .map(|_| ())
     }
 
     /// Removes the router interface that is `port_id`; a missing one counts as removed.

@@ -163,6 +163,9 @@ pub enum Step {
     Resize(Vec<String>),
     /// Delete these members with what belongs to them.
     Delete(Vec<String>),
+    /// Delete shared resources the template no longer asks for (subnets, security groups,
+    /// router interfaces, the router), after the members that used them.
+    Prune(Vec<String>),
     /// Delete everything of the deployment.
     DeleteAll,
 }
@@ -175,6 +178,8 @@ pub struct Plan {
     pub prepare: bool,
     pub servers: ServerPlan,
     pub subnets_to_create: Vec<String>,
+    /// Shared resources an update drops: keys recorded that the template no longer has.
+    pub prune: Vec<String>,
     /// A delete: everything goes.
     pub delete_all: bool,
 }
@@ -225,10 +230,15 @@ impl Plan {
             .filter(|name| !recorded.iter().any(|resource| resource.key == format!("subnet:{name}")))
             .cloned()
             .collect();
+        let prune = match kind {
+            OperationKind::Update => dropped_shared(recorded, desired),
+            _ => Vec::new(),
+        };
         Self {
             prepare: matches!(kind, OperationKind::Create | OperationKind::Update),
             servers,
             subnets_to_create,
+            prune,
             delete_all: false,
         }
     }
@@ -259,8 +269,39 @@ impl Plan {
         if !self.servers.delete.is_empty() {
             steps.push(Step::Delete(self.servers.delete.clone()));
         }
+        if !self.prune.is_empty() {
+            steps.push(Step::Prune(self.prune.clone()));
+        }
         steps
     }
+}
+
+/// The shared resources recorded that `desired` no longer asks for: subnets and security
+/// groups it dropped, the router interfaces of dropped subnets, and the router (with all
+/// its interfaces) when it is no longer enabled.
+fn dropped_shared(recorded: &[Observed], desired: &Template) -> Vec<String> {
+    let router = desired.network_config.router.enabled;
+    let subnets = &desired.network_config.subnets;
+    let wanted = |key: &str| -> bool {
+        if let Some(name) = key.strip_prefix("subnet:") {
+            subnets.contains_key(name)
+        } else if let Some(name) = key.strip_prefix("security-group:") {
+            desired.security_groups.contains_key(name)
+        } else if let Some(name) = key.strip_prefix("router-interface:") {
+            router && subnets.contains_key(name)
+        } else if key == "router" {
+            router
+        } else {
+            true
+        }
+    };
+    let mut dropped: Vec<String> = recorded
+        .iter()
+        .filter(|resource| !wanted(&resource.key))
+        .map(|resource| resource.key.clone())
+        .collect();
+    dropped.sort();
+    dropped
 }
 
 #[cfg(test)]
@@ -353,5 +394,27 @@ mod tests {
         );
         let delete = Plan::for_operation(OperationKind::Delete, &recorded, &template(2, "m1.small"), None);
         assert_eq!(delete.steps(), [Step::DeleteAll]);
+    }
+
+    #[test]
+    fn an_update_prunes_what_the_template_dropped() {
+        let recorded = [
+            Observed::new("network", "network", "n", "ACTIVE", json!({})),
+            Observed::new("subnet:web", "subnet", "s1", "ACTIVE", json!({})),
+            Observed::new("subnet:old", "subnet", "s2", "ACTIVE", json!({})),
+            Observed::new("router", "router", "r", "ACTIVE", json!({})),
+            Observed::new("router-interface:web", "router_interface", "s1", "ACTIVE", json!({})),
+            Observed::new("router-interface:old", "router_interface", "s2", "ACTIVE", json!({})),
+            Observed::new("security-group:gone", "security_group", "g", "ACTIVE", json!({})),
+            server("server:web:0", "m1.small"),
+        ];
+        let update = Plan::for_operation(OperationKind::Update, &recorded, &template(1, "m1.small"), None);
+        assert_eq!(
+            update.prune,
+            ["router-interface:old", "security-group:gone", "subnet:old"]
+        );
+        assert_eq!(update.steps().last(), Some(&Step::Prune(update.prune.clone())));
+        let scale = Plan::for_operation(OperationKind::Scale, &recorded, &template(1, "m1.small"), Some("web"));
+        assert!(scale.prune.is_empty(), "only an update prunes");
     }
 }

@@ -670,3 +670,76 @@ async fn a_volume_in_error_fails_the_deploy_instead_of_being_attached() {
     assert!(!reason.contains("compensation failed"), "{reason}");
     h.assert_empty().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_removes_the_subnets_and_security_groups_the_template_dropped() {
+    let h = harness(|_| {}).await;
+    let rule = json!([{"direction": "ingress", "protocol": "tcp", "port_range_min": 80, "port_range_max": 80, "remote_ip_prefix": "0.0.0.0/0"}]);
+    let before = json!({
+      "name": "shrinking",
+      "vm_config": {
+        "web": {"flavor": "m1.small", "image": "ubuntu-22.04", "count": 2, "security_groups": ["web"]},
+        "db": {"flavor": "m1.small", "image": "ubuntu-22.04", "count": 1, "security_groups": ["db"]}
+      },
+      "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24", "db": "10.0.3.0/24"}},
+      "security_groups": {"web": {"rules": rule}, "db": {"rules": rule}}
+    });
+    let id = h
+        .create("shrinking", Template::parse(&before, "", None).unwrap(), true)
+        .await;
+    assert_eq!(h.settle(&id).await.status, DeploymentStatus::Completed);
+    // The db group, its subnet and its security group go; web stays but drops its group.
+    let after = json!({
+      "name": "shrinking",
+      "vm_config": {"web": {"flavor": "m1.small", "image": "ubuntu-22.04", "count": 2}},
+      "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}
+    });
+    let payload = json!({"template_id": null, "template": after, "parameters": {}});
+    h.store
+        .request_operation(&id, OperationKind::Update, &payload, &Actor::default())
+        .await
+        .unwrap();
+    let updated = h.settle(&id).await;
+    assert_eq!(
+        updated.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        updated.status_reason
+    );
+    let inventory = h.inventory().await;
+    let names = |kind: &str| -> Vec<String> {
+        inventory[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|item| item["name"].as_str().map(str::to_owned))
+            .filter(|name| name.starts_with("orch-"))
+            .collect()
+    };
+    assert_eq!(names("subnets").len(), 1, "only web's subnet: {:?}", names("subnets"));
+    assert!(
+        names("security_groups").is_empty(),
+        "both groups removed: {:?}",
+        names("security_groups")
+    );
+    assert_eq!(names("servers").len(), 2, "{:?}", names("servers"));
+    let ports = inventory["ports"].as_array().unwrap();
+    assert!(
+        ports.iter().all(|port| port["security_groups"]
+            .as_array()
+            .is_none_or(|groups| groups.is_empty())),
+        "no port still carries a removed group: {ports:?}"
+    );
+    let recorded: Vec<String> = h
+        .store
+        .resources(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.logical_key)
+        .collect();
+    assert!(
+        !recorded.iter().any(|key| key.contains("db")),
+        "the store forgot what was removed: {recorded:?}"
+    );
+}

@@ -243,10 +243,26 @@ async fn update(
     let Some(changes) = body.and_then(|Json(body)| body.get(singular).and_then(Value::as_object).cloned()) else {
         return bad_request(format!("Resource body required with key '{singular}'"));
     };
-    if let Some(field) = changes.keys().find(|key| !UPDATABLE.contains(&key.as_str())) {
+    let updatable = |key: &str| UPDATABLE.contains(&key) || (kind == "ports" && key == "security_groups");
+    if let Some(field) = changes.keys().find(|key| !updatable(key)) {
         return bad_request(format!("Cannot update read-only attribute {field}"));
     }
     let mut world = cloud.world();
+    let groups = changes
+        .get("security_groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    if let Some(unknown) = groups
+        .filter_map(Value::as_str)
+        .find(|group| !world.neutron("security_groups").contains_key(*group))
+    {
+        return fail(
+            StatusCode::NOT_FOUND,
+            "SecurityGroupNotFound",
+            format!("Security group {unknown} does not exist"),
+        );
+    }
     let Some(resource) = world.neutron_mut(kind).get_mut(&id) else {
         return not_found(singular, &id);
     };
@@ -373,11 +389,17 @@ fn check_in_use(world: &World, kind: &str, id: &str) -> Result<(), Response> {
                 ));
             }
             let name = group["name"].as_str().unwrap_or_default();
-            if world
+            let on_a_server = world
                 .servers
                 .values()
-                .any(|server| server.deleted_at.is_none() && server.security_groups.iter().any(|g| g == name))
-            {
+                .any(|server| server.deleted_at.is_none() && server.security_groups.iter().any(|g| g == name));
+            // As in Neutron, a group on any port is in use.
+            let on_a_port = world.neutron("ports").values().any(|port| {
+                port["security_groups"]
+                    .as_array()
+                    .is_some_and(|groups| groups.iter().any(|group| group == id))
+            });
+            if on_a_server || on_a_port {
                 return Err(fail(
                     StatusCode::CONFLICT,
                     "SecurityGroupInUse",

@@ -224,7 +224,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     request_body = UpdateDeploymentBody,
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 202, body = DeploymentAccepted),
-              (status = 200, description = "With `dry_run`: the plan (servers to create, delete, resize; subnets to create; the steps the update would run); nothing changes", body = Object),
+              (status = 200, description = "With `dry_run`: the plan (servers to create, delete, resize; subnets to create; shared resources to remove; the steps the update would run); nothing changes", body = Object),
               (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
               (status = 409, description = "Another operation is in flight, or the status does not allow it", body = ProblemDocument, content_type = "application/problem+json"),
               (status = 422, body = ProblemDocument, content_type = "application/problem+json")))]
@@ -272,7 +272,7 @@ pub async fn update(
 async fn plan(store: &Store, id: &str, desired: &Template) -> ApiResult<Value> {
     let recorded: Vec<Observed> = store.resources(id).await?.into_iter().map(Observed::from).collect();
     let plan = Plan::for_operation(OperationKind::Update, &recorded, desired, None);
-    Ok(json!({"plan": {"servers": plan.servers, "subnets_to_create": plan.subnets_to_create, "steps": plan.steps()}}))
+    Ok(json!({"plan": {"servers": plan.servers, "subnets_to_create": plan.subnets_to_create, "prune": plan.prune, "steps": plan.steps()}}))
 }
 
 #[utoipa::path(delete, path = "/deployments/{id}", tag = "deployments",

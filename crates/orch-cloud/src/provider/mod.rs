@@ -47,6 +47,7 @@ impl Provider for OpenStack {
             Step::Attach(keys) => volumes::attach(self, target, keys, report).await,
             Step::Resize(keys) => members::resize(self, target, keys, report).await,
             Step::Delete(keys) => remove::delete(self, target, keys, report).await,
+            Step::Prune(keys) => remove::prune(self, target, keys, report).await,
             Step::DeleteAll => remove::delete(self, target, &[], report).await,
         }
     }

@@ -23,17 +23,7 @@ pub(super) async fn delete(cloud: &OpenStack, target: Target<'_>, keys: &[String
         .into_iter()
         .filter(|resource| keys.is_empty() || going.takes(resource))
         .collect();
-    let scope = ServerFilter {
-        name_prefix: Some(name_prefix(id)),
-        ..ServerFilter::default()
-    };
-    if let Err(error) = cloud.tear_down(&doomed, &scope, Patience::default()).await {
-        if let CloudError::Incomplete { left, .. } = &error {
-            let detail = json!({"left": left, "error": error.to_string()});
-            report.event("cleanup.incomplete", detail).await?;
-        }
-        return Err(error);
-    }
+    tear_down(cloud, &doomed, id, report).await?;
     if keys.is_empty() {
         return Ok(report.gone(&[]).await?);
     }
@@ -45,6 +35,75 @@ pub(super) async fn delete(cloud: &OpenStack, target: Target<'_>, keys: &[String
         .map(|resource| resource.key.clone())
         .collect();
     Ok(report.gone(&gone).await?)
+}
+
+/// Deletes the shared resources an update dropped. Security groups are first taken off the
+/// ports that still carry them (servers that stay, in other groups now), and interfaces of
+/// dropped subnets off the router that stays; then the rest goes in the cloud's order.
+pub(super) async fn prune(cloud: &OpenStack, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
+    let dropped: Vec<&Observed> = target
+        .recorded
+        .iter()
+        .filter(|resource| keys.contains(&resource.key) && !resource.id.is_empty())
+        .collect();
+    let groups: HashSet<&str> = dropped
+        .iter()
+        .filter(|resource| resource.kind == "security_group")
+        .map(|resource| resource.id.as_str())
+        .collect();
+    if let (false, Some(network_id)) = (groups.is_empty(), target.recorded_id("network")) {
+        strip_groups(cloud, network_id, &groups).await?;
+    }
+    let router_stays = !keys.iter().any(|key| key == "router");
+    if let (true, Some(router_id)) = (router_stays, target.recorded_id("router")) {
+        for interface in dropped.iter().filter(|resource| resource.kind == "router_interface") {
+            cloud.remove_router_interface(router_id, &interface.id).await?;
+        }
+    }
+    let dropped: Vec<Observed> = dropped.into_iter().cloned().collect();
+    let doomed = with_recorded(Vec::new(), &dropped, target.deployment_id);
+    tear_down(cloud, &doomed, target.deployment_id, report).await?;
+    Ok(report.gone(keys).await?)
+}
+
+/// Tears `doomed` down; what the cloud would not let go is named in a `cleanup.incomplete`
+/// event as well as in the error.
+async fn tear_down(
+    cloud: &OpenStack,
+    doomed: &[ManagedResource],
+    deployment_id: &str,
+    report: &impl Report,
+) -> Result<()> {
+    let scope = ServerFilter {
+        name_prefix: Some(name_prefix(deployment_id)),
+        ..ServerFilter::default()
+    };
+    let Err(error) = cloud.tear_down(doomed, &scope, Patience::default()).await else {
+        return Ok(());
+    };
+    if let CloudError::Incomplete { left, .. } = &error {
+        let detail = json!({"left": left, "error": error.to_string()});
+        report.event("cleanup.incomplete", detail).await?;
+    }
+    Err(error)
+}
+
+/// Takes `groups` off every port of the network that carries one of them.
+async fn strip_groups(cloud: &OpenStack, network_id: &str, groups: &HashSet<&str>) -> Result<()> {
+    let ports = cloud.list_ports(&[("network_id", network_id.to_owned())]).await?;
+    for port in ports
+        .iter()
+        .filter(|port| port.security_groups.iter().any(|group| groups.contains(group.as_str())))
+    {
+        let kept: Vec<String> = port
+            .security_groups
+            .iter()
+            .filter(|group| !groups.contains(group.as_str()))
+            .cloned()
+            .collect();
+        cloud.set_port_security_groups(&port.id, &kept).await?;
+    }
+    Ok(())
 }
 
 /// What goes with the servers of a delete: each server, its port and its volumes, known by
