@@ -272,7 +272,9 @@ pub async fn update(
 async fn plan(store: &Store, id: &str, desired: &Template) -> ApiResult<Value> {
     let recorded: Vec<Observed> = store.resources(id).await?.into_iter().map(Observed::from).collect();
     let plan = Plan::for_operation(OperationKind::Update, &recorded, desired, None);
-    Ok(json!({"plan": {"servers": plan.servers, "subnets_to_create": plan.subnets_to_create, "prune": plan.prune, "steps": plan.steps()}}))
+    Ok(
+        json!({"plan": {"servers": plan.servers, "subnets_to_create": plan.subnets_to_create, "prune": plan.prune, "steps": plan.steps()}}),
+    )
 }
 
 #[utoipa::path(delete, path = "/deployments/{id}", tag = "deployments",
