@@ -210,6 +210,9 @@ impl Plan {
             .collect();
         let desired_state = DesiredState::of(desired);
         let mut servers = plan_servers(&existing, &desired_state);
+        servers
+            .delete
+            .extend(parts_without_members(recorded, &existing, &desired_state));
         match kind {
             OperationKind::Create => {
                 servers.delete.clear();
@@ -274,6 +277,35 @@ impl Plan {
         }
         steps
     }
+}
+
+/// Members that never came to be but left parts behind (a port made in bulk before its
+/// server's create failed, a volume): their keys, so that a delete of the member takes the
+/// parts with it.
+fn parts_without_members(
+    recorded: &[Observed],
+    existing: &BTreeMap<String, String>,
+    desired: &DesiredState,
+) -> Vec<String> {
+    let wanted = desired.server_keys();
+    let owners: BTreeSet<String> = recorded
+        .iter()
+        .filter_map(|resource| owner_of(&resource.key))
+        .filter(|owner| !existing.contains_key(owner) && !wanted.contains(owner))
+        .collect();
+    let mut owners: Vec<String> = owners.into_iter().collect();
+    owners.sort_by_key(|key| std::cmp::Reverse(parse_server_key(key).map(|(_, index)| index)));
+    owners
+}
+
+/// The member a part belongs to: `port:web:3` and `volume:web:3:0` -> `server:web:3`.
+fn owner_of(key: &str) -> Option<String> {
+    if let Some(rest) = key.strip_prefix("port:") {
+        return parse_server_key(&format!("server:{rest}")).map(|_| format!("server:{rest}"));
+    }
+    let (member, number) = key.strip_prefix("volume:")?.rsplit_once(':')?;
+    number.parse::<u32>().ok()?;
+    Some(format!("server:{member}"))
 }
 
 /// The shared resources recorded that `desired` no longer asks for: subnets and security
@@ -416,5 +448,22 @@ mod tests {
         assert_eq!(update.steps().last(), Some(&Step::Prune(update.prune.clone())));
         let scale = Plan::for_operation(OperationKind::Scale, &recorded, &template(1, "m1.small"), Some("web"));
         assert!(scale.prune.is_empty(), "only an update prunes");
+    }
+
+    #[test]
+    fn parts_of_members_that_never_came_to_be_go_with_a_delete() {
+        let recorded = [
+            server("server:web:0", "m1.small"),
+            Observed::new("port:web:0", "port", "p0", "ACTIVE", json!({})),
+            Observed::new("port:web:1", "port", "p1", "ACTIVE", json!({})),
+            Observed::new("port:web:2", "port", "p2", "ACTIVE", json!({})),
+            Observed::new("volume:web:2:0", "volume", "v2", "creating", json!({})),
+        ];
+        // The spec stands for one web server: web:1 and web:2 got ports (and a volume) but
+        // no server before the operation that made them failed.
+        let revert = Plan::for_operation(OperationKind::Update, &recorded, &template(1, "m1.small"), None);
+        assert_eq!(revert.servers.delete, ["server:web:2", "server:web:1"]);
+        assert_eq!(owner_of("volume:web:2:0").as_deref(), Some("server:web:2"));
+        assert_eq!(owner_of("subnet:web"), None);
     }
 }

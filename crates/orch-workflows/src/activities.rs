@@ -46,6 +46,9 @@ pub struct Started {
 pub struct StepRun {
     pub operation: OperationRef,
     pub step: Step,
+    /// A step of a compensation: it works towards the spec the deployment stood for before
+    /// the operation, not the one the operation asked for.
+    pub revert: bool,
 }
 
 /// How an operation ended.
@@ -120,6 +123,27 @@ impl OrchActivities {
         .map_err(invalid)
     }
 
+    /// The template the deployment stands for now (an update or a scale changes it only when
+    /// it succeeds), its parameters applied.
+    fn current(deployment: &DeploymentRecord) -> Result<Template, Failure> {
+        desired_template(
+            OperationKind::Create,
+            &Value::Null,
+            &deployment.template,
+            &deployment.parameters,
+        )
+        .map_err(invalid)
+    }
+
+    /// The steps that bring the deployment back to the spec it stood for before a failed
+    /// scale or update.
+    async fn revert_steps(&self, operation: &OperationRef) -> Result<Vec<Step>, Failure> {
+        let deployment = self.deployment(&operation.deployment_id).await?;
+        let template = Self::current(&deployment)?;
+        let recorded = observed(self.store.resources(&deployment.id).await.map_err(store_failure)?);
+        Ok(Plan::for_operation(OperationKind::Update, &recorded, &template, None).steps())
+    }
+
     async fn claim(&self, operation: &OperationRef) -> Result<Option<Started>, Failure> {
         let record = self.operation(&operation.operation_id).await?;
         let claimed = match record.state.as_str() {
@@ -167,7 +191,11 @@ impl OrchActivities {
             .deployment(&run.operation.deployment_id)
             .await
             .map_err(orch_failed)?;
-        let template = Self::desired(&record, &deployment).map_err(orch_failed)?;
+        let template = match run.revert {
+            true => Self::current(&deployment),
+            false => Self::desired(&record, &deployment),
+        }
+        .map_err(orch_failed)?;
         let resources = self.store.resources(&deployment.id).await.map_err(store_failure);
         let recorded = observed(resources.map_err(orch_failed)?);
         let target = Target {
@@ -259,6 +287,16 @@ impl OrchActivities {
         self.steps(&operation).await.map_err(failed("plan"))
     }
 
+    /// The steps back to the spec before a failed scale or update.
+    #[activity]
+    pub async fn revert_plan(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        operation: OperationRef,
+    ) -> Result<Vec<Step>, ActivityError> {
+        self.revert_steps(&operation).await.map_err(failed("revert_plan"))
+    }
+
     /// Carries out one step with the deployment's provider, heartbeating while it works.
     #[activity]
     pub async fn run_step(self: Arc<Self>, ctx: ActivityContext, run: StepRun) -> Result<(), ActivityError> {
@@ -325,6 +363,7 @@ mod tests {
                 deployment_id: "d".into(),
             },
             step: Step::Create(vec!["server:web:0".into()]),
+            revert: false,
         };
         let text = serde_json::to_string(&run).unwrap();
         assert_eq!(serde_json::from_str::<StepRun>(&text).unwrap(), run);

@@ -1,7 +1,8 @@
 //! The workflows, named as in the API's operation kinds. They are deterministic: every piece
 //! of I/O is an activity. Each claims its operation (`begin`), asks for its steps (`plan`),
 //! runs them one after another (a create in parallel batches), and writes the outcome back
-//! (`finish`). A failed deploy deletes what it created unless the request asked to keep it.
+//! (`finish`). A failed deploy deletes what it created unless the request asked to keep it;
+//! a failed scale or update brings the deployment back to the spec it stood for.
 
 #![allow(unreachable_pub)]
 
@@ -63,9 +64,20 @@ async fn run_step<W>(
     operation: &OperationRef,
     step: Step,
 ) -> Result<(), ActivityExecutionError> {
+    carry_out_step(ctx, operation, step, false).await
+}
+
+/// One step; `revert`: towards the spec before the operation (a compensation).
+async fn carry_out_step<W>(
+    ctx: &WorkflowContext<W>,
+    operation: &OperationRef,
+    step: Step,
+    revert: bool,
+) -> Result<(), ActivityExecutionError> {
     let run = StepRun {
         operation: operation.clone(),
         step,
+        revert,
     };
     ctx.execute_activity(OrchActivities::run_step, run, long()).await
 }
@@ -100,16 +112,41 @@ async fn finish<W>(ctx: &WorkflowContext<W>, operation: &OperationRef, outcome: 
     Ok(summary)
 }
 
-/// Deletes what a failed deploy made; the reason says whether that worked too.
-async fn compensate<W>(ctx: &WorkflowContext<W>, operation: &OperationRef, reason: String) -> WorkflowResult<String> {
+async fn note_compensation<W>(ctx: &WorkflowContext<W>, operation: &OperationRef, reason: &str) -> WorkflowResult<()> {
     let note = (
         operation.clone(),
         "compensation.started".to_owned(),
         serde_json::json!({"reason": reason}),
     );
     ctx.execute_activity(OrchActivities::note, note, short()).await?;
+    Ok(())
+}
+
+/// Deletes what a failed deploy made; the reason says whether that worked too.
+async fn compensate<W>(ctx: &WorkflowContext<W>, operation: &OperationRef, reason: String) -> WorkflowResult<String> {
+    note_compensation(ctx, operation, &reason).await?;
     let reason = match run_step(ctx, operation, Step::DeleteAll).await {
         Ok(()) => reason,
+        Err(cleanup) => format!("{reason}; compensation failed: {}", failure_message(&cleanup)),
+    };
+    finish(ctx, operation, Outcome::Failed(reason)).await
+}
+
+/// Brings a deployment whose scale or update failed back to the spec it stood for: what
+/// the operation created goes, what it removed or resized comes back.
+async fn revert<W>(ctx: &WorkflowContext<W>, operation: &OperationRef, reason: String) -> WorkflowResult<String> {
+    note_compensation(ctx, operation, &reason).await?;
+    let reverted = async {
+        let steps = ctx
+            .execute_activity(OrchActivities::revert_plan, operation.clone(), short())
+            .await?;
+        for step in steps {
+            carry_out_step(ctx, operation, step, true).await?;
+        }
+        Ok::<_, ActivityExecutionError>(())
+    };
+    let reason = match reverted.await {
+        Ok(()) => format!("{reason}; reverted to the previous spec"),
         Err(cleanup) => format!("{reason}; compensation failed: {}", failure_message(&cleanup)),
     };
     finish(ctx, operation, Outcome::Failed(reason)).await
@@ -128,6 +165,9 @@ async fn run_operation<W>(ctx: &WorkflowContext<W>, operation: OperationRef) -> 
         Ok(()) => finish(ctx, &operation, Outcome::Completed).await,
         Err(error) if started.kind == OperationKind::Create && started.rollback => {
             compensate(ctx, &operation, failure_message(&error)).await
+        }
+        Err(error) if matches!(started.kind, OperationKind::Scale | OperationKind::Update) => {
+            revert(ctx, &operation, failure_message(&error)).await
         }
         Err(error) => finish(ctx, &operation, Outcome::Failed(failure_message(&error))).await,
     }

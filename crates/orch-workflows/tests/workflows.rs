@@ -743,3 +743,68 @@ async fn an_update_removes_the_subnets_and_security_groups_the_template_dropped(
         "the store forgot what was removed: {recorded:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scale_out_that_fails_returns_to_the_previous_spec() {
+    let h = harness(|config| config.quotas.instances = 3).await;
+    let mut template = web_app_stack();
+    template.vm_config.retain(|group, _| group == "web");
+    let id = h.create("capped", template, true).await;
+    assert_eq!(h.settle(&id).await.status, DeploymentStatus::Completed);
+    let servers_before: Vec<String> = h.inventory().await["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|server| server["id"].as_str().unwrap().to_owned())
+        .collect();
+    // Two servers exist; the quota has room for one more of the three asked for.
+    let scale = json!({"target_count": 5, "vm_type": "web"});
+    h.store
+        .request_operation(&id, OperationKind::Scale, &scale, &Actor::default())
+        .await
+        .unwrap();
+    let failed = h.settle(&id).await;
+    assert_eq!(failed.status, DeploymentStatus::Failed);
+    let reason = failed.status_reason.unwrap_or_default();
+    assert!(
+        reason.contains("Quota exceeded") && reason.contains("reverted to the previous spec"),
+        "{reason}"
+    );
+    assert_eq!(
+        failed.parameters.get("web_count"),
+        None,
+        "the deployment still stands for two"
+    );
+    let mut servers_after: Vec<String> = h.inventory().await["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|server| server["id"].as_str().unwrap().to_owned())
+        .collect();
+    servers_after.sort();
+    let mut servers_before = servers_before;
+    servers_before.sort();
+    assert_eq!(
+        servers_after, servers_before,
+        "the server the scale made is gone, the others untouched"
+    );
+    let inventory = h.inventory().await;
+    let server_ports: Vec<&Value> = inventory["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|port| port["name"].as_str().unwrap_or_default().contains("-port-web-"))
+        .collect();
+    assert_eq!(
+        server_ports.len(),
+        2,
+        "the ports made for servers that never came go too: {server_ports:?}"
+    );
+    let recorded = h.store.resources(&id).await.unwrap();
+    assert_eq!(
+        recorded.iter().filter(|r| r.kind == "server").count(),
+        2,
+        "{recorded:?}"
+    );
+    assert_eq!(recorded.iter().filter(|r| r.kind == "port").count(), 2, "{recorded:?}");
+}
