@@ -408,11 +408,7 @@ async fn update_adds_a_group_and_resizes() {
     bigger.vm_config.retain(|group, _| group != "app");
     bigger.vm_config.get_mut("web").unwrap().flavor = "m1.medium".into();
     let payload = json!({"template_id": null, "template": bigger.to_value(), "parameters": {}});
-    h.store
-        .request_operation(&id, OperationKind::Update, &payload, &Actor::default())
-        .await
-        .unwrap();
-    let updated = h.settle(&id).await;
+    let updated = h.operate(&id, OperationKind::Update, &payload).await;
     assert_eq!(
         updated.status,
         DeploymentStatus::Completed,
@@ -695,11 +691,7 @@ async fn an_update_removes_the_subnets_and_security_groups_the_template_dropped(
       "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}
     });
     let payload = json!({"template_id": null, "template": after, "parameters": {}});
-    h.store
-        .request_operation(&id, OperationKind::Update, &payload, &Actor::default())
-        .await
-        .unwrap();
-    let updated = h.settle(&id).await;
+    let updated = h.operate(&id, OperationKind::Update, &payload).await;
     assert_eq!(
         updated.status,
         DeploymentStatus::Completed,
@@ -759,11 +751,7 @@ async fn a_scale_out_that_fails_returns_to_the_previous_spec() {
         .collect();
     // Two servers exist; the quota has room for one more of the three asked for.
     let scale = json!({"target_count": 5, "vm_type": "web"});
-    h.store
-        .request_operation(&id, OperationKind::Scale, &scale, &Actor::default())
-        .await
-        .unwrap();
-    let failed = h.settle(&id).await;
+    let failed = h.operate(&id, OperationKind::Scale, &scale).await;
     assert_eq!(failed.status, DeploymentStatus::Failed);
     let reason = failed.status_reason.unwrap_or_default();
     assert!(

@@ -141,6 +141,15 @@ impl Orch {
             .unwrap();
     }
 
+    /// Asks for an operation of `kind` on the deployment and waits until it is over.
+    pub async fn operate(&self, id: &str, kind: OperationKind, payload: &Value) -> DeploymentRecord {
+        self.store
+            .request_operation(id, kind, payload, &Actor::default())
+            .await
+            .unwrap();
+        self.settle(id).await
+    }
+
     /// Starts whatever is pending, then waits until the deployment's operation is over.
     pub async fn settle(&self, id: &str) -> DeploymentRecord {
         relay_once(&self.store, &self.client, &self.task_queue).await.unwrap();
