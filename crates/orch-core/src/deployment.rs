@@ -140,8 +140,9 @@ pub struct ScaleRequest {
 }
 
 impl ScaleRequest {
-    /// Reads `{target_count, vm_type}` and checks it against the deployment's template:
-    /// the group exists and the target respects its `min_count` and `max_count`.
+    /// Reads `{target_count, vm_type}` (a server group) or `{target_count, service}` and
+    /// checks it against the deployment's template: the group or service exists and the
+    /// target respects its bounds.
     pub fn parse(body: &Value, template: &Template) -> Result<Self, Problems> {
         let mut problems = Problems::default();
         let Some(mut object) = Object::new(body, "", &mut problems) else {
@@ -150,37 +151,55 @@ impl ScaleRequest {
         let target_count = object
             .required("target_count", &mut problems)
             .and_then(|value| reader::integer(value, "/target_count", 0, MAX_GROUP_COUNT.into(), &mut problems));
-        let vm_type = object
-            .required("vm_type", &mut problems)
-            .and_then(|value| reader::string(value, "/vm_type", &mut problems))
+        let (field, value) = match (object.optional("vm_type"), object.optional("service")) {
+            (Some(group), None) => ("/vm_type", Some(group)),
+            (None, Some(service)) => ("/service", Some(service)),
+            (Some(_), Some(_)) => {
+                problems.push("/service", "give vm_type (a server group) or service, not both");
+                ("/service", None)
+            }
+            (None, None) => {
+                problems.push("/vm_type", "is required (or service, for a containerised service)");
+                ("/vm_type", None)
+            }
+        };
+        let vm_type = value
+            .and_then(|value| reader::string(value, field, &mut problems))
             .map(str::to_owned);
         object.finish(&mut problems);
         let (Some(target_count), Some(vm_type)) = (target_count, vm_type) else {
             return Err(problems);
         };
-        match template.vm_config.get(&vm_type) {
+        let bounds = match (field, template.vm_config.get(&vm_type), template.services.get(&vm_type)) {
+            ("/vm_type", Some(group), _) => Some((group.min_count, group.max_count, "min_count", "max_count")),
+            ("/service", _, Some(service)) => Some((
+                service.min_instances,
+                service.max_instances,
+                "min_instances",
+                "max_instances",
+            )),
+            _ => None,
+        };
+        match bounds {
             None => {
-                let groups: Vec<&str> = template.vm_config.keys().map(String::as_str).collect();
+                let (what, names): (&str, Vec<&str>) = match field {
+                    "/vm_type" => ("group", template.vm_config.keys().map(String::as_str).collect()),
+                    _ => ("service", template.services.keys().map(String::as_str).collect()),
+                };
                 problems.push(
-                    "/vm_type",
+                    field,
                     format!(
-                        "'{vm_type}' is not a group of this deployment; groups: {}",
-                        groups.join(", ")
+                        "'{vm_type}' is not a {what} of this deployment; {what}s: {}",
+                        names.join(", ")
                     ),
                 );
             }
-            Some(group) => {
-                if target_count < group.min_count {
-                    problems.push(
-                        "/target_count",
-                        format!("{target_count} is below the group's min_count {}", group.min_count),
-                    );
+            Some((min, max, min_name, max_name)) => {
+                if target_count < min {
+                    problems.push("/target_count", format!("{target_count} is below its {min_name} {min}"));
                 }
-                if let Some(max) = group.max_count.filter(|max| target_count > *max) {
-                    problems.push(
-                        "/target_count",
-                        format!("{target_count} is above the group's max_count {max}"),
-                    );
+                if let Some(max) = max.filter(|max| target_count > *max) {
+                    problems.push("/target_count", format!("{target_count} is above its {max_name} {max}"));
                 }
             }
         }
@@ -232,6 +251,8 @@ pub struct CreateDeploymentRequest {
     pub template: TemplateRef,
     pub parameters: Map<String, Value>,
     pub cloud_region: Option<String>,
+    /// Where the services run (default: the first configured container host).
+    pub container_host: Option<String>,
     pub rollback: bool,
 }
 
@@ -262,7 +283,10 @@ impl CreateDeploymentRequest {
         let parameters = read_parameters(object.optional("parameters"), &mut problems);
         let cloud_region = object
             .optional("cloud_region")
-            .and_then(|value| read_region(value, &mut problems));
+            .and_then(|value| read_region(value, "/cloud_region", &mut problems));
+        let container_host = object
+            .optional("container_host")
+            .and_then(|value| read_region(value, "/container_host", &mut problems));
         let rollback = match object.optional("rollback") {
             Some(value) => reader::boolean(value, "/rollback", &mut problems),
             None => Some(true),
@@ -274,6 +298,7 @@ impl CreateDeploymentRequest {
                 template,
                 parameters,
                 cloud_region,
+                container_host,
                 rollback,
             }),
             _ => Err(problems),
@@ -342,8 +367,9 @@ fn read_parameters(value: Option<&Value>, problems: &mut Problems) -> Option<Map
     }
 }
 
-fn read_region(value: &Value, problems: &mut Problems) -> Option<String> {
-    let region = reader::string(value, "/cloud_region", problems)?;
+/// A region or container host name.
+fn read_region(value: &Value, pointer: &str, problems: &mut Problems) -> Option<String> {
+    let region = reader::string(value, pointer, problems)?;
     let valid = !region.is_empty()
         && region.len() <= MAX_REGION_LEN
         && region
@@ -353,7 +379,7 @@ fn read_region(value: &Value, problems: &mut Problems) -> Option<String> {
         Some(region.to_owned())
     } else {
         problems.push(
-            "/cloud_region",
+            pointer,
             format!("must be 1 to {MAX_REGION_LEN} letters, digits, '-', '_' or '.'"),
         );
         None
@@ -500,7 +526,14 @@ pub fn desired_inputs(
             let request: ScaleRequest = serde_json::from_value(payload.clone())
                 .map_err(|error| Problems::single("", format!("not a scale request: {error}")))?;
             let mut parameters = parameters.as_object().cloned().unwrap_or_default();
-            parameters.insert(format!("{}_count", request.vm_type), Value::from(request.target_count));
+            let suffix = match template.services.contains_key(&request.vm_type) {
+                true => "instances",
+                false => "count",
+            };
+            parameters.insert(
+                format!("{}_{suffix}", request.vm_type),
+                Value::from(request.target_count),
+            );
             Ok((template.clone(), Value::Object(parameters)))
         }
         _ => Ok((template.clone(), parameters.clone())),

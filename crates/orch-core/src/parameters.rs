@@ -1,11 +1,13 @@
 //! Deployment parameters: per-group overrides of a template, `<group>_count`,
-//! `<group>_flavor` and `<group>_image`. Anything else is rejected, so a typo cannot silently
-//! deploy the template's defaults.
+//! `<group>_flavor` and `<group>_image`, and per-service ones, `<service>_instances` and
+//! `<service>_image`. Anything else is rejected, so a typo cannot silently deploy the
+//! template's defaults.
 
 use serde_json::{Map, Value};
 
 use crate::problem::{child, Problems};
 use crate::reader;
+use crate::template::services::{check_instance_bounds, MAX_INSTANCES, MAX_VALUE_LEN};
 use crate::template::{check_group_bounds, Template, MAX_GROUP_COUNT, MAX_REF_LEN};
 
 /// The override a parameter name stands for.
@@ -39,6 +41,9 @@ pub fn apply_parameters(template: &Template, parameters: &Value, pointer: &str) 
     let mut count_set_by = Vec::new();
     for (key, value) in map {
         let key_pointer = child(pointer, key);
+        if apply_service_parameter(&mut effective, key, value, &key_pointer, &mut problems) {
+            continue;
+        }
         let Some((group_name, field)) = split(key, template) else {
             problems.push(key_pointer, unknown_parameter_message(key, template));
             continue;
@@ -79,8 +84,39 @@ pub fn apply_parameters(template: &Template, parameters: &Value, pointer: &str) 
             },
             &mut problems,
         );
+        for (name, service) in &effective.services {
+            check_instance_bounds(service, &format!("/template/services/{name}"), &mut problems);
+        }
     }
     problems.into_result(effective)
+}
+
+/// `<service>_instances` or `<service>_image`; false when `key` names no service.
+fn apply_service_parameter(
+    template: &mut Template,
+    key: &str,
+    value: &Value,
+    pointer: &str,
+    problems: &mut Problems,
+) -> bool {
+    if let Some(service) = key
+        .strip_suffix("_instances")
+        .and_then(|name| template.services.get_mut(name))
+    {
+        if let Some(count) = reader::integer(value, pointer, 0, MAX_INSTANCES.into(), problems) {
+            service.instances = count;
+        }
+        return true;
+    }
+    let is_group = |name: &str| template.vm_config.contains_key(name);
+    let service_image = key.strip_suffix("_image").filter(|name| !is_group(name));
+    if let Some(service) = service_image.and_then(|name| template.services.get_mut(name)) {
+        if let Some(image) = reader::text(value, pointer, MAX_VALUE_LEN, problems) {
+            service.image = image;
+        }
+        return true;
+    }
+    false
 }
 
 /// Splits `web_count` into (`web`, Count) when `web` is a group of the template.
@@ -93,9 +129,11 @@ fn split<'a>(key: &'a str, template: &Template) -> Option<(&'a str, Field)> {
 
 fn unknown_parameter_message(key: &str, template: &Template) -> String {
     let groups: Vec<&str> = template.vm_config.keys().map(String::as_str).collect();
+    let services: Vec<&str> = template.services.keys().map(String::as_str).collect();
     format!(
-        "unknown parameter '{key}'; parameters are <group>_count, <group>_flavor and <group>_image for the groups {}",
-        groups.join(", ")
+        "unknown parameter '{key}'; parameters are <group>_count, <group>_flavor and <group>_image for the groups [{}], <service>_instances and <service>_image for the services [{}]",
+        groups.join(", "),
+        services.join(", ")
     )
 }
 

@@ -81,6 +81,20 @@ pub struct RecordFailed {
     pub retryable: bool,
 }
 
+/// A host port asked for, for one named port of one member.
+#[derive(Debug, Clone, Copy)]
+pub struct PortRequest<'a> {
+    pub host: &'a str,
+    pub address: &'a str,
+    pub protocol: &'a str,
+    pub key: &'a str,
+    pub name: &'a str,
+    /// The ports orch may lease on this host.
+    pub range: (u16, u16),
+    /// Ports found held by something outside orch.
+    pub avoid: &'a [u16],
+}
+
 /// Where a provider reports, as it goes, what it made, what it waited for and what it left.
 pub trait Report: Sync {
     /// Records `resource` durably; the provider goes on only once this returns.
@@ -89,6 +103,9 @@ pub trait Report: Sync {
     fn gone(&self, keys: &[String]) -> impl Future<Output = Result<(), RecordFailed>> + Send;
     /// Appends an event to the deployment's history (e.g. what a teardown left).
     fn event(&self, action: &str, detail: Value) -> impl Future<Output = Result<(), RecordFailed>> + Send;
+    /// Leases a host port: the same one on every call for the same member and port name
+    /// (unless it is in `avoid`), never one another member holds.
+    fn lease_port(&self, request: PortRequest<'_>) -> impl Future<Output = Result<u16, RecordFailed>> + Send;
     /// A sign of life with what was just done; best effort.
     fn progress(&self, what: &str) -> impl Future<Output = ()> + Send;
 }

@@ -40,6 +40,11 @@ impl<'a> Object<'a> {
         self.map.get(key).filter(|value| !value.is_null())
     }
 
+    /// Whether the object has a non-null `key` (without marking it read).
+    pub fn has(&self, key: &str) -> bool {
+        self.map.get(key).is_some_and(|value| !value.is_null())
+    }
+
     /// A required field; records "is required" when it is absent or null.
     pub fn required(&mut self, key: &'static str, problems: &mut Problems) -> Option<&'a Value> {
         let value = self.optional(key);

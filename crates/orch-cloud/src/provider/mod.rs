@@ -49,6 +49,9 @@ impl Provider for OpenStack {
             Step::Delete(keys) => remove::delete(self, target, keys, report).await,
             Step::Prune(keys) => remove::prune(self, target, keys, report).await,
             Step::DeleteAll => remove::delete(self, target, &[], report).await,
+            Step::Replace(_) => Err(CloudError::Config(
+                "servers are not replaced: an image change waits for a rebuild".into(),
+            )),
         }
     }
 

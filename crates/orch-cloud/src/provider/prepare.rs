@@ -18,7 +18,7 @@ pub(super) async fn prepare(cloud: &OpenStack, target: Target<'_>, report: &impl
     let (network, _) = cloud.ensure_network(&key(id, "network")?).await?;
     report_active(report, "network", "network", &network.id, json!({"name": network.name})).await?;
     let subnets = ensure_subnets(cloud, target, &network.id, report).await?;
-    if target.desired.network_config.router.enabled {
+    if target.desired.wants_router() {
         ensure_router(cloud, target, &subnets, report).await?;
     }
     let groups = ensure_security_groups(cloud, target, report).await?;
@@ -33,7 +33,7 @@ async fn ensure_subnets(
     report: &impl Report,
 ) -> Result<Vec<(String, String)>> {
     let mut subnets = Vec::new();
-    for (name, spec) in &target.desired.network_config.subnets {
+    for (name, spec) in target.desired.subnets() {
         let logical_key = format!("subnet:{name}");
         let request = SubnetCreate {
             network_id: network_id.to_owned(),
@@ -59,7 +59,8 @@ async fn ensure_router(
     subnets: &[(String, String)],
     report: &impl Report,
 ) -> Result<()> {
-    let external = match &target.desired.network_config.router.external_network {
+    let router = target.desired.network_config.as_ref().map(|network| &network.router);
+    let external = match router.and_then(|router| router.external_network.as_ref()) {
         Some(name) => Some(cloud.find_external_network(name).await?.id),
         None => None,
     };

@@ -20,10 +20,15 @@ use crate::reader::{self, Object};
 mod network;
 mod security;
 mod servers;
+pub mod services;
 
 use network::read_network;
 use security::read_security_groups;
 use servers::read_groups;
+pub use services::{
+    ClassNetwork, Condition, Dependency, HealthCheck, Probe, Protocol, Resources, Service, ServiceClass, ServicePort,
+    ServiceVolume,
+};
 
 /// Most servers one group may have.
 pub const MAX_GROUP_COUNT: u32 = 1_000;
@@ -46,15 +51,24 @@ pub struct Template {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Server groups by name.
+    /// Server groups by name; a template of services alone has none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub vm_config: BTreeMap<String, VmGroup>,
-    pub network_config: NetworkConfig,
+    /// The cloud network; required with `vm_config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_config: Option<NetworkConfig>,
     /// Security groups by name, referenced from `vm_config.<group>.security_groups`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub security_groups: BTreeMap<String, SecurityGroup>,
     /// Default key pair for every group that does not name its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_pair: Option<String>,
+    /// Containerised services by name, run on the deployment's container host.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, Service>,
+    /// Per-class settings of the services' networks.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<ServiceClass, ClassNetwork>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -237,6 +251,28 @@ impl Template {
     pub fn server_count(&self) -> u32 {
         self.vm_config.values().map(|group| group.count).sum()
     }
+
+    /// Whether the template asks for anything on a cloud (servers or a network).
+    pub fn uses_cloud(&self) -> bool {
+        !self.vm_config.is_empty() || self.network_config.is_some()
+    }
+
+    /// Whether the template asks for containers.
+    pub fn uses_containers(&self) -> bool {
+        !self.services.is_empty()
+    }
+
+    /// The cloud network's subnets (none without a network).
+    pub fn subnets(&self) -> impl Iterator<Item = (&String, &SubnetSpec)> {
+        self.network_config.iter().flat_map(|network| network.subnets.iter())
+    }
+
+    /// Whether a router joins the subnets.
+    pub fn wants_router(&self) -> bool {
+        self.network_config
+            .as_ref()
+            .is_some_and(|network| network.router.enabled)
+    }
 }
 
 fn read_template(
@@ -264,23 +300,44 @@ fn read_template(
         Some(value) => read_security_groups(value, &object.pointer_to("security_groups"), problems),
         None => Some(BTreeMap::new()),
     };
-    let network_config = object
-        .required("network_config", problems)
-        .and_then(|value| read_network(value, &object.pointer_to("network_config"), problems));
-    let vm_config = object
-        .required("vm_config", problems)
-        .and_then(|value| read_groups(value, &object.pointer_to("vm_config"), problems));
+    let services = match object.optional("services") {
+        Some(value) => services::read_services(value, &object.pointer_to("services"), problems),
+        None => Some(BTreeMap::new()),
+    };
+    let networks = match object.optional("networks") {
+        Some(value) => services::read_class_networks(value, &object.pointer_to("networks"), problems),
+        None => Some(BTreeMap::new()),
+    };
+    // A template of services alone needs no cloud; one with servers needs both parts.
+    let cloud_required = !object.has("services") || object.has("vm_config");
+    let network_config = match cloud_required {
+        true => object.required("network_config", problems),
+        false => object.optional("network_config"),
+    }
+    .map(|value| read_network(value, &object.pointer_to("network_config"), problems));
+    let vm_config = match cloud_required {
+        true => object.required("vm_config", problems),
+        false => object.optional("vm_config"),
+    }
+    .map(|value| read_groups(value, &object.pointer_to("vm_config"), problems));
     let groups_pointer = object.pointer_to("vm_config");
+    let services_pointer = object.pointer_to("services");
     object.finish(problems);
 
     let template = Template {
         name: name?,
         description,
-        vm_config: vm_config?,
-        network_config: network_config?,
+        vm_config: vm_config.unwrap_or(Some(BTreeMap::new()))?,
+        network_config: match network_config {
+            Some(network) => Some(network?),
+            None => None,
+        },
         security_groups: security_groups?,
         key_pair,
+        services: services?,
+        networks: networks?,
     };
+    services::check_services(&template.services, &template.networks, &services_pointer, problems);
     check_references(&template, pointer, problems);
     check_group_bounds(
         &template,
@@ -348,7 +405,7 @@ fn check_references(template: &Template, template_pointer: &str, problems: &mut 
     for (name, group) in &template.vm_config {
         let group_pointer = child(groups_pointer, name);
         let subnet = group.subnet_name(name);
-        if !template.network_config.subnets.contains_key(subnet) {
+        if !template.subnets().any(|(known, _)| known == subnet) {
             let pointer = if group.subnet.is_some() {
                 child(&group_pointer, "subnet")
             } else {
@@ -420,7 +477,7 @@ pub(crate) fn check_group_bounds(
             format!("{total} servers in all; at most {MAX_TOTAL_COUNT} are allowed"),
         );
     }
-    for (subnet_name, subnet) in &template.network_config.subnets {
+    for (subnet_name, subnet) in template.subnets() {
         let servers: u128 = template
             .vm_config
             .iter()
@@ -470,9 +527,10 @@ mod tests {
         let template = Template::parse(&web_app_stack(), "", None).unwrap();
         assert_eq!(template.server_count(), 6);
         assert_eq!(template.vm_config["app"].count, 3);
-        assert!(template.network_config.router.enabled);
+        assert!(template.wants_router());
         let mut expected = web_app_stack();
         expected["network_config"]["router"] = json!({"enabled": true});
+        assert!(template.uses_cloud() && !template.uses_containers());
         assert_eq!(template.to_value(), expected);
         assert_eq!(Template::parse(&template.to_value(), "", None).unwrap(), template);
     }

@@ -13,6 +13,30 @@ use crate::deployment::OperationKind;
 use crate::provider::Observed;
 use crate::template::{SecurityRule, Template};
 
+mod services;
+
+pub use services::{
+    container_key, instance_name, parse_container_key, service_spec_hash, ServicePlan, CONTAINER_KINDS,
+};
+
+/// Which provider carries a step out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// The deployment's cloud region (servers, networks, volumes).
+    #[default]
+    Cloud,
+    /// The deployment's container host (services).
+    Containers,
+}
+
+/// A step and the provider it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Planned {
+    pub on: Backend,
+    pub step: Step,
+}
+
 /// One server to boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerSpec {
@@ -60,13 +84,13 @@ impl DesiredState {
         }
         Self {
             servers,
-            subnets: template.network_config.subnets.keys().cloned().collect(),
+            subnets: template.subnets().map(|(name, _)| name.clone()).collect(),
             security_groups: template
                 .security_groups
                 .iter()
                 .map(|(name, group)| (name.clone(), group.rules.clone()))
                 .collect(),
-            router: template.network_config.router.enabled,
+            router: template.wants_router(),
         }
     }
 
@@ -161,6 +185,9 @@ pub enum Step {
     Attach(Vec<String>),
     /// Change these members in place to their desired size.
     Resize(Vec<String>),
+    /// Replace these members with their desired spec one at a time, each ready before the
+    /// next goes (a changed container image or setting).
+    Replace(Vec<String>),
     /// Delete these members with what belongs to them.
     Delete(Vec<String>),
     /// Delete shared resources the template no longer asks for (subnets, security groups,
@@ -182,6 +209,10 @@ pub struct Plan {
     pub prune: Vec<String>,
     /// A delete: everything goes.
     pub delete_all: bool,
+    /// What happens to the containerised services.
+    pub services: ServicePlan,
+    /// Whether the deployment has (or asks for) anything on a cloud.
+    pub cloud: bool,
 }
 
 impl Plan {
@@ -194,12 +225,27 @@ impl Plan {
         desired: &Template,
         scale_group: Option<&str>,
     ) -> Self {
+        let cloud = desired.uses_cloud()
+            || recorded
+                .iter()
+                .any(|resource| !CONTAINER_KINDS.contains(&resource.kind.as_str()));
+        let services = ServicePlan::for_operation(kind, recorded, desired, scale_group);
         if kind == OperationKind::Delete {
             return Self {
                 delete_all: true,
+                services,
+                cloud,
                 ..Self::default()
             };
         }
+        Self {
+            services,
+            cloud,
+            ..Self::for_cloud(kind, recorded, desired, scale_group)
+        }
+    }
+
+    fn for_cloud(kind: OperationKind, recorded: &[Observed], desired: &Template, scale_group: Option<&str>) -> Self {
         let existing: BTreeMap<String, String> = recorded
             .iter()
             .filter(|resource| resource.kind == "server")
@@ -238,17 +284,32 @@ impl Plan {
             _ => Vec::new(),
         };
         Self {
-            prepare: matches!(kind, OperationKind::Create | OperationKind::Update),
+            prepare: desired.uses_cloud() && matches!(kind, OperationKind::Create | OperationKind::Update),
             servers,
             subnets_to_create,
             prune,
-            delete_all: false,
+            ..Self::default()
         }
     }
 
-    /// The steps in the order they run: shared resources, then new members (created, waited
-    /// for, given their volumes), then resizes, then deletes, newest first.
-    pub fn steps(&self) -> Vec<Step> {
+    /// Every step in the order it runs: the cloud's, then the services' (a delete takes the
+    /// services down first, since they may use what the cloud holds).
+    pub fn steps(&self) -> Vec<Planned> {
+        let on = |backend: Backend| move |step: Step| Planned { on: backend, step };
+        let cloud = self.cloud_steps().into_iter().map(on(Backend::Cloud));
+        let services = self.services.steps().into_iter().map(on(Backend::Containers));
+        match self.delete_all {
+            true => services.chain(cloud).collect(),
+            false => cloud.chain(services).collect(),
+        }
+    }
+
+    /// The cloud's steps: shared resources, then new members (created, waited for, given
+    /// their volumes), then resizes, then deletes, newest first.
+    pub fn cloud_steps(&self) -> Vec<Step> {
+        if !self.cloud {
+            return Vec::new();
+        }
         if self.delete_all {
             return vec![Step::DeleteAll];
         }
@@ -312,15 +373,15 @@ fn owner_of(key: &str) -> Option<String> {
 /// groups it dropped, the router interfaces of dropped subnets, and the router (with all
 /// its interfaces) when it is no longer enabled.
 fn dropped_shared(recorded: &[Observed], desired: &Template) -> Vec<String> {
-    let router = desired.network_config.router.enabled;
-    let subnets = &desired.network_config.subnets;
+    let router = desired.wants_router();
+    let subnet_wanted = |name: &str| desired.subnets().any(|(known, _)| known == name);
     let wanted = |key: &str| -> bool {
         if let Some(name) = key.strip_prefix("subnet:") {
-            subnets.contains_key(name)
+            subnet_wanted(name)
         } else if let Some(name) = key.strip_prefix("security-group:") {
             desired.security_groups.contains_key(name)
         } else if let Some(name) = key.strip_prefix("router-interface:") {
-            router && subnets.contains_key(name)
+            router && subnet_wanted(name)
         } else if key == "router" {
             router
         } else {
@@ -402,7 +463,7 @@ mod tests {
             "server:web:1".to_owned(),
         ];
         assert_eq!(
-            create.steps(),
+            create.cloud_steps(),
             [
                 Step::Prepare,
                 Step::Create(all.clone()),
@@ -413,19 +474,19 @@ mod tests {
         assert_eq!(create.subnets_to_create, ["web"]);
         let update = Plan::for_operation(OperationKind::Update, &recorded, &template(0, "m1.small"), None);
         assert_eq!(
-            update.steps(),
+            update.cloud_steps(),
             [Step::Prepare, Step::Delete(vec!["server:web:0".into()])]
         );
         assert!(update.subnets_to_create.is_empty());
         let scale = Plan::for_operation(OperationKind::Scale, &recorded, &template(2, "m1.medium"), Some("web"));
         let new = vec!["server:web:1".to_owned()];
         assert_eq!(
-            scale.steps(),
+            scale.cloud_steps(),
             [Step::Create(new.clone()), Step::Wait(new.clone()), Step::Attach(new)],
             "a scale neither resizes nor touches other groups"
         );
         let delete = Plan::for_operation(OperationKind::Delete, &recorded, &template(2, "m1.small"), None);
-        assert_eq!(delete.steps(), [Step::DeleteAll]);
+        assert_eq!(delete.cloud_steps(), [Step::DeleteAll]);
     }
 
     #[test]
@@ -445,7 +506,7 @@ mod tests {
             update.prune,
             ["router-interface:old", "security-group:gone", "subnet:old"]
         );
-        assert_eq!(update.steps().last(), Some(&Step::Prune(update.prune.clone())));
+        assert_eq!(update.cloud_steps().last(), Some(&Step::Prune(update.prune.clone())));
         let scale = Plan::for_operation(OperationKind::Scale, &recorded, &template(1, "m1.small"), Some("web"));
         assert!(scale.prune.is_empty(), "only an update prunes");
     }
