@@ -22,6 +22,7 @@ pub struct NewDeployment {
     pub template: Template,
     pub parameters: Value,
     pub cloud_region: String,
+    pub container_host: String,
     pub rollback: bool,
 }
 
@@ -125,7 +126,7 @@ impl Store {
         let at = now();
         let mut tx = self.begin().await?;
         let sql = format!(
-            "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $9, $9, NULL)"
+            "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $9, $9, NULL, $10)"
         );
         let insert = sqlx::query(&sql)
             .bind(&id)
@@ -137,6 +138,7 @@ impl Store {
             .bind(&new.cloud_region)
             .bind(i64::from(new.rollback))
             .bind(&at)
+            .bind(&new.container_host)
             .execute(&mut *tx);
         match timed("deployments.insert", insert).await {
             Ok(_) => {}
@@ -168,6 +170,7 @@ impl Store {
             "template_id": new.template_id,
             "parameters": new.parameters,
             "cloud_region": new.cloud_region,
+            "container_host": new.container_host,
             "rollback": new.rollback,
         });
         insert_event(&mut tx, &id, "deployment.created", actor, detail, &at).await?;
@@ -181,6 +184,7 @@ impl Store {
             template: new.template.clone(),
             parameters: new.parameters.clone(),
             cloud_region: new.cloud_region.clone(),
+            container_host: new.container_host.clone(),
             rollback: new.rollback,
             created_at: at.clone(),
             updated_at: at,

@@ -24,6 +24,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub mod configuration_runs;
 pub mod deployments;
+pub mod leases;
 pub mod records;
 pub mod resources;
 pub mod templates;

@@ -26,7 +26,7 @@ pub struct TemplateRecord {
 }
 
 pub(crate) const TEMPLATE_COLUMNS: &str =
-    "id, name, description, vm_config, network_config, security_groups, key_pair, version, created_at, updated_at";
+    "id, name, description, vm_config, network_config, security_groups, key_pair, services, networks, version, created_at, updated_at";
 
 impl TemplateRecord {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self> {
@@ -38,8 +38,14 @@ impl TemplateRecord {
         if let Some(key_pair) = row.try_get::<Option<String>, _>("key_pair")? {
             document.insert("key_pair".into(), Value::String(key_pair));
         }
-        for column in ["vm_config", "network_config", "security_groups"] {
-            document.insert(column.into(), json_column(row, column)?);
+        // A template of services alone has neither servers nor a network; an older row has
+        // no services.
+        for column in ["vm_config", "network_config", "security_groups", "services", "networks"] {
+            let value = json_column(row, column)?;
+            let empty = value.is_null() || value.as_object().is_some_and(serde_json::Map::is_empty);
+            if !empty || column == "security_groups" {
+                document.insert(column.into(), value);
+            }
         }
         let template = Template::parse(&Value::Object(document), "", None)
             .map_err(|_| StoreError::Corrupt("deployment_templates"))?;
@@ -65,7 +71,10 @@ pub struct DeploymentRecord {
     pub template_id: Option<String>,
     pub template: Template,
     pub parameters: Value,
+    /// Empty for a deployment of services alone.
     pub cloud_region: String,
+    /// Where the deployment's containers run; empty for one without services.
+    pub container_host: String,
     /// Whether a failed deploy deletes what it created.
     pub rollback: bool,
     pub created_at: String,
@@ -73,7 +82,7 @@ pub struct DeploymentRecord {
     pub deleted_at: Option<String>,
 }
 
-pub(crate) const DEPLOYMENT_COLUMNS: &str = "id, name, status, status_reason, template_id, template, parameters, cloud_region, rollback, created_at, updated_at, deleted_at";
+pub(crate) const DEPLOYMENT_COLUMNS: &str = "id, name, status, status_reason, template_id, template, parameters, cloud_region, rollback, created_at, updated_at, deleted_at, container_host";
 
 impl DeploymentRecord {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self> {
@@ -89,6 +98,7 @@ impl DeploymentRecord {
             template,
             parameters: json_column(row, "parameters")?,
             cloud_region: row.try_get("cloud_region")?,
+            container_host: row.try_get("container_host")?,
             rollback: flag(row, "rollback")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,

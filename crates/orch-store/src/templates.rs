@@ -23,8 +23,8 @@ impl Store {
         let at = now();
         let network = &template.network_config;
         let query = sqlx::query(
-            "INSERT INTO deployment_templates (id, name, description, vm_config, network_config, security_groups, key_pair, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)",
+            "INSERT INTO deployment_templates (id, name, description, vm_config, network_config, security_groups, key_pair, services, networks, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, 1, $8, $8)",
         )
         .bind(&id)
         .bind(&template.name)
@@ -34,6 +34,8 @@ impl Store {
         .bind(json(&template.security_groups))
         .bind(template.key_pair.clone())
         .bind(&at)
+        .bind(json(&template.services))
+        .bind(json(&template.networks))
         .execute(self.pool());
         match timed("templates.insert", query).await {
             Ok(_) => {}
@@ -100,7 +102,7 @@ impl Store {
         let at = now();
         let query = sqlx::query(
             "UPDATE deployment_templates SET name = $2, description = $3, vm_config = $4, network_config = $5, \
-             security_groups = $6, key_pair = $7, version = version + 1, updated_at = $8 \
+             security_groups = $6, key_pair = $7, services = $9, networks = $10, version = version + 1, updated_at = $8 \
              WHERE id = $1 AND deleted_at IS NULL",
         )
         .bind(&current.id)
@@ -111,6 +113,8 @@ impl Store {
         .bind(json(&template.security_groups))
         .bind(template.key_pair.clone())
         .bind(&at)
+        .bind(json(&template.services))
+        .bind(json(&template.networks))
         .execute(self.pool());
         match timed("templates.update", query).await {
             Ok(done) if done.rows_affected() == 1 => self.template(&current.id).await,
