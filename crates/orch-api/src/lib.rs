@@ -59,6 +59,8 @@ pub struct ApiConfig {
     pub metrics_require_auth: bool,
     /// The region used when a request names none.
     pub default_region: String,
+    /// The container hosts a deployment of services may name; the first is the default.
+    pub container_hosts: Vec<String>,
 }
 
 impl ApiConfig {
@@ -72,6 +74,7 @@ impl ApiConfig {
             max_body_bytes: 1024 * 1024,
             metrics_require_auth: false,
             default_region: "RegionOne".into(),
+            container_hosts: vec!["local".into()],
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use orch_core::DeploymentStatus;
 use orch_store::{DeploymentRecord, EventRecord, OperationRecord, ResourceRecord, TemplateRecord};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 /// `202` to `POST /deployments` and `PATCH /deployments/{id}`.
@@ -90,7 +90,30 @@ pub struct ResourcesView {
     pub network_id: Option<String>,
     pub vm_ids: Vec<String>,
     pub groups: BTreeMap<String, GroupView>,
+    /// The containerised services' instances, by service.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, ServiceView>,
     pub items: Vec<ResourceView>,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ServiceView {
+    pub instances: Vec<InstanceView>,
+}
+
+/// One instance of a service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceView {
+    pub index: u64,
+    /// The engine's name, `<deployment>-<service>-<index>`.
+    pub name: Option<String>,
+    pub container_id: Option<String>,
+    pub host: Option<String>,
+    /// `created`, `running` (no health check) or `healthy`.
+    pub health: String,
+    /// Published host ports by port name.
+    #[schema(value_type = Object)]
+    pub host_ports: Value,
 }
 
 impl ResourcesView {
@@ -112,6 +135,25 @@ impl ResourcesView {
                         status: record.status.clone(),
                     });
                 }
+                "container" => {
+                    let service = text("service").unwrap_or_default();
+                    view.services.entry(service).or_default().instances.push(InstanceView {
+                        index: record
+                            .attributes
+                            .get("index")
+                            .and_then(Value::as_u64)
+                            .unwrap_or_default(),
+                        name: text("name"),
+                        container_id: record.cloud_id.clone(),
+                        host: text("host"),
+                        health: record.status.clone(),
+                        host_ports: record
+                            .attributes
+                            .get("host_ports")
+                            .cloned()
+                            .unwrap_or_else(|| json!({})),
+                    });
+                }
                 _ => {}
             }
             view.items.push(ResourceView {
@@ -121,6 +163,9 @@ impl ResourcesView {
                 status: record.status,
                 attributes: record.attributes,
             });
+        }
+        for service in view.services.values_mut() {
+            service.instances.sort_by_key(|instance| instance.index);
         }
         view
     }
@@ -141,6 +186,8 @@ pub struct DeploymentView {
     #[schema(value_type = Object)]
     pub parameters: Value,
     pub cloud_region: String,
+    /// Where the services run; empty without services.
+    pub container_host: String,
     pub rollback: bool,
     pub resources: ResourcesView,
     /// The operation in flight, if any.
@@ -161,6 +208,7 @@ impl DeploymentView {
             template_id: record.template_id,
             parameters: record.parameters,
             cloud_region: record.cloud_region,
+            container_host: record.container_host,
             rollback: record.rollback,
             resources: ResourcesView::from_records(resources),
             operation: operation.map(OperationView::from),

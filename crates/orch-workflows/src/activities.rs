@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use orch_cloud::OpenStack;
 use orch_core::deployment::{desired_inputs, desired_template};
-use orch_core::plan::{Plan, Step};
+use orch_core::plan::{Backend, Plan, Planned, Step};
 use orch_core::provider::{Observed, Provider, Target};
 use orch_core::{DeploymentStatus, OperationKind, ScaleRequest, Template};
+use orch_docker::Docker;
 use orch_store::{operation_state, DeploymentRecord, OperationRecord, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,10 +22,11 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use crate::failure::{activity_failure, OrchFailure, StoreFailure};
 use crate::report::{heartbeat, StoreReport};
 
-/// What the activities work with: the database and the provider.
+/// What the activities work with: the database and the providers.
 pub struct OrchActivities {
     pub store: Store,
     pub cloud: OpenStack,
+    pub containers: Docker,
 }
 
 /// Which operation a workflow carries out.
@@ -39,12 +41,18 @@ pub struct OperationRef {
 pub struct Started {
     pub kind: OperationKind,
     pub rollback: bool,
+    /// The providers the deployment uses, in the order a teardown goes through them.
+    #[serde(default)]
+    pub backends: Vec<Backend>,
 }
 
 /// One step of an operation, for `run_step`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRun {
     pub operation: OperationRef,
+    /// The provider the step is for.
+    #[serde(default)]
+    pub on: Backend,
     pub step: Step,
     /// A step of a compensation: it works towards the spec the deployment stood for before
     /// the operation, not the one the operation asked for.
@@ -137,7 +145,7 @@ impl OrchActivities {
 
     /// The steps that bring the deployment back to the spec it stood for before a failed
     /// scale or update.
-    async fn revert_steps(&self, operation: &OperationRef) -> Result<Vec<Step>, Failure> {
+    async fn revert_steps(&self, operation: &OperationRef) -> Result<Vec<Planned>, Failure> {
         let deployment = self.deployment(&operation.deployment_id).await?;
         let template = Self::current(&deployment)?;
         let recorded = observed(self.store.resources(&deployment.id).await.map_err(store_failure)?);
@@ -160,13 +168,23 @@ impl OrchActivities {
             return Ok(None);
         }
         let deployment = self.deployment(&operation.deployment_id).await?;
+        let template = &deployment.template;
+        let backends = [
+            (template.uses_containers(), Backend::Containers),
+            (template.uses_cloud(), Backend::Cloud),
+        ];
         Ok(Some(Started {
             kind: record.kind,
             rollback: deployment.rollback,
+            backends: backends
+                .into_iter()
+                .filter(|(used, _)| *used)
+                .map(|(_, backend)| backend)
+                .collect(),
         }))
     }
 
-    async fn steps(&self, operation: &OperationRef) -> Result<Vec<Step>, Failure> {
+    async fn steps(&self, operation: &OperationRef) -> Result<Vec<Planned>, Failure> {
         let record = self.operation(&operation.operation_id).await?;
         let deployment = self.deployment(&operation.deployment_id).await?;
         let template = Self::desired(&record, &deployment)?;
@@ -182,7 +200,15 @@ impl OrchActivities {
         Ok(Plan::for_operation(record.kind, &recorded, &template, scale_group.as_deref()).steps())
     }
 
-    /// Hands one step to the provider of the deployment's region.
+    /// Hands one step to the provider it is for.
+    async fn dispatch(&self, ctx: &ActivityContext, run: &StepRun) -> Result<(), ActivityError> {
+        match run.on {
+            Backend::Cloud => self.run(&self.cloud, ctx, run).await,
+            Backend::Containers => self.run(&self.containers, ctx, run).await,
+        }
+    }
+
+    /// Hands one step to `provider`, aimed at the deployment's region or container host.
     async fn run<P: Provider>(&self, provider: &P, ctx: &ActivityContext, run: &StepRun) -> Result<(), ActivityError> {
         let failed = |error: &P::Error| activity_failure("run_step", error);
         let orch_failed = |error: Failure| activity_failure("run_step", &error);
@@ -203,10 +229,11 @@ impl OrchActivities {
             desired: &template,
             recorded: &recorded,
         };
-        let provider = provider
-            .in_region(&deployment.cloud_region)
-            .await
-            .map_err(|e| failed(&e))?;
+        let place = match run.on {
+            Backend::Cloud => &deployment.cloud_region,
+            Backend::Containers => &deployment.container_host,
+        };
+        let provider = provider.in_region(place).await.map_err(|e| failed(&e))?;
         let report = StoreReport {
             store: &self.store,
             deployment_id: &deployment.id,
@@ -283,7 +310,7 @@ impl OrchActivities {
         self: Arc<Self>,
         _ctx: ActivityContext,
         operation: OperationRef,
-    ) -> Result<Vec<Step>, ActivityError> {
+    ) -> Result<Vec<Planned>, ActivityError> {
         self.steps(&operation).await.map_err(failed("plan"))
     }
 
@@ -293,14 +320,14 @@ impl OrchActivities {
         self: Arc<Self>,
         _ctx: ActivityContext,
         operation: OperationRef,
-    ) -> Result<Vec<Step>, ActivityError> {
+    ) -> Result<Vec<Planned>, ActivityError> {
         self.revert_steps(&operation).await.map_err(failed("revert_plan"))
     }
 
     /// Carries out one step with the deployment's provider, heartbeating while it works.
     #[activity]
     pub async fn run_step(self: Arc<Self>, ctx: ActivityContext, run: StepRun) -> Result<(), ActivityError> {
-        keep_alive(&ctx, self.run(&self.cloud, &ctx, &run)).await
+        keep_alive(&ctx, self.dispatch(&ctx, &run)).await
     }
 
     /// Writes the end of the operation back: status, cause, and (after an update or a scale)
@@ -362,6 +389,7 @@ mod tests {
                 operation_id: "o".into(),
                 deployment_id: "d".into(),
             },
+            on: Backend::Containers,
             step: Step::Create(vec!["server:web:0".into()]),
             revert: false,
         };

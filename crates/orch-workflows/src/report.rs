@@ -1,7 +1,8 @@
 //! Where a provider reports as it goes: each resource is written to the store the moment the
 //! provider knows it, and each sign of life becomes a Temporal heartbeat.
 
-use orch_core::provider::{Observed, RecordFailed, Report};
+use orch_core::provider::{Observed, PortRequest, RecordFailed, Report};
+use orch_store::leases::LeaseRequest;
 use orch_store::resources::ResourceUpsert;
 use orch_store::Store;
 use serde_json::Value;
@@ -32,6 +33,11 @@ impl Report for StoreReport<'_> {
     }
 
     async fn gone(&self, keys: &[String]) -> Result<(), RecordFailed> {
+        // A member that is gone gives its host ports back.
+        self.store
+            .release_ports(self.deployment_id, keys)
+            .await
+            .map_err(|error| StoreFailure::from(error).recording("port leases"))?;
         if keys.is_empty() {
             return self
                 .store
@@ -53,6 +59,21 @@ impl Report for StoreReport<'_> {
             .record_event(self.deployment_id, action, detail)
             .await
             .map_err(|error| StoreFailure::from(error).recording(action))
+    }
+
+    async fn lease_port(&self, request: PortRequest<'_>) -> Result<u16, RecordFailed> {
+        let lease = LeaseRequest {
+            host: request.host,
+            address: request.address,
+            protocol: request.protocol,
+            deployment_id: self.deployment_id,
+            logical_key: request.key,
+            port_name: request.name,
+        };
+        self.store
+            .lease_port(&lease, request.range.0..=request.range.1, request.avoid)
+            .await
+            .map_err(|error| StoreFailure::from(error).recording(request.key))
     }
 
     async fn progress(&self, what: &str) {

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use orch_core::plan::Step;
+use orch_core::plan::{Backend, Planned, Step};
 use orch_core::OperationKind;
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
@@ -62,21 +62,22 @@ pub(crate) fn failure_message(error: &ActivityExecutionError) -> String {
 async fn run_step<W>(
     ctx: &WorkflowContext<W>,
     operation: &OperationRef,
-    step: Step,
+    planned: Planned,
 ) -> Result<(), ActivityExecutionError> {
-    carry_out_step(ctx, operation, step, false).await
+    carry_out_step(ctx, operation, planned, false).await
 }
 
 /// One step; `revert`: towards the spec before the operation (a compensation).
 async fn carry_out_step<W>(
     ctx: &WorkflowContext<W>,
     operation: &OperationRef,
-    step: Step,
+    planned: Planned,
     revert: bool,
 ) -> Result<(), ActivityExecutionError> {
     let run = StepRun {
         operation: operation.clone(),
-        step,
+        on: planned.on,
+        step: planned.step,
         revert,
     };
     ctx.execute_activity(OrchActivities::run_step, run, long()).await
@@ -87,16 +88,20 @@ async fn carry_out<W>(ctx: &WorkflowContext<W>, operation: &OperationRef) -> Res
     let steps = ctx
         .execute_activity(OrchActivities::plan, operation.clone(), short())
         .await?;
-    for step in steps {
-        if let Step::Create(keys) = &step {
-            let creates = keys
-                .chunks(SERVERS_PER_BATCH)
-                .map(|chunk| run_step(ctx, operation, Step::Create(chunk.to_vec())));
+    for planned in steps {
+        if let Step::Create(keys) = &planned.step {
+            let creates = keys.chunks(SERVERS_PER_BATCH).map(|chunk| {
+                let batch = Planned {
+                    on: planned.on,
+                    step: Step::Create(chunk.to_vec()),
+                };
+                run_step(ctx, operation, batch)
+            });
             for result in temporalio_workflow::join_all(creates).await {
                 result?;
             }
         } else {
-            run_step(ctx, operation, step).await?;
+            run_step(ctx, operation, planned).await?;
         }
     }
     Ok(())
@@ -122,10 +127,26 @@ async fn note_compensation<W>(ctx: &WorkflowContext<W>, operation: &OperationRef
     Ok(())
 }
 
-/// Deletes what a failed deploy made; the reason says whether that worked too.
-async fn compensate<W>(ctx: &WorkflowContext<W>, operation: &OperationRef, reason: String) -> WorkflowResult<String> {
+/// Deletes what a failed deploy made, on every provider the deployment uses; the reason
+/// says whether that worked too.
+async fn compensate<W>(
+    ctx: &WorkflowContext<W>,
+    operation: &OperationRef,
+    backends: &[Backend],
+    reason: String,
+) -> WorkflowResult<String> {
     note_compensation(ctx, operation, &reason).await?;
-    let reason = match run_step(ctx, operation, Step::DeleteAll).await {
+    let teardown = async {
+        for on in backends {
+            let planned = Planned {
+                on: *on,
+                step: Step::DeleteAll,
+            };
+            run_step(ctx, operation, planned).await?;
+        }
+        Ok::<_, ActivityExecutionError>(())
+    };
+    let reason = match teardown.await {
         Ok(()) => reason,
         Err(cleanup) => format!("{reason}; compensation failed: {}", failure_message(&cleanup)),
     };
@@ -164,7 +185,7 @@ async fn run_operation<W>(ctx: &WorkflowContext<W>, operation: OperationRef) -> 
         Ok(()) if started.kind == OperationKind::Delete => finish(ctx, &operation, Outcome::Deleted).await,
         Ok(()) => finish(ctx, &operation, Outcome::Completed).await,
         Err(error) if started.kind == OperationKind::Create && started.rollback => {
-            compensate(ctx, &operation, failure_message(&error)).await
+            compensate(ctx, &operation, &started.backends, failure_message(&error)).await
         }
         Err(error) if matches!(started.kind, OperationKind::Scale | OperationKind::Update) => {
             revert(ctx, &operation, failure_message(&error)).await

@@ -3,6 +3,8 @@
 //! task queue, so tests run in parallel against one dev server.
 
 mod common;
+#[path = "workflows/containers.rs"]
+mod containers;
 
 use std::time::{Duration, Instant};
 

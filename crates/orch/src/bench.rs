@@ -191,6 +191,7 @@ impl Running {
         let activities = OrchActivities {
             store: store.clone(),
             cloud,
+            containers: orch_docker::Docker::new(orch_docker::ContainerHosts::default()),
         };
         let worker = WorkerThread::spawn(
             temporal_host.to_owned(),

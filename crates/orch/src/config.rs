@@ -46,7 +46,14 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("OPENSTACK_REQUESTS_PER_SECOND", Some("50"), false),
     ("OPENSTACK_TIMEOUT_SECONDS", Some("60"), false),
     ("OPENSTACK_MAX_RETRIES", Some("5"), false),
+    ("DOCKER_HOST", None, false),
+    ("DOCKER_CERT_PATH", None, false),
+    ("CONTAINER_HOSTS", Some(""), false),
+    ("CONTAINER_PORT_RANGE", Some("20000-32000"), false),
+    ("CONTAINER_PUBLISH_ADDRESS", Some("0.0.0.0"), false),
 ];
+
+mod containers;
 
 /// One line: which variable, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +104,8 @@ pub struct Config {
     pub openstack: Option<OpenStackConfig>,
     /// How hard orch may push the cloud, whichever way the cloud is configured.
     pub cloud_limits: CloudLimits,
+    /// Where containerised services may run.
+    pub container_hosts: orch_docker::ContainerHosts,
 }
 
 /// The cloud client's limits and SSRF allowlist, from `OPENSTACK_*` settings.
@@ -203,6 +212,7 @@ impl Sources {
         let openstack = self.load_openstack()?;
         let cloud_limits = self.load_cloud_limits()?;
         let ansible = self.load_ansible()?;
+        let container_hosts = self.load_container_hosts()?;
         let default_region = match &openstack {
             Some(cloud) => cloud.region_name.clone(),
             None => self
@@ -214,7 +224,19 @@ impl Sources {
             database_url: SecretString::from(database_url.to_owned()),
             api_host,
             api_port,
-            api: ApiConfig { default_region, ..api },
+            api: ApiConfig {
+                default_region,
+                // `local` first: it is the default.
+                container_hosts: std::iter::once(orch_docker::DEFAULT_HOST)
+                    .chain(
+                        container_hosts
+                            .names()
+                            .filter(|name| *name != orch_docker::DEFAULT_HOST),
+                    )
+                    .map(str::to_owned)
+                    .collect(),
+                ..api
+            },
             log_level,
             log_format,
             temporal_host,
@@ -223,6 +245,7 @@ impl Sources {
             ansible,
             openstack,
             cloud_limits,
+            container_hosts,
         })
     }
 
@@ -272,6 +295,7 @@ impl Sources {
             max_body_bytes,
             metrics_require_auth,
             default_region: String::new(),
+            container_hosts: Vec::new(),
         })
     }
 

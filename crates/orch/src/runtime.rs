@@ -134,7 +134,12 @@ pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<
     let store = open_store(&config).await?;
     let client = connect_temporal(&host, &config.temporal_namespace).await?;
     tracing::info!(temporal = %host, task_queue = %config.temporal_task_queue, "worker starting");
-    let activities = OrchActivities { store, cloud };
+    let containers = orch_docker::Docker::new(config.container_hosts.clone());
+    let activities = OrchActivities {
+        store,
+        cloud,
+        containers,
+    };
     orch_workflows::run_worker(
         client,
         &config.temporal_task_queue,
@@ -180,6 +185,7 @@ pub async fn dev(mut config: Config, cloud: Option<OpenStack>, api_key: Option<S
         OrchActivities {
             store,
             cloud: cloud.clone(),
+            containers: orch_docker::Docker::new(config.container_hosts.clone()),
         },
         config.ansible.clone(),
     );

@@ -38,8 +38,11 @@ struct CreateDeploymentBody {
     /// A stored template's name or id, or a template object.
     #[schema(value_type = Object)]
     template: Value,
-    /// Defaults to the configured region.
+    /// Defaults to the configured region; unused by a template of services alone.
     cloud_region: Option<String>,
+    /// The container host the template's services run on; defaults to the first configured
+    /// (`local`).
+    container_host: Option<String>,
     /// `<group>_count`, `<group>_flavor`, `<group>_image`.
     #[schema(value_type = Object)]
     parameters: Option<Value>,
@@ -65,8 +68,10 @@ struct UpdateDeploymentBody {
 #[derive(Deserialize, ToSchema)]
 struct ScaleBody {
     target_count: u32,
-    /// The group to scale.
-    vm_type: String,
+    /// The server group to scale.
+    vm_type: Option<String>,
+    /// The service to scale (instead of `vm_type`).
+    service: Option<String>,
 }
 
 /// `POST /deployments/{id}/configure` body (documentation only).
@@ -115,6 +120,22 @@ async fn check_region(state: &AppState, region: &str) -> ApiResult<()> {
     }
 }
 
+/// The container host asked for (or the default), if it is configured.
+fn container_host(state: &AppState, asked: Option<String>) -> ApiResult<String> {
+    let hosts = &state.config.container_hosts;
+    let Some(host) = asked.or_else(|| hosts.first().cloned()) else {
+        return Err(Problems::single("/template/services", "no container host is configured for services").into());
+    };
+    if !hosts.contains(&host) {
+        let why = format!(
+            "'{host}' is not a configured container host; hosts: {}",
+            hosts.join(", ")
+        );
+        return Err(Problems::single("/container_host", why).into());
+    }
+    Ok(host)
+}
+
 /// A live (not soft-deleted) deployment, or 404.
 async fn live_deployment(store: &Store, id: &str) -> ApiResult<DeploymentRecord> {
     let record = store.deployment(id).await?;
@@ -141,16 +162,26 @@ pub async fn create(
     let (template_id, template) = resolve_template(&state.store, request.template).await?;
     let parameters = Value::Object(request.parameters);
     apply_parameters(&template, &parameters, "/parameters")?;
-    let cloud_region = request
-        .cloud_region
-        .unwrap_or_else(|| state.config.default_region.clone());
-    check_region(&state, &cloud_region).await?;
+    let cloud_region = match template.uses_cloud() {
+        true => request
+            .cloud_region
+            .unwrap_or_else(|| state.config.default_region.clone()),
+        false => String::new(),
+    };
+    if template.uses_cloud() {
+        check_region(&state, &cloud_region).await?;
+    }
+    let container_host = match template.uses_containers() {
+        true => container_host(&state, request.container_host)?,
+        false => String::new(),
+    };
     let new = NewDeployment {
         name: request.name,
         template_id,
         template,
         parameters,
         cloud_region,
+        container_host,
         rollback: request.rollback,
     };
     let (record, operation) = state.store.create_deployment(&new, &actor).await?;

@@ -455,7 +455,9 @@ async fn update(db: Db) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|step| {
+        .map(|planned| {
+            assert_eq!(planned["on"], "cloud");
+            let step = &planned["step"];
             step.as_object()
                 .map_or_else(|| step.as_str().unwrap(), |s| s.keys().next().unwrap())
         })

@@ -5,5 +5,6 @@ mod harness;
 
 mod deployments;
 mod security;
+mod services;
 mod system;
 mod templates;

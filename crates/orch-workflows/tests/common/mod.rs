@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use orch_cloud::OpenStack;
 use orch_core::{OperationKind, Template};
+use orch_docker::{ContainerHosts, Docker, HostSettings};
 use orch_store::deployments::NewDeployment;
 use orch_store::{Actor, DeploymentRecord, Store, StoreOptions};
 use orch_workflows::devserver::{temporal_cli, DevServer};
@@ -51,6 +52,12 @@ pub async fn connect_with_retry(address: &str) -> temporalio_client::Client {
     }
 }
 
+/// The local engine (`DOCKER_HOST`, else the default socket) as host `local`.
+pub fn local_engine() -> Docker {
+    let endpoint = std::env::var("DOCKER_HOST").ok();
+    Docker::new(ContainerHosts::single(HostSettings::local(endpoint.as_deref(), None)))
+}
+
 /// Unique within the machine: process, counter and clock.
 pub fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +85,11 @@ pub struct Orch {
 
 impl Orch {
     pub async fn start(cloud: OpenStack, ansible: AnsibleSettings) -> Self {
+        Self::start_with(cloud, local_engine(), ansible).await
+    }
+
+    /// A worker for `cloud` and the container hosts `containers`.
+    pub async fn start_with(cloud: OpenStack, containers: Docker, ansible: AnsibleSettings) -> Self {
         init_logging();
         let dir = std::env::temp_dir().join(format!("orch-wf-{}", unique()));
         let store = Store::connect(&format!("sqlite://{}/orch.db", dir.display()), &StoreOptions::default())
@@ -90,6 +102,7 @@ impl Orch {
         let activities = OrchActivities {
             store: store.clone(),
             cloud,
+            containers,
         };
         let queue = task_queue.clone();
         // The worker's future is not Send: it runs on a thread of its own.
@@ -117,12 +130,15 @@ impl Orch {
     }
 
     pub async fn create(&self, name: &str, template: Template, rollback: bool) -> String {
+        let cloud_region = if template.uses_cloud() { "RegionOne" } else { "" };
+        let container_host = if template.uses_containers() { "local" } else { "" };
         let new = NewDeployment {
             name: name.into(),
             template_id: None,
             template,
             parameters: json!({}),
-            cloud_region: "RegionOne".into(),
+            cloud_region: cloud_region.into(),
+            container_host: container_host.into(),
             rollback,
         };
         self.store

@@ -75,11 +75,15 @@ pub enum ClientCommand {
         #[arg(long)]
         wait: bool,
     },
-    /// Set the number of servers of a group.
+    /// Set the number of servers of a group, or of instances of a service.
     Scale {
         deployment: String,
+        /// The server group to scale.
+        #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+        group: Option<String>,
+        /// The containerised service to scale.
         #[arg(long)]
-        group: String,
+        service: Option<String>,
         #[arg(long)]
         count: u32,
         #[arg(long)]
@@ -163,10 +167,14 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
         ClientCommand::Scale {
             deployment,
             group,
+            service,
             count,
             wait: follow,
         } => {
-            let body = json!({"target_count": count, "vm_type": group});
+            let body = match (group, service) {
+                (Some(group), _) => json!({"target_count": count, "vm_type": group}),
+                (None, service) => json!({"target_count": count, "service": service}),
+            };
             operation(&api, output, &deployment, "scale", &body, follow).await?;
         }
         ClientCommand::Configure {

@@ -1,0 +1,285 @@
+//! Containerised services on the real local Docker Engine, through the real workflows:
+//! health-gated deploys in dependency order, leased ports, isolated networks, scale,
+//! update, a failed health gate, and deletes that leave the engine as it was. Images are
+//! built locally (no registry is reachable); every test removes what it made, even when it
+//! fails.
+
+use std::process::Command;
+use std::sync::OnceLock;
+
+use orch_core::{DeploymentStatus, OperationKind, Template};
+use serde_json::{json, Value};
+
+use super::harness;
+
+const TWO_TIER: &str = include_str!("../../../../examples/two-tier-services.yaml");
+pub const BUSYBOX: &str = "local/busybox:latest";
+
+fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("docker {args:?}: {error}; scripts/test.sh installs and starts the engine"));
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// `local/busybox:latest`, built once from Debian's static busybox (no registry needed).
+pub fn busybox_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        if Command::new("docker").args(["image", "inspect", BUSYBOX]).output().is_ok_and(|o| o.status.success()) {
+            return;
+        }
+        let context = std::env::temp_dir().join(format!("orch-busybox-{}", super::common::unique()));
+        std::fs::create_dir_all(&context).unwrap();
+        std::fs::copy("/usr/bin/busybox", context.join("busybox")).expect("apt-get install busybox-static");
+        std::fs::write(
+            context.join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN [\"/bin/mkdir\", \"-p\", \"/www\", \"/tmp\"]\nRUN [\"/bin/sh\", \"-c\", \"echo ok > /www/index.html\"]\n",
+        )
+        .unwrap();
+        docker(&["build", "-q", "-t", BUSYBOX, context.to_str().unwrap()]);
+    });
+}
+
+/// Removes everything labelled for the deployments when dropped, so a failed test leaves
+/// the engine clean.
+pub struct EngineGuard(pub Vec<String>);
+
+impl Drop for EngineGuard {
+    fn drop(&mut self) {
+        for id in &self.0 {
+            let filter = format!("label=orch.deployment={id}");
+            for kind in ["container", "network", "volume"] {
+                let listed = Command::new("docker")
+                    .args([kind, "ls", "-q", "--filter", &filter])
+                    .output();
+                let Ok(listed) = listed else { continue };
+                for object in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
+                    let mut remove = vec![kind, "rm"];
+                    if kind == "container" {
+                        remove.push("-f");
+                    }
+                    remove.push(object);
+                    let _ = Command::new("docker").args(&remove).output();
+                }
+            }
+        }
+    }
+}
+
+/// What the engine holds of a deployment: containers, networks and volumes by name.
+fn labelled(id: &str) -> Vec<String> {
+    let filter = format!("label=orch.deployment={id}");
+    let mut found = Vec::new();
+    for kind in ["container", "network", "volume"] {
+        let format = if kind == "container" { "{{.Names}}" } else { "{{.Name}}" };
+        let mut args = vec![kind, "ls", "--filter", &filter, "--format", format];
+        if kind == "container" {
+            args.insert(2, "-a");
+        }
+        found.extend(docker(&args).lines().filter(|line| !line.is_empty()).map(str::to_owned));
+    }
+    found.sort();
+    found
+}
+
+fn host_ports(resources: &[orch_store::ResourceRecord], service: &str) -> Vec<u64> {
+    resources
+        .iter()
+        .filter(|resource| resource.kind == "container" && resource.attributes["service"] == service)
+        .map(|resource| resource.attributes["host_ports"]["http"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_tier_stack_deploys_health_gated_scales_and_leaves_nothing() {
+    busybox_image();
+    let orch = harness(|_| {}).await;
+    let template = Template::parse_text(TWO_TIER).unwrap();
+    let first = orch
+        .create(&format!("tt-{}", super::common::unique()), template.clone(), true)
+        .await;
+    let second = orch
+        .create(&format!("tt-{}", super::common::unique()), template, true)
+        .await;
+    let _guard = EngineGuard(vec![first.clone(), second.clone()]);
+    // Both at once: the relay starts both, then both are waited for.
+    assert_eq!(
+        orch.settle(&first).await.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        orch.store.deployment(&first).await.unwrap().status_reason
+    );
+    assert_eq!(orch.settle(&second).await.status, DeploymentStatus::Completed);
+
+    let resources = orch.store.resources(&first).await.unwrap();
+    let containers: Vec<&orch_store::ResourceRecord> = resources.iter().filter(|r| r.kind == "container").collect();
+    assert_eq!(containers.len(), 3);
+    assert!(containers.iter().all(|c| c.status == "healthy"), "{containers:?}");
+    let mut ports = host_ports(&resources, "web");
+    ports.extend(host_ports(&orch.store.resources(&second).await.unwrap(), "web"));
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        4,
+        "two deployments, two instances each, four ports: {ports:?}"
+    );
+    assert!(ports.iter().all(|port| (20_000..=32_000).contains(port)));
+
+    // The published port answers on the host; web reaches cache by name; cache's network
+    // has no way out.
+    let page = reqwest::get(format!("http://127.0.0.1:{}/", ports[0]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page.trim(), "ok");
+    let by_name = docker(&[
+        "exec",
+        &format!("{first}-web-0"),
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://cache:6379/",
+    ]);
+    assert_eq!(by_name, "ok");
+    assert_eq!(
+        docker(&["network", "inspect", "-f", "{{.Internal}}", &format!("{first}-data")]),
+        "true"
+    );
+    assert_eq!(
+        docker(&["network", "inspect", "-f", "{{.Internal}}", &format!("{first}-gateway")]),
+        "false"
+    );
+    let inspect = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{.HostConfig.Memory}}",
+        &format!("{first}-web-1"),
+    ]);
+    assert_eq!(inspect, "false [ALL] [no-new-privileges:true] 67108864");
+
+    // Scale out and in through the same workflow as servers.
+    let scaled = orch
+        .operate(
+            &first,
+            OperationKind::Scale,
+            &json!({"target_count": 3, "vm_type": "web"}),
+        )
+        .await;
+    assert_eq!(scaled.status, DeploymentStatus::Completed, "{:?}", scaled.status_reason);
+    assert_eq!(orch.store.port_leases(&first).await.unwrap().len(), 3);
+    let scaled = orch
+        .operate(
+            &first,
+            OperationKind::Scale,
+            &json!({"target_count": 1, "vm_type": "web"}),
+        )
+        .await;
+    assert_eq!(scaled.status, DeploymentStatus::Completed);
+    let names: Vec<String> = labelled(&first)
+        .into_iter()
+        .filter(|name| name.contains("-web-"))
+        .collect();
+    assert_eq!(names, [format!("{first}-web-0")], "newest removed first");
+    assert_eq!(
+        orch.store.port_leases(&first).await.unwrap().len(),
+        1,
+        "leases go with their instances"
+    );
+
+    for id in [&first, &second] {
+        let deleted = orch.operate(id, OperationKind::Delete, &Value::Null).await;
+        assert_eq!(deleted.status, DeploymentStatus::Deleted);
+        assert!(labelled(id).is_empty(), "left on the engine: {:?}", labelled(id));
+        assert!(orch.store.port_leases(id).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_replaces_changed_instances_one_at_a_time() {
+    busybox_image();
+    let orch = harness(|_| {}).await;
+    let template = Template::parse_text(TWO_TIER).unwrap();
+    let id = orch
+        .create(&format!("up-{}", super::common::unique()), template.clone(), true)
+        .await;
+    let _guard = EngineGuard(vec![id.clone()]);
+    assert_eq!(orch.settle(&id).await.status, DeploymentStatus::Completed);
+    let before = host_ports(&orch.store.resources(&id).await.unwrap(), "web");
+    let cache_before = docker(&["inspect", "-f", "{{.Id}}", &format!("{id}-cache-0")]);
+
+    let mut changed = template.to_value();
+    changed["services"]["web"]["env"] = json!({"GREETING": "hello"});
+    let updated = orch
+        .operate(
+            &id,
+            OperationKind::Update,
+            &json!({"template": changed, "parameters": {}}),
+        )
+        .await;
+    assert_eq!(
+        updated.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        updated.status_reason
+    );
+    let env = docker(&["inspect", "-f", "{{json .Config.Env}}", &format!("{id}-web-1")]);
+    assert!(env.contains("GREETING=hello"), "{env}");
+    assert_eq!(
+        host_ports(&orch.store.resources(&id).await.unwrap(), "web"),
+        before,
+        "a replacement keeps its ports"
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.Id}}", &format!("{id}-cache-0")]),
+        cache_before,
+        "unchanged services stay"
+    );
+    assert_eq!(
+        orch.operate(&id, OperationKind::Delete, &Value::Null).await.status,
+        DeploymentStatus::Deleted
+    );
+    assert!(labelled(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_check_fails_the_deploy_and_leaves_nothing() {
+    busybox_image();
+    let orch = harness(|_| {}).await;
+    let mut document = Template::parse_text(TWO_TIER).unwrap().to_value();
+    document["services"]["cache"]["healthcheck"] = json!({"exec": ["/bin/false"], "interval_s": 1, "deadline_s": 6});
+    let template = Template::parse(&document, "", None).unwrap();
+    let id = orch
+        .create(&format!("sick-{}", super::common::unique()), template, true)
+        .await;
+    let _guard = EngineGuard(vec![id.clone()]);
+    let failed = orch.settle(&id).await;
+    assert_eq!(failed.status, DeploymentStatus::Failed);
+    let reason = failed.status_reason.unwrap();
+    assert!(
+        reason.contains("container:cache:0") && reason.contains("not ready within 6 s"),
+        "{reason}"
+    );
+    assert!(labelled(&id).is_empty(), "compensation left {:?}", labelled(&id));
+    assert!(orch.store.port_leases(&id).await.unwrap().is_empty());
+    assert!(
+        orch.store
+            .resources(&id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.kind != "container"),
+        "nothing is recorded as live"
+    );
+}

@@ -1,0 +1,113 @@
+//! Container hosts: `local` (the engine at `DOCKER_HOST`, else the default socket) and any
+//! named in `CONTAINER_HOSTS` as `name=endpoint` pairs; the port range and address that
+//! published ports lease and bind on every host.
+
+use std::path::PathBuf;
+
+use orch_docker::config::{check_port_range, ContainerHosts, HostSettings, DEFAULT_HOST};
+
+use super::{invalid, ConfigError, Sources};
+
+impl Sources {
+    pub(super) fn load_container_hosts(&self) -> Result<ContainerHosts, ConfigError> {
+        let range = self.load_port_range()?;
+        let address = self.non_empty("CONTAINER_PUBLISH_ADDRESS").unwrap_or("0.0.0.0");
+        if address.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                "CONTAINER_PUBLISH_ADDRESS",
+                "must be an IP address such as 0.0.0.0 or 127.0.0.1",
+            ));
+        }
+        let tls = self.non_empty("DOCKER_CERT_PATH").map(PathBuf::from);
+        let local = HostSettings::local(self.non_empty("DOCKER_HOST"), tls.clone());
+        let mut hosts = ContainerHosts::single(local);
+        for entry in self
+            .get("CONTAINER_HOSTS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+        {
+            if entry.is_empty() {
+                continue;
+            }
+            let Some((name, endpoint)) = entry.split_once('=') else {
+                return Err(invalid("CONTAINER_HOSTS", format!("'{entry}' must be name=endpoint")));
+            };
+            check_endpoint(endpoint).map_err(|why| invalid("CONTAINER_HOSTS", format!("{name}: {why}")))?;
+            let host = HostSettings {
+                name: name.to_owned(),
+                endpoint: endpoint.to_owned(),
+                tls: tls.clone(),
+                ..HostSettings::local(None, None)
+            };
+            hosts.0.insert(name.to_owned(), host);
+        }
+        check_endpoint(&hosts.0[DEFAULT_HOST].endpoint).map_err(|why| invalid("DOCKER_HOST", why))?;
+        for host in hosts.0.values_mut() {
+            host.port_range = range;
+            address.clone_into(&mut host.address);
+        }
+        Ok(hosts)
+    }
+
+    fn load_port_range(&self) -> Result<(u16, u16), ConfigError> {
+        let text = self.non_empty("CONTAINER_PORT_RANGE").unwrap_or("20000-32000");
+        let expected = "must be LOW-HIGH, e.g. 20000-32000";
+        let (low, high) = text
+            .split_once('-')
+            .ok_or_else(|| invalid("CONTAINER_PORT_RANGE", expected))?;
+        let port = |text: &str| {
+            text.trim()
+                .parse::<u16>()
+                .map_err(|_| invalid("CONTAINER_PORT_RANGE", expected))
+        };
+        let range = (port(low)?, port(high)?);
+        check_port_range(range).map_err(|why| invalid("CONTAINER_PORT_RANGE", why))?;
+        Ok(range)
+    }
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let valid = endpoint
+        .strip_prefix("unix://")
+        .is_some_and(|path| path.starts_with('/'))
+        || endpoint
+            .strip_prefix("tcp://")
+            .is_some_and(|rest| rest.rsplit_once(':').is_some());
+    match valid {
+        true => Ok(()),
+        false => Err(format!(
+            "'{endpoint}' must be unix:///path/to/docker.sock or tcp://HOST:PORT"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(pairs: &[(&str, &str)]) -> Sources {
+        let environment = pairs.iter().map(|(name, value)| (name.to_string(), value.to_string()));
+        Sources::gather(None, std::path::Path::new("/nonexistent"), environment).unwrap()
+    }
+
+    #[test]
+    fn hosts_ranges_and_endpoints_are_read_and_checked() {
+        let hosts = sources(&[("CONTAINER_HOSTS", "edge=tcp://10.1.0.5:2376")])
+            .load_container_hosts()
+            .unwrap();
+        assert_eq!(hosts.names().collect::<Vec<_>>(), ["edge", "local"]);
+        assert_eq!(hosts.get("local").unwrap().port_range, (20_000, 32_000));
+        let bad = [
+            ("CONTAINER_PORT_RANGE", "80-90"),
+            ("CONTAINER_PORT_RANGE", "30000-20000"),
+            ("CONTAINER_HOSTS", "edge"),
+            ("DOCKER_HOST", "ssh://box"),
+            ("CONTAINER_PUBLISH_ADDRESS", "everywhere"),
+        ];
+        for (name, value) in bad {
+            let error = sources(&[(name, value)]).load_container_hosts().unwrap_err();
+            assert_eq!(error.variable, name, "{value}");
+        }
+    }
+}
