@@ -58,3 +58,48 @@ ensure_python_tools() {
   export TEMPORAL_CLI="$venv/bin/temporal"
   export ANSIBLE_PLAYBOOK="$venv/bin/ansible-playbook"
 }
+
+# True when a Docker Engine answers on the default socket.
+docker_answers() {
+  command -v docker >/dev/null 2>&1 && docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
+# The Docker Engine for containerised services: Debian's docker.io, started here when
+# nothing answers on /var/run/docker.sock. No registry is reachable, so images are built
+# locally (see ensure_busybox_image).
+ensure_docker() {
+  if [ -n "${DOCKER_HOST:-}" ] || docker_answers; then
+    return
+  fi
+  if ! command -v dockerd >/dev/null 2>&1; then
+    log "installing docker.io"
+    apt_install docker.io
+  fi
+  log "starting dockerd (log: /tmp/orch-dockerd.log)"
+  (setsid dockerd >/tmp/orch-dockerd.log 2>&1 &)
+  for _ in $(seq 1 100); do docker_answers && return; sleep 0.3; done
+  tail -n 20 /tmp/orch-dockerd.log >&2
+  echo "dockerd did not start" >&2
+  exit 1
+}
+
+# local/busybox:latest, the examples' image: Debian's static busybox in an image of its own,
+# built once and cached by tag.
+BUSYBOX_IMAGE=local/busybox:latest
+ensure_busybox_image() {
+  docker image inspect "$BUSYBOX_IMAGE" >/dev/null 2>&1 && return
+  dpkg -s busybox-static >/dev/null 2>&1 || apt_install busybox-static
+  local context
+  context="$(mktemp -d)"
+  cp /usr/bin/busybox "$context/busybox"
+  cat >"$context/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN ["/bin/mkdir", "-p", "/www", "/tmp"]
+RUN ["/bin/sh", "-c", "echo ok > /www/index.html"]
+DOCKERFILE
+  log "building $BUSYBOX_IMAGE"
+  docker build -q -t "$BUSYBOX_IMAGE" "$context" >/dev/null
+  rm -rf "$context"
+}

@@ -2,11 +2,14 @@
 # The main job on the embedded defaults: builds orch, starts `orch dev` (API, relay and worker
 # in one process; SQLite under ./data; a local Temporal dev server; fakecloud as the cloud
 # unless OPENSTACK_* or OS_CLOUD name a real one), deploys seed 001's web-app-stack with live
-# progress, and keeps orch running until Ctrl-C.
+# progress, then the two-tier container stack on the local Docker Engine (started if need be),
+# and keeps orch running until Ctrl-C.
 source "$(dirname "$0")/common.sh"
 
 ensure_protoc
 ensure_python_tools
+ensure_docker
+ensure_busybox_image
 log "building orch (release)"
 cargo build --release --locked -p orch
 
@@ -28,6 +31,12 @@ if ./target/release/orch get web-app-demo >/dev/null 2>&1; then
   ./target/release/orch get web-app-demo
 else
   ./target/release/orch deploy examples/web-app-stack.yaml --name web-app-demo --wait
+fi
+log "deploying examples/two-tier-services.yaml (containers on the local engine) as 'two-tier-demo'"
+if ./target/release/orch get two-tier-demo >/dev/null 2>&1; then
+  ./target/release/orch get two-tier-demo
+else
+  ./target/release/orch deploy examples/two-tier-services.yaml --name two-tier-demo --wait
 fi
 log "orch is running at $ORCH_URL (key in data/dev-api-key); try: ./target/release/orch list — Ctrl-C stops it"
 wait "$orch_pid"

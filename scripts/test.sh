@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, and the whole test suite on SQLite and on
 # PostgreSQL. Uses the PostgreSQL in TEST_DATABASE_URL, else the one on 127.0.0.1:5432, else
-# installs and starts one. When the shared OpenStack testbed is beside the project
+# installs and starts one; uses the Docker Engine that answers on /var/run/docker.sock, else
+# installs Debian's docker.io and starts dockerd, and builds the container tests' image. When the shared OpenStack testbed is beside the project
 # (../shared/testbeds/openstack), it is started (installed first if need be) while the rest
 # builds and runs, and orch's real-cloud suite and fakecloud's contract test run against it,
 # as admin and as an ordinary member.
@@ -92,6 +93,8 @@ ensure_protoc
 ensure_postgres
 drop_old_test_databases
 ensure_python_tools
+ensure_docker
+ensure_busybox_image
 start_testbed
 log "PostgreSQL for tests: ${TEST_DATABASE_URL%%@*}@…"
 
