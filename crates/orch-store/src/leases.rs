@@ -3,6 +3,7 @@
 //! owner index makes asking again for the same instance's port return the same lease, so
 //! a port survives retries and engine restarts.
 
+use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
 
 use sqlx::Row;
@@ -94,7 +95,7 @@ impl Store {
         row.map(|row| port_of(&row)).transpose()
     }
 
-    async fn taken_ports(&self, request: &LeaseRequest<'_>) -> Result<Vec<u16>> {
+    async fn taken_ports(&self, request: &LeaseRequest<'_>) -> Result<BTreeSet<u16>> {
         let rows = timed(
             "leases.taken",
             sqlx::query("SELECT port FROM port_leases WHERE host = $1 AND address = $2 AND protocol = $3")

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use bollard::models::{ContainerInspectResponse, EndpointSettings, NetworkConnectRequest};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, InspectContainerOptionsBuilder};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptionsBuilder, ListContainersOptionsBuilder,
+};
 use futures_util::{StreamExt, TryStreamExt};
 use orch_core::plan::{instance_name, parse_container_key, service_spec_hash};
 use orch_core::provider::{Observed, PortRequest, Report};
@@ -15,12 +17,12 @@ use serde_json::json;
 
 use super::Work;
 use crate::error::EngineError;
-use crate::spec::{Instance, LABEL_SPEC_HASH};
+use crate::spec::{Instance, LABEL_DEPLOYMENT, LABEL_SPEC_HASH};
 
 /// Instances made at once.
 const PARALLEL_CREATES: usize = 8;
 /// How often a start is tried again with other ports, when something outside orch holds one.
-const PORT_ATTEMPTS: usize = 3;
+const PORT_ATTEMPTS: usize = 5;
 
 /// One instance of the template, by key.
 pub(crate) struct Member<'a> {
@@ -51,8 +53,11 @@ impl<R: Report> Work<'_, R> {
     }
 
     pub(crate) async fn create(&self, keys: &[String]) -> Result<(), EngineError> {
+        // Ports bound on the host by containers orch does not know of (another orch, a
+        // compose project): never leased to these instances. One look for the whole batch.
+        let held = self.ports_bound_elsewhere().await?;
         // The futures are made first: a closure inside the stream would not be `Send`.
-        let work: Vec<_> = keys.iter().map(|key| self.create_one(key)).collect();
+        let work: Vec<_> = keys.iter().map(|key| self.create_one(key, &held)).collect();
         futures_util::stream::iter(work)
             .buffer_unordered(PARALLEL_CREATES)
             .try_collect::<Vec<()>>()
@@ -60,8 +65,32 @@ impl<R: Report> Work<'_, R> {
         Ok(())
     }
 
-    /// Makes one instance exist and run, adopting one an earlier attempt made.
-    pub(crate) async fn create_one(&self, key: &str) -> Result<(), EngineError> {
+    /// Host ports published by containers that are not this deployment's.
+    async fn ports_bound_elsewhere(&self) -> Result<Vec<u16>, EngineError> {
+        let deployment = self.target.deployment_id;
+        let containers = self
+            .engine
+            .call("containers.list", "published ports", |docker| async move {
+                let options = ListContainersOptionsBuilder::default().all(true).build();
+                docker.list_containers(Some(options)).await
+            })
+            .await?;
+        let ours = |labels: Option<&std::collections::HashMap<String, String>>| {
+            labels
+                .and_then(|labels| labels.get(LABEL_DEPLOYMENT))
+                .is_some_and(|id| id == deployment)
+        };
+        Ok(containers
+            .iter()
+            .filter(|container| !ours(container.labels.as_ref()))
+            .flat_map(|container| container.ports.iter().flatten())
+            .filter_map(|port| port.public_port)
+            .collect())
+    }
+
+    /// Makes one instance exist and run, adopting one an earlier attempt made; `held` are
+    /// host ports that are not free.
+    pub(crate) async fn create_one(&self, key: &str, held: &[u16]) -> Result<(), EngineError> {
         let member = self.member(key)?;
         let spec_hash = service_spec_hash(self.target.desired, member.service_name);
         let name = instance_name(self.target.deployment_id, member.service_name, member.index);
@@ -79,7 +108,7 @@ impl<R: Report> Work<'_, R> {
             self.volume(member.service_name, Some(member.index), &volume.name)
                 .await?;
         }
-        let mut avoid = Vec::new();
+        let mut avoid = held.to_vec();
         for _ in 0..PORT_ATTEMPTS {
             let host_ports = self.lease_ports(&member, &avoid).await?;
             let id = self
@@ -101,7 +130,7 @@ impl<R: Report> Work<'_, R> {
         }
         Err(EngineError::Ports {
             key: key.to_owned(),
-            message: format!("ports {avoid:?} are all held by something outside orch"),
+            message: format!("{PORT_ATTEMPTS} leased ports in a row were held by something outside orch"),
         })
     }
 
@@ -296,7 +325,7 @@ impl<R: Report> Work<'_, R> {
             let member = self.member(key)?;
             let name = instance_name(self.target.deployment_id, member.service_name, member.index);
             self.remove_container(&name).await?;
-            self.create_one(key).await?;
+            self.create_one(key, &[]).await?;
             self.wait_one(key).await?;
         }
         Ok(())
