@@ -14,4 +14,5 @@ mod spec;
 pub use client::{engine_calls, Engine};
 pub use config::{ContainerHosts, HostSettings, DEFAULT_HOST};
 pub use error::EngineError;
+pub use provider::events::ContainerEvent;
 pub use provider::Docker;

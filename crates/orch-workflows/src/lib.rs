@@ -19,6 +19,7 @@ pub mod configure;
 pub mod devserver;
 pub mod engine;
 mod failure;
+pub mod reconcile;
 mod report;
 pub mod workflows;
 

@@ -51,6 +51,7 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("CONTAINER_HOSTS", Some(""), false),
     ("CONTAINER_PORT_RANGE", Some("20000-32000"), false),
     ("CONTAINER_PUBLISH_ADDRESS", Some("0.0.0.0"), false),
+    ("RECONCILE_INTERVAL_SECONDS", Some("30"), false),
 ];
 
 mod containers;
@@ -106,6 +107,9 @@ pub struct Config {
     pub cloud_limits: CloudLimits,
     /// Where containerised services may run.
     pub container_hosts: orch_docker::ContainerHosts,
+    /// How often the worker compares the container hosts with the store (besides watching
+    /// their events).
+    pub reconcile_interval: std::time::Duration,
 }
 
 /// The cloud client's limits and SSRF allowlist, from `OPENSTACK_*` settings.
@@ -213,6 +217,10 @@ impl Sources {
         let cloud_limits = self.load_cloud_limits()?;
         let ansible = self.load_ansible()?;
         let container_hosts = self.load_container_hosts()?;
+        let reconcile_seconds: u64 = self.parse_var("RECONCILE_INTERVAL_SECONDS", "30", "a number of seconds")?;
+        if reconcile_seconds == 0 {
+            return Err(invalid("RECONCILE_INTERVAL_SECONDS", "must be at least 1"));
+        }
         let default_region = match &openstack {
             Some(cloud) => cloud.region_name.clone(),
             None => self
@@ -246,6 +254,7 @@ impl Sources {
             openstack,
             cloud_limits,
             container_hosts,
+            reconcile_interval: std::time::Duration::from_secs(reconcile_seconds),
         })
     }
 

@@ -122,6 +122,16 @@ pub async fn serve(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<(
     run(config, cloud, temporal, None, None).await
 }
 
+/// Watches the container hosts beside the worker and repairs what drifted, until SIGTERM.
+fn spawn_reconciler(config: &Config, store: &orch_store::Store, containers: &orch_docker::Docker) {
+    let reconciler = orch_workflows::reconcile::Reconciler {
+        store: store.clone(),
+        containers: containers.clone(),
+        interval: config.reconcile_interval,
+    };
+    tokio::spawn(reconciler.run(crate::shutdown_signal()));
+}
+
 /// `orch worker`: executes workflows and activities until SIGTERM.
 pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<()> {
     let Some(cloud) = cloud else {
@@ -135,6 +145,7 @@ pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<
     let client = connect_temporal(&host, &config.temporal_namespace).await?;
     tracing::info!(temporal = %host, task_queue = %config.temporal_task_queue, "worker starting");
     let containers = orch_docker::Docker::new(config.container_hosts.clone());
+    spawn_reconciler(&config, &store, &containers);
     let activities = OrchActivities {
         store,
         cloud,
@@ -178,6 +189,8 @@ pub async fn dev(mut config: Config, cloud: Option<OpenStack>, api_key: Option<S
     config.api.default_region = cloud.region().to_owned();
     config.temporal_host = Some(temporal_host.clone());
     let store = open_store(&config).await?;
+    let containers = orch_docker::Docker::new(config.container_hosts.clone());
+    spawn_reconciler(&config, &store, &containers);
     let worker = WorkerThread::spawn(
         temporal_host.clone(),
         config.temporal_namespace.clone(),
@@ -185,7 +198,7 @@ pub async fn dev(mut config: Config, cloud: Option<OpenStack>, api_key: Option<S
         OrchActivities {
             store,
             cloud: cloud.clone(),
-            containers: orch_docker::Docker::new(config.container_hosts.clone()),
+            containers,
         },
         config.ansible.clone(),
     );

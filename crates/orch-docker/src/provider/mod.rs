@@ -18,6 +18,7 @@ use crate::config::ContainerHosts;
 use crate::error::EngineError;
 use crate::spec::{LABEL_DEPLOYMENT, LABEL_KEY};
 
+pub mod events;
 mod health;
 mod instances;
 mod shared;

@@ -283,3 +283,87 @@ async fn a_failing_health_check_fails_the_deploy_and_leaves_nothing() {
         "nothing is recorded as live"
     );
 }
+
+fn reconciler(orch: &super::common::Orch) -> orch_workflows::reconcile::Reconciler {
+    orch_workflows::reconcile::Reconciler {
+        store: orch.store.clone(),
+        containers: super::common::local_engine(),
+        interval: std::time::Duration::from_secs(3600),
+    }
+}
+
+/// The two-tier example deployed to COMPLETED, with the guard that removes it.
+async fn two_tier_deployed(orch: &super::common::Orch, prefix: &str) -> (String, EngineGuard) {
+    busybox_image();
+    let name = format!("{prefix}-{}", super::common::unique());
+    let id = orch.create(&name, Template::parse_text(TWO_TIER).unwrap(), true).await;
+    let guard = EngineGuard(vec![id.clone()]);
+    assert_eq!(orch.settle(&id).await.status, DeploymentStatus::Completed);
+    (id, guard)
+}
+
+fn running(name: &str) -> bool {
+    docker(&["inspect", "-f", "{{.State.Running}}", name]) == "true"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_or_stopped_instance_is_noticed_and_repaired_on_its_ports() {
+    let orch = harness(|_| {}).await;
+    let (id, _guard) = two_tier_deployed(&orch, "heal").await;
+    let ports = host_ports(&orch.store.resources(&id).await.unwrap(), "web");
+    let reconciler = reconciler(&orch);
+    assert!(reconciler.pass().await.unwrap().is_empty(), "nothing drifted yet");
+
+    docker(&["rm", "-f", &format!("{id}-web-1")]);
+    docker(&["stop", "-t", "1", &format!("{id}-cache-0")]);
+    assert_eq!(reconciler.pass().await.unwrap(), vec![id.clone()]);
+    let repaired = orch.settle(&id).await;
+    assert_eq!(
+        repaired.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        repaired.status_reason
+    );
+    assert!(running(&format!("{id}-web-1")) && running(&format!("{id}-cache-0")));
+    assert_eq!(
+        host_ports(&orch.store.resources(&id).await.unwrap(), "web"),
+        ports,
+        "back on its ports"
+    );
+    let events = orch.event_actions(&id).await;
+    assert!(events.iter().any(|action| action == "containers.drifted"), "{events:?}");
+    assert!(reconciler.pass().await.unwrap().is_empty(), "repaired for good");
+    assert_eq!(
+        orch.operate(&id, OperationKind::Delete, &Value::Null).await.status,
+        DeploymentStatus::Deleted
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_events_bring_a_repair_without_waiting_for_the_next_look() {
+    let orch = harness(|_| {}).await;
+    let (id, _guard) = two_tier_deployed(&orch, "watch").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watching = tokio::spawn(reconciler(&orch).run(async move {
+        let _ = stopped.await;
+    }));
+    // The first look happens at once; give the watch a moment to subscribe.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    docker(&["rm", "-f", &format!("{id}-web-0")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while orch.store.operation_in_flight(&id).await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removal was not noticed within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let _ = stop.send(());
+    watching.await.unwrap();
+    assert_eq!(orch.settle(&id).await.status, DeploymentStatus::Completed);
+    assert!(running(&format!("{id}-web-0")));
+    assert_eq!(
+        orch.operate(&id, OperationKind::Delete, &Value::Null).await.status,
+        DeploymentStatus::Deleted
+    );
+}
