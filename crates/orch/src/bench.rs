@@ -2,6 +2,10 @@
 //! cloud client against fakecloud (a child process, so orch's own memory is measured), deletes
 //! them, and prints the figures next to the lower bound the simulated cloud allows. It runs the
 //! same deployment again with the cloud concurrency limited to 10, Terraform's default.
+//! `orch bench --containers N` does the same with containers on the local engine, beside
+//! `docker compose` (see `containers.rs`).
+
+mod containers;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -20,8 +24,11 @@ use serde_json::{json, Value};
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Servers to deploy.
+    #[arg(long, required_unless_present = "containers", conflicts_with = "containers")]
+    servers: Option<u32>,
+    /// Containers to deploy on the local engine, beside `docker compose` doing the same.
     #[arg(long)]
-    servers: u32,
+    containers: Option<u32>,
     /// fakecloud: time from a server's create until it is ACTIVE.
     #[arg(long, default_value_t = 10_000)]
     boot_delay_ms: u64,
@@ -104,10 +111,9 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("orch-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (temporal_host, _dev_server) = match std::env::var("TEMPORAL_HOST") {
+/// A Temporal dev server of the bench's own, unless `TEMPORAL_HOST` names one.
+async fn temporal(dir: &std::path::Path) -> anyhow::Result<(String, Option<orch_workflows::devserver::DevServer>)> {
+    Ok(match std::env::var("TEMPORAL_HOST") {
         Ok(host) if !host.is_empty() => (host, None),
         _ => {
             let cli = orch_workflows::devserver::temporal_cli(std::path::Path::new("."));
@@ -116,7 +122,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(move || orch_workflows::devserver::DevServer::start(&cli, &db)).await??;
             (server.address.clone(), Some(server))
         }
-    };
+    })
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("orch-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (temporal_host, _dev_server) = temporal(&dir).await?;
+    if let Some(containers) = args.containers {
+        return containers::run(containers, args.json.as_deref(), &temporal_host, &dir).await;
+    }
     let mut results = vec![run_once(&args, &temporal_host, &dir, None).await?];
     if !args.no_baseline {
         results.push(run_once(&args, &temporal_host, &dir, Some(10)).await?);
@@ -181,7 +196,13 @@ struct Running {
 }
 
 impl Running {
-    async fn start(cloud: OpenStack, temporal_host: &str, dir: &std::path::Path, run: &str) -> anyhow::Result<Self> {
+    async fn start(
+        cloud: OpenStack,
+        containers: orch_docker::Docker,
+        temporal_host: &str,
+        dir: &std::path::Path,
+        run: &str,
+    ) -> anyhow::Result<Self> {
         let store = Store::connect(
             &format!("sqlite://{}/bench-{run}.db", dir.display()),
             &StoreOptions::default(),
@@ -191,7 +212,7 @@ impl Running {
         let activities = OrchActivities {
             store: store.clone(),
             cloud,
-            containers: orch_docker::Docker::new(orch_docker::ContainerHosts::default()),
+            containers,
         };
         let worker = WorkerThread::spawn(
             temporal_host.to_owned(),
@@ -289,7 +310,7 @@ fn lower_bound(args: &BenchArgs) -> f64 {
     let requests_per_server = 2.0;
     chain_calls * args.create_latency_ms as f64 / 1000.0
         + args.boot_delay_ms as f64 / 1000.0
-        + requests_per_server * f64::from(args.servers) / args.rate_limit_rps
+        + requests_per_server * f64::from(args.servers.unwrap_or_default()) / args.rate_limit_rps
 }
 
 async fn run_once(
@@ -298,6 +319,7 @@ async fn run_once(
     dir: &std::path::Path,
     concurrency: Option<usize>,
 ) -> anyhow::Result<Figures> {
+    let servers = args.servers.unwrap_or_default();
     let fake = FakeCloudProcess::start(args)?;
     let mut cloud_config = CloudConfig::password(&format!("{}/identity/v3", fake.url), "admin", "fakecloud", "admin")?;
     let defaults = ClientLimits::default();
@@ -309,10 +331,11 @@ async fn run_once(
     };
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let run = format!("{}-{}", concurrency.unwrap_or(0), since_epoch.as_millis());
-    let orch = Running::start(OpenStack::new(cloud_config)?, temporal_host, dir, &run).await?;
+    let no_containers = orch_docker::Docker::new(orch_docker::ContainerHosts::default());
+    let orch = Running::start(OpenStack::new(cloud_config)?, no_containers, temporal_host, dir, &run).await?;
     let http = reqwest::Client::new();
     let template = json!({
-        "vm_config": {"web": {"flavor": "m1.tiny", "image": "cirros", "count": args.servers}},
+        "vm_config": {"web": {"flavor": "m1.tiny", "image": "cirros", "count": servers}},
         "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.0.0/18"}}
     });
     http.delete(format!("{}/_fake/stats", fake.url)).send().await?;
@@ -332,13 +355,13 @@ async fn run_once(
     orch.stop().await?;
     let lower_bound = lower_bound(args);
     Ok(Figures {
-        servers: args.servers,
+        servers,
         concurrency: concurrency.unwrap_or(ClientLimits::default().max_concurrency),
         makespan_s: makespan,
         delete_makespan_s: delete_makespan,
         lower_bound_s: lower_bound,
         ratio: makespan / lower_bound,
-        requests_per_server: requests as f64 / f64::from(args.servers.max(1)),
+        requests_per_server: requests as f64 / f64::from(servers.max(1)),
         rate_limited_requests: rate_limited,
         history_events: history,
         peak_rss_mb: peak_rss,

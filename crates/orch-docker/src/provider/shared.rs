@@ -9,6 +9,7 @@ use bollard::models::{NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
     ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
+use futures_util::{StreamExt, TryStreamExt};
 use orch_core::plan::{container_key, CONTAINER_KINDS};
 use orch_core::provider::{Observed, Report};
 use orch_core::template::services::{class_is_internal, networks_of};
@@ -18,6 +19,9 @@ use serde_json::json;
 use super::{labelled, owned_by, Work};
 use crate::error::EngineError;
 use crate::spec::{labels, network_name, volume_key, volume_name, LABEL_KEY};
+
+/// Containers removed at once.
+const PARALLEL_REMOVALS: usize = 8;
 
 /// A failed removal is fine when the thing is gone already.
 pub(crate) fn gone_already(result: Result<(), EngineError>) -> Result<(), EngineError> {
@@ -159,10 +163,17 @@ impl<R: Report> Work<'_, R> {
     /// Every container, network and volume labelled for the deployment, recorded or not.
     pub(crate) async fn delete_all(&self) -> Result<(), EngineError> {
         let found = labelled(self.engine, self.target.deployment_id).await?;
-        for id in found.containers.into_iter().filter_map(|container| container.id) {
-            self.remove_container(&id).await?;
-            self.report.progress(&format!("removed container {id}")).await;
-        }
+        let ids: Vec<String> = found
+            .containers
+            .into_iter()
+            .filter_map(|container| container.id)
+            .collect();
+        let removals: Vec<_> = ids.iter().map(|id| self.remove_container(id)).collect();
+        futures_util::stream::iter(removals)
+            .buffer_unordered(PARALLEL_REMOVALS)
+            .try_collect::<Vec<()>>()
+            .await?;
+        self.report.progress(&format!("removed {} containers", ids.len())).await;
         for id in found.networks.into_iter().filter_map(|network| network.id) {
             self.remove_network(&id).await?;
         }
