@@ -43,40 +43,104 @@ fn worker(dir: &std::path::Path, temporal: &str, auth_url: &str) -> Running {
     Running(child)
 }
 
+/// What both crash tests run: fakecloud, a Temporal dev server, `orch serve` and a first
+/// `orch worker`, each stopped when the scene drops.
+struct Scene {
+    // Fields drop in this order: the processes first, the runtime last.
+    _server: Running,
+    temporal: DevServer,
+    cloud: FakeCloud,
+    dir: std::path::PathBuf,
+    url: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Scene {
+    fn start(name: &str, fake: FakeConfig) -> (Self, Running) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cloud = runtime
+            .block_on(FakeCloud::start("127.0.0.1:0".parse().unwrap(), fake))
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("orch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        let temporal = DevServer::start(&temporal_cli(root), &dir.join("temporal.db"))
+            .expect("temporal CLI (scripts/test.sh installs it)");
+        let mut server = Running(
+            orch(&dir, &temporal.address, &cloud.auth_url(), "serve")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let url = common::listening_url(&mut server);
+        let scene = Self {
+            _server: server,
+            temporal,
+            cloud,
+            dir,
+            url,
+            runtime,
+        };
+        let first_worker = scene.worker();
+        (scene, first_worker)
+    }
+
+    fn worker(&self) -> Running {
+        worker(&self.dir, &self.temporal.address, &self.cloud.auth_url())
+    }
+
+    /// Asks for a deployment of `template`; its id.
+    async fn deploy(&self, http: &reqwest::Client, name: &str, template: Value) -> String {
+        let accepted: Value = http
+            .post(format!("{}/deployments", self.url))
+            .header("X-API-Key", KEY)
+            .json(&json!({"name": name, "template": template}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        accepted["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the deploy of `id` is over, and returns the deployment.
+    async fn deployed(&self, http: &reqwest::Client, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let deployment: Value = http
+                .get(format!("{}/deployments/{id}", self.url))
+                .header("X-API-Key", KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if deployment["status"] != "PENDING" && deployment["status"] != "IN_PROGRESS" {
+                return deployment;
+            }
+            assert!(Instant::now() < deadline, "still {}", deployment["status"]);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
 #[test]
 fn a_worker_killed_mid_deploy_is_replaced_and_the_deploy_completes_without_duplicates() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let fake = FakeConfig {
         boot_delay_ms: 3_000,
         create_latency_ms: 100,
         ..FakeConfig::default()
     };
-    let cloud = runtime
-        .block_on(FakeCloud::start("127.0.0.1:0".parse().unwrap(), fake))
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("orch-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let temporal = DevServer::start(&temporal_cli(root), &dir.join("temporal.db"))
-        .expect("temporal CLI (scripts/test.sh installs it)");
-    let auth_url = cloud.auth_url();
-
-    let mut server = Running(
-        orch(&dir, &temporal.address, &auth_url, "serve")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = common::listening_url(&mut server);
-    let mut first_worker = worker(&dir, &temporal.address, &auth_url);
-
-    runtime.block_on(async {
+    let (scene, mut first_worker) = Scene::start("crash", fake);
+    scene.runtime.block_on(async {
         let http = reqwest::Client::new();
         let template = json!({
           "vm_config": {
@@ -86,18 +150,8 @@ fn a_worker_killed_mid_deploy_is_replaced_and_the_deploy_completes_without_dupli
           },
           "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24", "app": "10.0.2.0/24", "db": "10.0.3.0/24"}}
         });
-        let accepted: Value = http
-            .post(format!("{url}/deployments"))
-            .header("X-API-Key", KEY)
-            .json(&json!({"name": "survivor", "template": template}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = accepted["id"].as_str().unwrap().to_owned();
-        let inventory = || async { reqwest::get(format!("{}/_fake/inventory", cloud.url)).await.unwrap().json::<Value>().await.unwrap() };
+        let id = scene.deploy(&http, "survivor", template).await;
+        let inventory = || async { reqwest::get(format!("{}/_fake/inventory", scene.cloud.url)).await.unwrap().json::<Value>().await.unwrap() };
 
         // Kill the worker once servers exist but before they are ACTIVE.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -107,17 +161,9 @@ fn a_worker_killed_mid_deploy_is_replaced_and_the_deploy_completes_without_dupli
         }
         first_worker.kill().unwrap();
         first_worker.wait().unwrap();
-        let _second_worker = worker(&dir, &temporal.address, &auth_url);
+        let _second_worker = scene.worker();
 
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let deployment = loop {
-            let deployment: Value = http.get(format!("{url}/deployments/{id}")).header("X-API-Key", KEY).send().await.unwrap().json().await.unwrap();
-            if deployment["status"] != "PENDING" && deployment["status"] != "IN_PROGRESS" {
-                break deployment;
-            }
-            assert!(Instant::now() < deadline, "still {}", deployment["status"]);
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        let deployment = scene.deployed(&http, &id).await;
         assert_eq!(deployment["status"], "COMPLETED", "{deployment}");
         assert_eq!(deployment["resources"]["vm_ids"].as_array().unwrap().len(), 6);
         let inventory = inventory().await;
@@ -129,5 +175,97 @@ fn a_worker_killed_mid_deploy_is_replaced_and_the_deploy_completes_without_dupli
         assert_eq!(keys.len(), 6);
         assert_eq!(inventory["networks"].as_array().unwrap().len(), 1);
         assert_eq!(inventory["subnets"].as_array().unwrap().len(), 3);
+    });
+}
+
+/// Removes what is labelled for the deployment when dropped, also when the test fails.
+struct EngineGuard(String);
+
+impl Drop for EngineGuard {
+    fn drop(&mut self) {
+        for kind in ["container", "network", "volume"] {
+            for name in labelled(kind, &self.0) {
+                let force = if kind == "container" { "-f" } else { "--" };
+                let _ = Command::new("docker").args([kind, "rm", force, &name]).output();
+            }
+        }
+    }
+}
+
+/// Names of what the engine holds labelled for `id`, per kind.
+fn labelled(kind: &str, id: &str) -> Vec<String> {
+    let filter = format!("label=orch.deployment={id}");
+    let format = if kind == "container" { "{{.Names}}" } else { "{{.Name}}" };
+    let mut args = vec![kind, "ls", "--filter", &filter, "--format", format];
+    if kind == "container" {
+        args.insert(2, "-a");
+    }
+    let output = Command::new("docker")
+        .args(&args)
+        .output()
+        .expect("docker CLI (scripts/test.sh installs it)");
+    let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_worker_killed_mid_container_deploy_is_replaced_and_nothing_is_made_twice() {
+    let (scene, mut first_worker) = Scene::start("crash-containers", FakeConfig::default());
+    scene.runtime.block_on(async {
+        let http = reqwest::Client::new();
+        // The cache takes a few seconds to answer, so the worker dies while it waits.
+        let two_tier = include_str!("../../../examples/two-tier-services.yaml");
+        let mut template = orch_core::Template::parse_text(two_tier).unwrap().to_value();
+        template["services"]["cache"]["command"] =
+            json!(["/bin/sh", "-c", "sleep 4; exec /bin/httpd -f -p 6379 -h /www"]);
+        template["services"]["cache"]["healthcheck"]["interval_s"] = json!(1);
+        let id = scene.deploy(&http, "survivor-containers", template).await;
+        let _guard = EngineGuard(id.clone());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while labelled("container", &id).is_empty() {
+            assert!(Instant::now() < deadline, "no container was created");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        first_worker.kill().unwrap();
+        first_worker.wait().unwrap();
+        let _second_worker = scene.worker();
+
+        let deployment = scene.deployed(&http, &id).await;
+        let url = &scene.url;
+        let engine = (labelled("container", &id), labelled("network", &id));
+        let expected = (
+            vec![format!("{id}-cache-0"), format!("{id}-web-0"), format!("{id}-web-1")],
+            vec![format!("{id}-data"), format!("{id}-gateway")],
+        );
+        let deleted = http
+            .delete(format!("{url}/deployments/{id}"))
+            .header("X-API-Key", KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), reqwest::StatusCode::ACCEPTED);
+        assert_eq!(deployment["status"], "COMPLETED", "{deployment}");
+        assert_eq!(engine, expected, "each container and network exactly once");
+        let web = &deployment["resources"]["services"]["web"]["instances"];
+        let ports: Vec<&Value> = web
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| &i["host_ports"]["http"])
+            .collect();
+        assert!(ports.len() == 2 && ports[0] != ports[1], "{ports:?}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !labelled("container", &id).is_empty() || !labelled("network", &id).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the delete left {:?}",
+                labelled("container", &id)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     });
 }
