@@ -1,6 +1,7 @@
 //! The main job as a newcomer runs it: `orch dev` on the embedded defaults (SQLite, a local
-//! Temporal dev server, fakecloud), and the CLI client deploying seed 001's web-app-stack with
-//! `--wait`, scaling it, refusing a bad parameter, and deleting it.
+//! Temporal dev server, fakecloud, the local Docker Engine), and the CLI client deploying
+//! seed 001's web-app-stack with `--wait`, scaling it, refusing a bad parameter, and deleting
+//! it; then the same for the two-tier container example, scaled by service.
 
 mod common;
 
@@ -109,10 +110,93 @@ fn orch_dev_and_the_cli_deploy_scale_and_delete_web_app_stack() {
     let deployment: serde_json::Value = serde_json::from_slice(&deleted.stdout).unwrap();
     assert_eq!(deployment["status"], "DELETED");
 
+    containers_through_the_cli(&dir, &url);
+
     let status = Command::new("kill")
         .args(["-TERM", &dev.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     assert!(dev.wait().unwrap().success(), "orch dev stops cleanly on SIGTERM");
+}
+
+/// Removes what is labelled for the deployment when dropped, also when the test fails.
+struct EngineGuard(String);
+
+impl Drop for EngineGuard {
+    fn drop(&mut self) {
+        let filter = format!("label=orch.deployment={}", self.0);
+        for kind in ["container", "network", "volume"] {
+            let listed = Command::new("docker")
+                .args([kind, "ls", "-q", "--filter", &filter])
+                .output();
+            for object in listed.iter().flat_map(|listed| {
+                String::from_utf8_lossy(&listed.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            }) {
+                let force = if kind == "container" { "-f" } else { "--" };
+                let _ = Command::new("docker").args([kind, "rm", force, &object]).output();
+            }
+        }
+    }
+}
+
+/// The container example deployed, shown, scaled by service and deleted with the CLI.
+fn containers_through_the_cli(dir: &std::path::Path, url: &str) {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/two-tier-services.yaml");
+    let deployed = client(
+        dir,
+        url,
+        &["deploy", example, "--name", "tt", "--wait", "--output", "json"],
+    );
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let deployment: serde_json::Value = serde_json::from_slice(&deployed.stdout).unwrap();
+    let _guard = EngineGuard(deployment["id"].as_str().unwrap().to_owned());
+    assert_eq!(deployment["status"], "COMPLETED", "{deployment}");
+    assert_eq!(deployment["container_host"], "local");
+
+    let shown = client(dir, url, &["get", "tt"]);
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert_eq!(
+        shown.lines().filter(|line| line.contains("healthy")).count(),
+        3,
+        "{shown}"
+    );
+    assert!(shown.contains("http=2"), "web instances show their host ports: {shown}");
+
+    let scaled = client(
+        dir,
+        url,
+        &[
+            "scale",
+            "tt",
+            "--service",
+            "web",
+            "--count",
+            "3",
+            "--wait",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(scaled.status.success(), "{}", String::from_utf8_lossy(&scaled.stderr));
+    let deployment: serde_json::Value = serde_json::from_slice(&scaled.stdout).unwrap();
+    assert_eq!(
+        deployment["resources"]["services"]["web"]["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let deleted = client(dir, url, &["delete", "tt", "--wait", "--output", "json"]);
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+    let deployment: serde_json::Value = serde_json::from_slice(&deleted.stdout).unwrap();
+    assert_eq!(deployment["status"], "DELETED");
 }

@@ -71,7 +71,41 @@ pub(super) fn details(deployment: &Value) -> String {
         out.push('\n');
         out.push_str(&table(&["group", "id", "name", "ip", "status"], servers));
     }
+    let instances = instances(deployment);
+    if !instances.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["service", "name", "container", "host", "health", "ports"],
+            instances,
+        ));
+    }
     out
+}
+
+/// One row per instance of every service: its container (short id), health and host ports.
+fn instances(deployment: &Value) -> Vec<Vec<String>> {
+    let services = deployment["resources"]["services"].as_object().into_iter().flatten();
+    services
+        .flat_map(|(service, detail)| {
+            detail["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |instance| {
+                    let container: String = text(instance, "container_id").chars().take(12).collect();
+                    let ports = instance["host_ports"].as_object().into_iter().flatten();
+                    let ports: Vec<String> = ports.map(|(name, port)| format!("{name}={port}")).collect();
+                    vec![
+                        service.clone(),
+                        text(instance, "name"),
+                        container,
+                        text(instance, "host"),
+                        text(instance, "health"),
+                        ports.join(","),
+                    ]
+                })
+        })
+        .collect()
 }
 
 /// What `deploy` or `delete` accepted, without `--wait`.
@@ -132,5 +166,18 @@ mod tests {
             server.contains("web") && server.contains("s1") && server.contains("ERROR") && server.contains('-'),
             "{printed}"
         );
+    }
+
+    #[test]
+    fn a_deployment_shows_its_instances_with_their_ports() {
+        let deployment = json!({"id": "d1", "name": "tt", "status": "COMPLETED", "resources": {"services": {"web": {"instances": [
+            {"index": 0, "name": "d1-web-0", "container_id": "0123456789abcdef", "host": "local", "health": "healthy", "host_ports": {"http": 20001}}
+        ]}}}});
+        let printed = details(&deployment);
+        let row = printed.lines().last().unwrap();
+        for part in ["web", "d1-web-0", "0123456789ab", "local", "healthy", "http=20001"] {
+            assert!(row.contains(part), "{part} in {printed}");
+        }
+        assert!(!row.contains("0123456789abc"), "ids are shortened: {printed}");
     }
 }
