@@ -73,7 +73,7 @@ impl<R: Report> Work<'_, R> {
                 created.id
             }
         };
-        let attributes = json!({"name": name, "class": class, "internal": internal});
+        let attributes = json!({"name": name, "class": class, "internal": internal, "host": self.engine.host()});
         self.report
             .record(Observed::new(&key, "container_network", &id, "ready", attributes))
             .await?;
@@ -111,7 +111,7 @@ impl<R: Report> Work<'_, R> {
                 async move { docker.create_volume(request).await }
             })
             .await?;
-        let attributes = json!({"service": service, "shared": index.is_none()});
+        let attributes = json!({"service": service, "shared": index.is_none(), "host": self.engine.host()});
         self.report
             .record(Observed::new(
                 &key,
