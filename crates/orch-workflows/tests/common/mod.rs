@@ -52,10 +52,18 @@ pub async fn connect_with_retry(address: &str) -> temporalio_client::Client {
     }
 }
 
-/// The local engine (`DOCKER_HOST`, else the default socket) as host `local`.
+/// The local engine (`DOCKER_HOST`, else the default socket) as host `local`, with a port
+/// range of its own: tests run side by side, each with a store of its own, and leases are
+/// only unique within one store (as in production: one database per host, or disjoint
+/// ranges).
 pub fn local_engine() -> Docker {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 30;
     let endpoint = std::env::var("DOCKER_HOST").ok();
-    Docker::new(ContainerHosts::single(HostSettings::local(endpoint.as_deref(), None)))
+    let mut host = HostSettings::local(endpoint.as_deref(), None);
+    host.port_range = (20_000 + slot * 400, 20_399 + slot * 400);
+    Docker::new(ContainerHosts::single(host))
 }
 
 /// Unique within the machine: process, counter and clock.

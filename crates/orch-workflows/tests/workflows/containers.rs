@@ -101,7 +101,9 @@ fn host_ports(resources: &[orch_store::ResourceRecord], service: &str) -> Vec<u6
 async fn a_two_tier_stack_deploys_health_gated_scales_and_leaves_nothing() {
     busybox_image();
     let orch = harness(|_| {}).await;
-    let template = Template::parse_text(TWO_TIER).unwrap();
+    let mut document = Template::parse_text(TWO_TIER).unwrap().to_value();
+    document["services"]["cache"]["volumes"] = json!([{"name": "data", "target": "/data"}]);
+    let template = Template::parse(&document, "", None).unwrap();
     let first = orch
         .create(&format!("tt-{}", super::common::unique()), template.clone(), true)
         .await;
@@ -160,6 +162,33 @@ async fn a_two_tier_stack_deploys_health_gated_scales_and_leaves_nothing() {
     assert_eq!(
         docker(&["network", "inspect", "-f", "{{.Internal}}", &format!("{first}-gateway")]),
         "false"
+    );
+    // Nothing leaves the internal network: cache cannot reach web's address on the gateway
+    // network, which web-1, on that network, reaches.
+    let web_address = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{first}-gateway\").IPAddress}}}}"),
+        &format!("{first}-web-0"),
+    ]);
+    let fetch = |from: &str| {
+        let url = format!("http://{web_address}:8080/");
+        let output = Command::new("docker")
+            // busybox's own `wget -T` crashes; its `timeout` bounds the attempt instead.
+            .args(["exec", from, "timeout", "3", "wget", "-q", "-O", "-", &url])
+            .output()
+            .unwrap();
+        output.status.success()
+    };
+    assert!(fetch(&format!("{first}-web-1")), "web-1 reaches web-0 at {web_address}");
+    assert!(
+        !fetch(&format!("{first}-cache-0")),
+        "cache, on the internal network, does not"
+    );
+    assert!(
+        labelled(&first).contains(&format!("{first}-cache-0-data")),
+        "the instance's volume: {:?}",
+        labelled(&first)
     );
     let inspect = docker(&[
         "inspect",
@@ -246,6 +275,31 @@ async fn an_update_replaces_changed_instances_one_at_a_time() {
         cache_before,
         "unchanged services stay"
     );
+
+    // A replacement that never gets healthy fails the update, which goes back to the spec
+    // before: the instances run the last good spec again, on their ports.
+    let mut broken = changed.clone();
+    broken["services"]["web"]["command"] = json!(["/bin/sleep", "3600"]);
+    broken["services"]["web"]["healthcheck"]["deadline_s"] = json!(4);
+    let failed = orch
+        .operate(
+            &id,
+            OperationKind::Update,
+            &json!({"template": broken, "parameters": {}}),
+        )
+        .await;
+    assert_eq!(failed.status, DeploymentStatus::Failed);
+    let reason = failed.status_reason.unwrap();
+    assert!(
+        reason.contains("not ready within 4 s") && reason.contains("reverted to the previous spec"),
+        "{reason}"
+    );
+    let resources = orch.store.resources(&id).await.unwrap();
+    assert_eq!(host_ports(&resources, "web"), before);
+    let web: Vec<_> = resources.iter().filter(|r| r.attributes["service"] == "web").collect();
+    assert!(web.iter().all(|r| r.status == "healthy"), "{web:?}");
+    let command = docker(&["inspect", "-f", "{{json .Config.Cmd}}", &format!("{id}-web-0")]);
+    assert!(command.contains("httpd"), "the previous spec runs again: {command}");
     assert_eq!(
         orch.operate(&id, OperationKind::Delete, &Value::Null).await.status,
         DeploymentStatus::Deleted
