@@ -46,6 +46,10 @@ pub(crate) fn volume_key(service: &str, index: Option<u32>, name: &str) -> Strin
     }
 }
 
+pub(crate) fn aliases(service: &str, index: u32) -> Vec<String> {
+    vec![service.to_owned(), format!("{service}-{index}")]
+}
+
 /// One instance to create.
 pub(crate) struct Instance<'a> {
     pub deployment_id: &'a str,
@@ -64,6 +68,12 @@ pub(crate) struct Instance<'a> {
 impl Instance<'_> {
     pub fn name(&self) -> String {
         instance_name(self.deployment_id, self.service_name, self.index)
+    }
+
+    /// The DNS names the instance answers to on its networks: the service's (every
+    /// instance) and its own `<service>-<index>`, so that peers (a Kafka quorum) find each other.
+    pub fn aliases(&self) -> Vec<String> {
+        aliases(self.service_name, self.index)
     }
 
     /// The container's configuration: the hardened defaults (no new privileges, every
@@ -96,7 +106,7 @@ impl Instance<'_> {
                 endpoints_config: Some(HashMap::from([(
                     self.first_network.to_owned(),
                     EndpointSettings {
-                        aliases: Some(vec![self.service_name.to_owned()]),
+                        aliases: Some(self.aliases()),
                         ..Default::default()
                     },
                 )])),
@@ -246,6 +256,9 @@ services:
         assert_eq!(body.labels.unwrap()[LABEL_SPEC_HASH], "abc");
         assert_eq!(body.healthcheck.unwrap().interval, Some(SECOND_NS));
         let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
-        assert_eq!(endpoints["d-gateway"].aliases, Some(vec!["web".to_owned()]));
+        assert_eq!(
+            endpoints["d-gateway"].aliases,
+            Some(vec!["web".to_owned(), "web-1".to_owned()])
+        );
     }
 }

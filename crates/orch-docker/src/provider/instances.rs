@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::Work;
 use crate::error::EngineError;
-use crate::spec::{Instance, LABEL_DEPLOYMENT, LABEL_SPEC_HASH};
+use crate::spec::{aliases, Instance, LABEL_DEPLOYMENT, LABEL_SPEC_HASH};
 
 /// Instances made at once.
 const PARALLEL_CREATES: usize = 8;
@@ -236,16 +236,17 @@ impl<R: Report> Work<'_, R> {
         self.record_instance(member, &id, spec_hash, host_ports, "created")
             .await?;
         for (_, network) in &networks[1..] {
-            self.connect(&id, network, member.service_name).await?;
+            self.connect(&id, network, aliases(member.service_name, member.index))
+                .await?;
         }
         Ok(id)
     }
 
-    async fn connect(&self, id: &str, network: &str, alias: &str) -> Result<(), EngineError> {
+    async fn connect(&self, id: &str, network: &str, aliases: Vec<String>) -> Result<(), EngineError> {
         let request = NetworkConnectRequest {
             container: id.to_owned(),
             endpoint_config: Some(EndpointSettings {
-                aliases: Some(vec![alias.to_owned()]),
+                aliases: Some(aliases),
                 ..Default::default()
             }),
         };

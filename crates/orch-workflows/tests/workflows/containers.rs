@@ -145,16 +145,13 @@ async fn a_two_tier_stack_deploys_health_gated_scales_and_leaves_nothing() {
         .await
         .unwrap();
     assert_eq!(page.trim(), "ok");
-    let by_name = docker(&[
-        "exec",
-        &format!("{first}-web-0"),
-        "wget",
-        "-q",
-        "-O",
-        "-",
-        "http://cache:6379/",
-    ]);
-    assert_eq!(by_name, "ok");
+    let get_from_web_0 = |url: &str| docker(&["exec", &format!("{first}-web-0"), "wget", "-q", "-O", "-", url]);
+    assert_eq!(get_from_web_0("http://cache:6379/"), "ok");
+    assert_eq!(
+        get_from_web_0("http://web-1:8080/"),
+        "ok",
+        "each instance also answers to <service>-<index>"
+    );
     assert_eq!(
         docker(&["network", "inspect", "-f", "{{.Internal}}", &format!("{first}-data")]),
         "true"
