@@ -21,6 +21,7 @@ mod network;
 mod security;
 mod servers;
 pub mod services;
+mod topology;
 
 use network::read_network;
 use security::read_security_groups;

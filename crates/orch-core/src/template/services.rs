@@ -4,12 +4,14 @@
 //! Every field is read strictly and every problem reported with its JSON pointer, like the
 //! server groups. The typed structs serialize back into the same shape they are read from.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+pub(crate) use super::topology::{check_instance_bounds, check_services};
+pub use super::topology::{class_is_internal, networks_of, start_order};
 use super::{read_key, read_named};
 use crate::problem::{child, Problems};
 use crate::reader::{self, Object};
@@ -68,33 +70,26 @@ impl ServiceClass {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+/// Every field is written out, even when empty: a service from the catalog is stored merged,
+/// and an empty field must not bring the entry's value back when it is read again.
 pub struct Service {
+    /// The catalog entry it was made from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
     pub image: String,
     pub instances: u32,
-    #[serde(skip_serializing_if = "is_zero")]
     pub min_instances: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
     pub class: ServiceClass,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ServicePort>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<ServiceVolume>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Dependency>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthCheck>,
-    #[serde(skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<String>,
 }
 
@@ -175,19 +170,10 @@ pub struct HealthCheck {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct Resources {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,
     /// Bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub pids: Option<u32>,
-}
-
-impl Resources {
-    fn is_empty(&self) -> bool {
-        self.cpus.is_none() && self.memory.is_none() && self.pids.is_none()
-    }
 }
 
 /// Per-class network settings.
@@ -195,10 +181,6 @@ impl Resources {
 pub struct ClassNetwork {
     /// No route out of the network.
     pub internal: bool,
-}
-
-fn is_zero(value: &u32) -> bool {
-    *value == 0
 }
 
 pub(super) fn read_services(
@@ -209,8 +191,43 @@ pub(super) fn read_services(
     read_named(value, pointer, problems, Some("service"), read_service)
 }
 
+/// A template's service: its own fields, or those of the catalog entry it names with its
+/// overrides written over them.
 fn read_service(value: &Value, pointer: &str, problems: &mut Problems) -> Option<Service> {
+    let Some(name) = value.get("catalog").filter(|name| !name.is_null()) else {
+        return read_fields(value, pointer, problems);
+    };
+    let catalog_pointer = child(pointer, "catalog");
+    let name = reader::string(name, &catalog_pointer, problems)?;
+    let catalog = crate::catalog::installed();
+    let Some(entry) = catalog.get(name) else {
+        let known: Vec<&str> = catalog.entries.keys().map(String::as_str).collect();
+        problems.push(
+            catalog_pointer,
+            format!("'{name}' is not in the catalog; entries: {}", known.join(", ")),
+        );
+        return None;
+    };
+    let mut overrides = value.as_object().cloned().unwrap_or_default();
+    overrides.remove("catalog");
+    let mut service = read_fields(&crate::catalog::merged(entry, &overrides), pointer, problems)?;
+    service.catalog = Some(name.to_owned());
+    Some(service)
+}
+
+/// A catalog entry's service, which cannot name another entry.
+pub(crate) fn read_catalog_service(value: &Value, pointer: &str, problems: &mut Problems) -> Option<Service> {
+    if value.get("catalog").is_some() {
+        problems.push(child(pointer, "catalog"), "a catalog entry cannot name another entry");
+        return None;
+    }
+    read_fields(value, pointer, problems)
+}
+
+fn read_fields(value: &Value, pointer: &str, problems: &mut Problems) -> Option<Service> {
     let mut object = Object::new(value, pointer, problems)?;
+    // Read by `read_service`; known here so that a stored `catalog: null` reads.
+    object.optional("catalog");
     let image = object
         .required("image", problems)
         .and_then(|value| reader::text(value, &object.pointer_to("image"), MAX_VALUE_LEN, problems));
@@ -239,6 +256,7 @@ fn read_service(value: &Value, pointer: &str, problems: &mut Problems) -> Option
     let tmpfs = read_or(&mut object, "tmpfs", problems, read_paths, Vec::new);
     object.finish(problems);
     Some(Service {
+        catalog: None,
         image: image?,
         instances: instances?,
         min_instances: min_instances?,
@@ -689,178 +707,6 @@ pub(super) fn read_class_networks(
         }
     }
     Some(networks)
-}
-
-/// The rules between services: bounds, references, no cycles, a healthy condition only on
-/// a service with a health check, no published port on a network declared internal.
-pub(super) fn check_services(
-    services: &BTreeMap<String, Service>,
-    networks: &BTreeMap<ServiceClass, ClassNetwork>,
-    pointer: &str,
-    problems: &mut Problems,
-) {
-    let mut total = 0u32;
-    for (name, service) in services {
-        let service_pointer = child(pointer, name);
-        total = total.saturating_add(service.instances);
-        check_instance_bounds(service, &service_pointer, problems);
-        for (index, dependency) in service.depends_on.iter().enumerate() {
-            let dependency_pointer = child(&child(&service_pointer, "depends_on"), &index.to_string());
-            match services.get(&dependency.service) {
-                None => problems.push(
-                    dependency_pointer,
-                    format!("service '{}' is not defined in services", dependency.service),
-                ),
-                Some(_) if dependency.service == *name => {
-                    problems.push(dependency_pointer, "a service cannot depend on itself")
-                }
-                Some(other) if dependency.condition == Condition::Healthy && other.healthcheck.is_none() => problems
-                    .push(
-                        dependency_pointer,
-                        format!(
-                            "'{}' has no healthcheck, so it can never be healthy",
-                            dependency.service
-                        ),
-                    ),
-                Some(_) => {}
-            }
-        }
-        let declared_internal = networks.get(&service.class).is_some_and(|network| network.internal);
-        if declared_internal && service.published_ports().next().is_some() {
-            problems.push(
-                child(&service_pointer, "ports"),
-                format!(
-                    "publishes a port, but the {} network is declared internal (networks.{}.internal)",
-                    service.class.as_str(),
-                    service.class.as_str()
-                ),
-            );
-        }
-    }
-    if total > MAX_TOTAL_INSTANCES {
-        problems.push(
-            pointer,
-            format!("{total} instances in all; at most {MAX_TOTAL_INSTANCES} are allowed"),
-        );
-    }
-    if let Some(cycle) = find_cycle(services) {
-        problems.push(
-            child(&child(pointer, &cycle[0]), "depends_on"),
-            format!("dependencies form a cycle: {}", cycle.join(" -> ")),
-        );
-    }
-}
-
-pub(crate) fn check_instance_bounds(service: &Service, service_pointer: &str, problems: &mut Problems) {
-    if service.instances < service.min_instances {
-        problems.push(
-            child(service_pointer, "instances"),
-            format!("{} is below min_instances {}", service.instances, service.min_instances),
-        );
-    }
-    if let Some(max) = service.max_instances {
-        if max < service.min_instances {
-            problems.push(
-                child(service_pointer, "max_instances"),
-                format!("{max} is below min_instances {}", service.min_instances),
-            );
-        } else if service.instances > max {
-            problems.push(
-                child(service_pointer, "instances"),
-                format!("{} is above max_instances {max}", service.instances),
-            );
-        }
-    }
-}
-
-/// A dependency cycle, as the services along it (first repeated at the end).
-fn find_cycle(services: &BTreeMap<String, Service>) -> Option<Vec<String>> {
-    fn visit(
-        name: &str,
-        services: &BTreeMap<String, Service>,
-        path: &mut Vec<String>,
-        done: &mut BTreeSet<String>,
-    ) -> Option<Vec<String>> {
-        if let Some(start) = path.iter().position(|seen| seen == name) {
-            let mut cycle = path[start..].to_vec();
-            cycle.push(name.to_owned());
-            return Some(cycle);
-        }
-        if done.contains(name) {
-            return None;
-        }
-        path.push(name.to_owned());
-        for dependency in services.get(name).map(|s| s.depends_on.as_slice()).unwrap_or_default() {
-            if dependency.service != name {
-                if let Some(cycle) = visit(&dependency.service, services, path, done) {
-                    return Some(cycle);
-                }
-            }
-        }
-        path.pop();
-        done.insert(name.to_owned());
-        None
-    }
-    let mut done = BTreeSet::new();
-    services
-        .keys()
-        .find_map(|name| visit(name, services, &mut Vec::new(), &mut done))
-}
-
-/// Services in waves: each wave depends only on the waves before it, so a wave starts once
-/// the one before is ready. Assumes no cycles (the reader refuses them).
-pub fn start_order(services: &BTreeMap<String, Service>) -> Vec<Vec<String>> {
-    let mut placed: BTreeSet<&str> = BTreeSet::new();
-    let mut waves = Vec::new();
-    while placed.len() < services.len() {
-        let wave: Vec<&str> = services
-            .iter()
-            .filter(|(name, _)| !placed.contains(name.as_str()))
-            .filter(|(_, service)| {
-                service.depends_on.iter().all(|dependency| {
-                    placed.contains(dependency.service.as_str()) || !services.contains_key(&dependency.service)
-                })
-            })
-            .map(|(name, _)| name.as_str())
-            .collect();
-        if wave.is_empty() {
-            break;
-        }
-        placed.extend(wave.iter().copied());
-        waves.push(wave.into_iter().map(str::to_owned).collect());
-    }
-    waves
-}
-
-/// Whether the network of `class` has no route out: as declared, else internal by default
-/// unless one of the class's services publishes a port.
-pub fn class_is_internal(
-    class: ServiceClass,
-    services: &BTreeMap<String, Service>,
-    networks: &BTreeMap<ServiceClass, ClassNetwork>,
-) -> bool {
-    if let Some(network) = networks.get(&class) {
-        return network.internal;
-    }
-    class.internal_by_default()
-        && !services
-            .values()
-            .any(|service| service.class == class && service.published_ports().next().is_some())
-}
-
-/// The classes whose networks a service joins: its own, and those of the services it
-/// depends on (so it reaches them by name).
-pub fn networks_of(name: &str, services: &BTreeMap<String, Service>) -> BTreeSet<ServiceClass> {
-    let service = &services[name];
-    let mut classes = BTreeSet::from([service.class]);
-    classes.extend(
-        service
-            .depends_on
-            .iter()
-            .filter_map(|dependency| services.get(&dependency.service))
-            .map(|dependency| dependency.class),
-    );
-    classes
 }
 
 #[cfg(test)]
