@@ -12,6 +12,8 @@
 // Functions stay short enough to read at once (the threshold is in clippy.toml).
 #![warn(clippy::too_many_lines)]
 
+pub mod catalog;
+pub mod compose;
 pub mod deployment;
 pub mod names;
 pub mod parameters;

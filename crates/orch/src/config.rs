@@ -52,6 +52,7 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("CONTAINER_PORT_RANGE", Some("20000-32000"), false),
     ("CONTAINER_PUBLISH_ADDRESS", Some("0.0.0.0"), false),
     ("RECONCILE_INTERVAL_SECONDS", Some("30"), false),
+    ("CATALOG_DIR", None, false),
 ];
 
 mod containers;
@@ -110,6 +111,8 @@ pub struct Config {
     /// How often the worker compares the container hosts with the store (besides watching
     /// their events).
     pub reconcile_interval: std::time::Duration,
+    /// Operators' catalog entries, from `CATALOG_DIR`.
+    pub catalog: orch_core::catalog::Catalog,
 }
 
 /// The cloud client's limits and SSRF allowlist, from `OPENSTACK_*` settings.
@@ -217,6 +220,7 @@ impl Sources {
         let cloud_limits = self.load_cloud_limits()?;
         let ansible = self.load_ansible()?;
         let container_hosts = self.load_container_hosts()?;
+        let catalog = self.load_catalog()?;
         let reconcile_seconds: u64 = self.parse_var("RECONCILE_INTERVAL_SECONDS", "30", "a number of seconds")?;
         if reconcile_seconds == 0 {
             return Err(invalid("RECONCILE_INTERVAL_SECONDS", "must be at least 1"));
@@ -255,6 +259,7 @@ impl Sources {
             cloud_limits,
             container_hosts,
             reconcile_interval: std::time::Duration::from_secs(reconcile_seconds),
+            catalog,
         })
     }
 

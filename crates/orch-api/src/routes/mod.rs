@@ -13,6 +13,7 @@ use crate::auth::{self, Caller};
 use crate::error::{ApiError, QueryProblem};
 use crate::AppState;
 
+pub mod catalog;
 pub mod deployments;
 pub mod system;
 pub mod templates;
@@ -28,6 +29,7 @@ pub const MAX_LIMIT: i64 = 100;
     tags(
         (name = "deployments", description = "Deployments and their operations"),
         (name = "templates", description = "Reusable deployment templates"),
+        (name = "catalog", description = "Ready-made services a template names with `catalog:`"),
         (name = "system", description = "Health, readiness and metrics")
     )
 )]
@@ -61,7 +63,9 @@ pub fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::configuration))
         .routes(routes!(deployments::events))
         .routes(routes!(templates::create, templates::list))
-        .routes(routes!(templates::get, templates::replace, templates::delete));
+        .routes(routes!(templates::get, templates::replace, templates::delete))
+        .routes(routes!(catalog::list))
+        .routes(routes!(catalog::get));
     let open = OpenApiRouter::new()
         .routes(routes!(system::health))
         .routes(routes!(system::ready));

@@ -161,3 +161,44 @@ async fn leases_never_give_one_port_twice(db: Db) {
     app.stop().await;
 }
 db_test!(port_leases, leases_never_give_one_port_twice);
+
+async fn the_catalog_is_listed_and_named_by_templates(db: Db) {
+    let app = spawn_app(db).await;
+    let list: Value = app.get("/catalog").await.json().await.unwrap();
+    assert!(list["total"].as_u64().unwrap() >= 23, "{list}");
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "prometheus",
+        "grafana",
+        "loki",
+        "tempo",
+        "alloy",
+        "redis",
+        "kafka",
+        "argocd",
+    ] {
+        assert!(names.contains(&expected), "{expected} in {names:?}");
+    }
+    let prometheus: Value = app.get("/catalog/prometheus").await.json().await.unwrap();
+    assert_eq!(prometheus["service"]["image"], "prom/prometheus:v3.9.0");
+    assert_eq!(prometheus["service"]["healthcheck"]["http"]["path"], "/-/ready");
+    expect_problem(app.get("/catalog/nope").await, StatusCode::NOT_FOUND).await;
+
+    let template = json!({"name": "metrics", "services": {"metrics": {"catalog": "prometheus", "instances": 2}}});
+    let stored = app.post("/templates", &template).await;
+    assert_eq!(stored.status(), StatusCode::CREATED);
+    let stored: Value = stored.json().await.unwrap();
+    assert_eq!(stored["services"]["metrics"]["catalog"], "prometheus");
+    assert_eq!(stored["services"]["metrics"]["image"], "prom/prometheus:v3.9.0");
+    assert_eq!(stored["services"]["metrics"]["instances"], 2);
+    let unknown = json!({"name": "m2", "services": {"m": {"catalog": "prometheus2"}}});
+    let problem = expect_problem(app.post("/templates", &unknown).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(pointers(&problem), ["/services/m/catalog"]);
+    app.stop().await;
+}
+db_test!(catalog, the_catalog_is_listed_and_named_by_templates);

@@ -115,6 +115,8 @@ async fn openapi(db: Db) {
     let expected = [
         ("DELETE", "/deployments/{id}"),
         ("DELETE", "/templates/{id_or_name}"),
+        ("GET", "/catalog"),
+        ("GET", "/catalog/{name}"),
         ("GET", "/deployments"),
         ("GET", "/deployments/{id}"),
         ("GET", "/deployments/{id}/configurations"),

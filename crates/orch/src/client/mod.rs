@@ -6,7 +6,7 @@ mod api;
 mod follow;
 mod show;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use api::{urlencode, Api};
 use clap::{Args, Subcommand, ValueEnum};
 use follow::wait;
@@ -103,6 +103,27 @@ pub enum ClientCommand {
     /// Manage stored templates.
     #[command(subcommand)]
     Templates(TemplatesCommand),
+    /// Docker Compose files from and for orch.
+    #[command(subcommand)]
+    Compose(ComposeCommand),
+    /// The services a template can name with `catalog:`.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// List the entries.
+    List,
+    /// Show one entry in full.
+    Show { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ComposeCommand {
+    /// Write a deployment's services as a Compose file to stdout (`> docker-compose.yml`);
+    /// what Compose cannot carry over is said on stderr.
+    Export { deployment: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,7 +217,42 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
             });
         }
         ClientCommand::Templates(TemplatesCommand::Apply { file }) => apply_template(&api, output, &file).await?,
+        ClientCommand::Compose(ComposeCommand::Export { deployment }) => compose_export(&api, &deployment).await?,
+        ClientCommand::Catalog(CatalogCommand::List) => print(output, &api.get("/catalog").await?, show::catalog),
+        ClientCommand::Catalog(CatalogCommand::Show { name }) => {
+            let entry = api.get(&format!("/catalog/{}", urlencode(&name))).await?;
+            print(output, &entry, |entry| {
+                serde_json::to_string_pretty(entry).unwrap_or_default()
+            });
+        }
     }
+    Ok(())
+}
+
+/// The deployment's services, its parameters applied, as a Compose file.
+async fn compose_export(api: &Api, deployment: &str) -> anyhow::Result<()> {
+    let id = api.resolve(deployment).await?;
+    let record = api.get(&format!("/deployments/{id}")).await?;
+    let invalid =
+        |problems: orch_core::problem::Problems| anyhow!("the deployment's template no longer reads: {problems}");
+    let template = Template::parse(&record["template"], "/template", None).map_err(invalid)?;
+    let effective = orch_core::apply_parameters(&template, &record["parameters"], "/parameters").map_err(invalid)?;
+    if effective.services.is_empty() {
+        bail!("deployment '{deployment}' has no services to export");
+    }
+    // Compose project names are lowercase letters, digits, '-' and '_'.
+    let project: String = record["name"]
+        .as_str()
+        .unwrap_or("orch")
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' })
+        .collect();
+    let export = orch_core::compose::export(&effective, &project);
+    for note in &export.notes {
+        eprintln!("note: {note}");
+    }
+    print!("{}", serde_yaml_ng::to_string(&export.document)?);
     Ok(())
 }
 

@@ -127,6 +127,11 @@ pub(super) fn templates(page: &Value) -> String {
     table(&columns, items(page).map(|template| cells(template, &columns)))
 }
 
+pub(super) fn catalog(page: &Value) -> String {
+    let columns = ["name", "class", "image", "description"];
+    table(&columns, items(page).map(|entry| cells(entry, &columns)))
+}
+
 pub(super) fn template(template: &Value) -> String {
     let columns = ["id", "name", "version"];
     table(&columns, [cells(template, &columns)])

@@ -50,6 +50,22 @@ impl Sources {
         Ok(hosts)
     }
 
+    /// Operators' catalog entries: every YAML file in `CATALOG_DIR`, each problem named with
+    /// its file and JSON pointer.
+    pub(super) fn load_catalog(&self) -> Result<orch_core::catalog::Catalog, ConfigError> {
+        let Some(dir) = self.non_empty("CATALOG_DIR") else {
+            return Ok(orch_core::catalog::Catalog::default());
+        };
+        orch_core::catalog::Catalog::load_dir(std::path::Path::new(dir)).map_err(|problems| {
+            let lines: Vec<String> = problems
+                .0
+                .iter()
+                .map(|p| format!("{}: {}", p.pointer, p.detail))
+                .collect();
+            invalid("CATALOG_DIR", lines.join("; "))
+        })
+    }
+
     fn load_port_range(&self) -> Result<(u16, u16), ConfigError> {
         let text = self.non_empty("CONTAINER_PORT_RANGE").unwrap_or("20000-32000");
         let expected = "must be LOW-HIGH, e.g. 20000-32000";
@@ -89,6 +105,35 @@ mod tests {
     fn sources(pairs: &[(&str, &str)]) -> Sources {
         let environment = pairs.iter().map(|(name, value)| (name.to_string(), value.to_string()));
         Sources::gather(None, std::path::Path::new("/nonexistent"), environment).unwrap()
+    }
+
+    #[test]
+    fn catalog_files_are_checked_with_located_errors() {
+        let dir = std::env::temp_dir().join(format!("orch-catalog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mine.yaml");
+        std::fs::write(
+            &file,
+            "mine:\n  description: x\n  service: {image: i, class: nowhere}\n",
+        )
+        .unwrap();
+        let dir_text = dir.display().to_string();
+        let error = sources(&[("CATALOG_DIR", &dir_text)]).load_catalog().unwrap_err();
+        assert_eq!(error.variable, "CATALOG_DIR");
+        assert!(
+            error
+                .problem
+                .contains(&format!("{}#/mine/service/class", file.display())),
+            "{}",
+            error.problem
+        );
+        std::fs::write(
+            &file,
+            "mine:\n  description: x\n  service: {image: local/mine:1, class: admin}\n",
+        )
+        .unwrap();
+        let catalog = sources(&[("CATALOG_DIR", &dir_text)]).load_catalog().unwrap();
+        assert!(catalog.get("mine").is_some());
     }
 
     #[test]
