@@ -25,7 +25,8 @@ use crate::report::{heartbeat, StoreReport};
 /// What the activities work with: the database and the providers.
 pub struct OrchActivities {
     pub store: Store,
-    pub cloud: OpenStack,
+    /// `None` for a worker of containers alone: a cloud step then fails, not retried.
+    pub cloud: Option<OpenStack>,
     pub containers: Docker,
 }
 
@@ -203,7 +204,13 @@ impl OrchActivities {
     /// Hands one step to the provider it is for.
     async fn dispatch(&self, ctx: &ActivityContext, run: &StepRun) -> Result<(), ActivityError> {
         match run.on {
-            Backend::Cloud => self.run(&self.cloud, ctx, run).await,
+            Backend::Cloud => match &self.cloud {
+                Some(cloud) => self.run(cloud, ctx, run).await,
+                None => Err(activity_failure(
+                    "run_step",
+                    &invalid("this worker has no cloud configured (set OPENSTACK_* or OS_CLOUD)"),
+                )),
+            },
             Backend::Containers => self.run(&self.containers, ctx, run).await,
         }
     }

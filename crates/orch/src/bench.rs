@@ -197,7 +197,7 @@ struct Running {
 
 impl Running {
     async fn start(
-        cloud: OpenStack,
+        cloud: Option<OpenStack>,
         containers: orch_docker::Docker,
         temporal_host: &str,
         dir: &std::path::Path,
@@ -332,7 +332,14 @@ async fn run_once(
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let run = format!("{}-{}", concurrency.unwrap_or(0), since_epoch.as_millis());
     let no_containers = orch_docker::Docker::new(orch_docker::ContainerHosts::default());
-    let orch = Running::start(OpenStack::new(cloud_config)?, no_containers, temporal_host, dir, &run).await?;
+    let orch = Running::start(
+        Some(OpenStack::new(cloud_config)?),
+        no_containers,
+        temporal_host,
+        dir,
+        &run,
+    )
+    .await?;
     let http = reqwest::Client::new();
     let template = json!({
         "vm_config": {"web": {"flavor": "m1.tiny", "image": "cirros", "count": servers}},

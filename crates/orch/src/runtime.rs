@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use orch_api::{AppState, ReadinessCheck};
 use orch_cloud::{CloudConfig, OpenStack};
 use orch_store::{Store, StoreOptions};
@@ -134,9 +134,9 @@ fn spawn_reconciler(config: &Config, store: &orch_store::Store, containers: &orc
 
 /// `orch worker`: executes workflows and activities until SIGTERM.
 pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<()> {
-    let Some(cloud) = cloud else {
-        bail!("invalid configuration: OPENSTACK_AUTH_URL: no cloud is configured (set OPENSTACK_* or OS_CLOUD)");
-    };
+    if cloud.is_none() {
+        tracing::warn!("no cloud is configured (OPENSTACK_* or OS_CLOUD): this worker runs containers only");
+    }
     let host = config
         .temporal_host
         .clone()
@@ -197,7 +197,7 @@ pub async fn dev(mut config: Config, cloud: Option<OpenStack>, api_key: Option<S
         config.temporal_task_queue.clone(),
         OrchActivities {
             store,
-            cloud: cloud.clone(),
+            cloud: Some(cloud.clone()),
             containers,
         },
         config.ansible.clone(),

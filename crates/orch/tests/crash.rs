@@ -95,6 +95,17 @@ impl Scene {
         worker(&self.dir, &self.temporal.address, &self.cloud.auth_url())
     }
 
+    /// A worker with no cloud configured: it runs containers only.
+    fn worker_without_cloud(&self) -> Running {
+        let child = orch(&self.dir, &self.temporal.address, "", "worker")
+            .env_remove("OPENSTACK_AUTH_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Running(child)
+    }
+
     /// Asks for a deployment of `template`; its id.
     async fn deploy(&self, http: &reqwest::Client, name: &str, template: Value) -> String {
         let accepted: Value = http
@@ -232,7 +243,8 @@ fn a_worker_killed_mid_container_deploy_is_replaced_and_nothing_is_made_twice() 
         }
         first_worker.kill().unwrap();
         first_worker.wait().unwrap();
-        let _second_worker = scene.worker();
+        // The one that takes over has no cloud at all: containers need none.
+        let _second_worker = scene.worker_without_cloud();
 
         let deployment = scene.deployed(&http, &id).await;
         let url = &scene.url;

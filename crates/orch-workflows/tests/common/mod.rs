@@ -109,7 +109,7 @@ impl Orch {
         let (stop_worker, stopped) = oneshot::channel::<()>();
         let activities = OrchActivities {
             store: store.clone(),
-            cloud,
+            cloud: Some(cloud),
             containers,
         };
         let queue = task_queue.clone();

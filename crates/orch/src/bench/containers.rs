@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use orch_cloud::{CloudConfig, OpenStack};
 use orch_docker::{ContainerHosts, Docker, HostSettings};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -71,20 +70,13 @@ async fn port_conflicts(deployment: &Value) -> usize {
 
 pub async fn run(containers: u32, json_path: Option<&Path>, temporal_host: &str, dir: &Path) -> anyhow::Result<()> {
     let compose = compose_binary()?;
-    // A template of services makes no cloud call; the worker still needs a client.
-    let cloud = OpenStack::new(CloudConfig::password(
-        "http://127.0.0.1:9/identity/v3",
-        "none",
-        "none",
-        "none",
-    )?)?;
     let engine = Docker::new(ContainerHosts::single(HostSettings::local(
         std::env::var("DOCKER_HOST").ok().as_deref(),
         None,
     )));
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let run = format!("containers-{}", since_epoch.as_millis());
-    let orch = Running::start(cloud, engine, temporal_host, dir, &run).await?;
+    let orch = Running::start(None, engine, temporal_host, dir, &run).await?;
     let http = reqwest::Client::new();
     let calls_before = orch_docker::engine_calls();
     let create = http
