@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 
+use crate::template::render::{render, InstanceContext};
 use crate::template::services::{class_is_internal, networks_of};
 use crate::template::{Condition, Probe, Service, Template};
 
@@ -67,9 +68,31 @@ fn service_entry(name: &str, service: &Service, networks: &[&str], notes: &mut V
         "logging": {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}},
         "deploy": {"replicas": service.instances, "resources": {"limits": limits(service)}},
     });
+    // Replicas share one environment: per-instance values are those of instance 0.
+    let context = InstanceContext {
+        service: name,
+        index: 0,
+        instances: service.instances,
+    };
+    let per_instance = service
+        .env
+        .values()
+        .chain(&service.command)
+        .any(|text| render(text, &context) != *text);
+    if per_instance {
+        notes.push(format!(
+            "{name}: per-instance values ({{{{orch.…}}}}) are those of instance 0 for every replica"
+        ));
+    }
+    let command: Vec<String> = service.command.iter().map(|word| render(word, &context)).collect();
+    let environment: std::collections::BTreeMap<&String, String> = service
+        .env
+        .iter()
+        .map(|(key, value)| (key, render(value, &context)))
+        .collect();
     let fields = [
-        ("command", (!service.command.is_empty()).then(|| json!(service.command))),
-        ("environment", (!service.env.is_empty()).then(|| json!(service.env))),
+        ("command", (!command.is_empty()).then(|| json!(command))),
+        ("environment", (!environment.is_empty()).then(|| json!(environment))),
         ("cap_add", (!service.cap_add.is_empty()).then(|| json!(service.cap_add))),
         ("tmpfs", (!service.tmpfs.is_empty()).then(|| json!(service.tmpfs))),
         ("ports", ports(service)),

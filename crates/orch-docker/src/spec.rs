@@ -9,6 +9,7 @@ use bollard::models::{
     NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use orch_core::plan::instance_name;
+use orch_core::template::render::{render, InstanceContext};
 use orch_core::template::{Probe, Service};
 
 pub(crate) const LABEL_DEPLOYMENT: &str = "orch.deployment";
@@ -88,14 +89,16 @@ impl Instance<'_> {
             .iter()
             .map(|port| format!("{}/{}", port.container, port.protocol.as_str()))
             .collect();
+        let context = self.context();
+        let render = |text: &String| render(text, &context);
         ContainerCreateBody {
             image: Some(service.image.clone()),
-            cmd: (!service.command.is_empty()).then(|| service.command.clone()),
+            cmd: (!service.command.is_empty()).then(|| service.command.iter().map(render).collect()),
             env: Some(
                 service
                     .env
                     .iter()
-                    .map(|(name, value)| format!("{name}={value}"))
+                    .map(|(name, value)| format!("{name}={}", render(value)))
                     .collect(),
             ),
             labels: Some(labels),
@@ -177,14 +180,24 @@ impl Instance<'_> {
         }
     }
 
+    /// What `{{orch.…}}` tokens are filled in with for this instance.
+    fn context(&self) -> InstanceContext<'_> {
+        InstanceContext {
+            service: self.service_name,
+            index: self.index,
+            instances: self.service.instances,
+        }
+    }
+
     /// An exec probe runs in the engine; HTTP and TCP probes are orch's own.
     fn engine_healthcheck(&self) -> Option<HealthConfig> {
         let check = self.service.healthcheck.as_ref()?;
         let Probe::Exec(command) = &check.probe else {
             return None;
         };
+        let context = self.context();
         let mut test = vec!["CMD".to_owned()];
-        test.extend(command.iter().cloned());
+        test.extend(command.iter().map(|word| render(word, &context)));
         Some(HealthConfig {
             test: Some(test),
             interval: Some(i64::from(check.interval_s) * SECOND_NS),
@@ -208,7 +221,7 @@ services:
     image: local/busybox:latest
     command: ["/bin/httpd", "-f"]
     class: gateway
-    env: {MODE: edge, PORT: 8080}
+    env: {MODE: edge, PORT: 8080, PEERS: "{{orch.peers:8080}}"}
     ports: [{container: 8080, name: http, publish: true}, {container: 9000, name: admin}]
     volumes: [{name: data, target: /data}, {name: cache, target: /cache, shared: true}]
     healthcheck: {exec: ["/bin/true"], interval_s: 1}
@@ -252,7 +265,7 @@ services:
         );
         let sources: Vec<_> = host.mounts.unwrap().into_iter().map(|m| m.source.unwrap()).collect();
         assert_eq!(sources, ["d-web-1-data", "d-web-cache"]);
-        assert_eq!(body.env.unwrap(), ["MODE=edge", "PORT=8080"]);
+        assert_eq!(body.env.unwrap(), ["MODE=edge", "PEERS=web-0:8080", "PORT=8080"]);
         assert_eq!(body.labels.unwrap()[LABEL_SPEC_HASH], "abc");
         assert_eq!(body.healthcheck.unwrap().interval, Some(SECOND_NS));
         let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();

@@ -18,6 +18,7 @@ use crate::problem::{child, Problems};
 use crate::reader::{self, Object};
 
 mod network;
+pub mod render;
 mod security;
 mod servers;
 pub mod services;

@@ -393,6 +393,10 @@ fn scalar(value: &Value, pointer: &str, problems: &mut Problems) -> Option<Strin
         problems.push(pointer, format!("must be at most {MAX_VALUE_LEN} bytes without NUL"));
         return None;
     }
+    if let Err(why) = super::render::check(&text) {
+        problems.push(pointer, why);
+        return None;
+    }
     Some(text)
 }
 

@@ -103,6 +103,7 @@ async fn a_two_tier_stack_deploys_health_gated_scales_and_leaves_nothing() {
     let orch = harness(|_| {}).await;
     let mut document = Template::parse_text(TWO_TIER).unwrap().to_value();
     document["services"]["cache"]["volumes"] = json!([{"name": "data", "target": "/data"}]);
+    document["services"]["web"]["env"] = json!({"ME": "{{orch.instance}}", "PEERS": "{{orch.peers:8080}}"});
     let template = Template::parse(&document, "", None).unwrap();
     let first = orch
         .create(&format!("tt-{}", super::common::unique()), template.clone(), true)
@@ -147,6 +148,11 @@ async fn a_two_tier_stack_deploys_health_gated_scales_and_leaves_nothing() {
     assert_eq!(page.trim(), "ok");
     let get_from_web_0 = |url: &str| docker(&["exec", &format!("{first}-web-0"), "wget", "-q", "-O", "-", url]);
     assert_eq!(get_from_web_0("http://cache:6379/"), "ok");
+    let env = docker(&["inspect", "-f", "{{json .Config.Env}}", &format!("{first}-web-1")]);
+    assert!(
+        env.contains("\"ME=web-1\"") && env.contains("\"PEERS=web-0:8080,web-1:8080\""),
+        "per-instance values are filled in: {env}"
+    );
     assert_eq!(
         get_from_web_0("http://web-1:8080/"),
         "ok",
