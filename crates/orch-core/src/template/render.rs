@@ -77,19 +77,20 @@ fn value_of(token: &str, context: &InstanceContext<'_>) -> Result<String, String
             "instances" => Ok(context.instances.to_string()),
             _ => Err(unknown(token)),
         },
-        Some(("peers", number)) => {
+        Some((list @ ("peers" | "voters"), number)) => {
             let port = port(number)?;
-            Ok(all
-                .map(|index| format!("{}:{port}", name(index)))
-                .collect::<Vec<_>>()
-                .join(","))
-        }
-        Some(("voters", number)) => {
-            let port = port(number)?;
-            Ok(all
-                .map(|index| format!("{index}@{}:{port}", name(index)))
-                .collect::<Vec<_>>()
-                .join(","))
+            // Kafka's voters are `id@host:port`; peers are `host:port`.
+            let id = |index: u32| {
+                if list == "voters" {
+                    format!("{index}@")
+                } else {
+                    String::new()
+                }
+            };
+            let members: Vec<String> = all
+                .map(|index| format!("{}{}:{port}", id(index), name(index)))
+                .collect();
+            Ok(members.join(","))
         }
         Some(_) => Err(unknown(token)),
     }
