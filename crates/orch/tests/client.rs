@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Running;
+use common::{EngineGuard, Running};
 
 use std::process::{Command, Output, Stdio};
 
@@ -118,29 +118,6 @@ fn orch_dev_and_the_cli_deploy_scale_and_delete_web_app_stack() {
         .unwrap();
     assert!(status.success());
     assert!(dev.wait().unwrap().success(), "orch dev stops cleanly on SIGTERM");
-}
-
-/// Removes what is labelled for the deployment when dropped, also when the test fails.
-struct EngineGuard(String);
-
-impl Drop for EngineGuard {
-    fn drop(&mut self) {
-        let filter = format!("label=orch.deployment={}", self.0);
-        for kind in ["container", "network", "volume"] {
-            let listed = Command::new("docker")
-                .args([kind, "ls", "-q", "--filter", &filter])
-                .output();
-            for object in listed.iter().flat_map(|listed| {
-                String::from_utf8_lossy(&listed.stdout)
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            }) {
-                let force = if kind == "container" { "-f" } else { "--" };
-                let _ = Command::new("docker").args([kind, "rm", force, &object]).output();
-            }
-        }
-    }
 }
 
 /// The container example deployed, shown, scaled by service and deleted with the CLI.

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::Running;
+use common::{labelled, EngineGuard, Running};
 use std::time::{Duration, Instant};
 
 use fakecloud::{FakeCloud, FakeConfig};
@@ -187,40 +187,6 @@ fn a_worker_killed_mid_deploy_is_replaced_and_the_deploy_completes_without_dupli
         assert_eq!(inventory["networks"].as_array().unwrap().len(), 1);
         assert_eq!(inventory["subnets"].as_array().unwrap().len(), 3);
     });
-}
-
-/// Removes what is labelled for the deployment when dropped, also when the test fails.
-struct EngineGuard(String);
-
-impl Drop for EngineGuard {
-    fn drop(&mut self) {
-        for kind in ["container", "network", "volume"] {
-            for name in labelled(kind, &self.0) {
-                let force = if kind == "container" { "-f" } else { "--" };
-                let _ = Command::new("docker").args([kind, "rm", force, &name]).output();
-            }
-        }
-    }
-}
-
-/// Names of what the engine holds labelled for `id`, per kind.
-fn labelled(kind: &str, id: &str) -> Vec<String> {
-    let filter = format!("label=orch.deployment={id}");
-    let format = if kind == "container" { "{{.Names}}" } else { "{{.Name}}" };
-    let mut args = vec![kind, "ls", "--filter", &filter, "--format", format];
-    if kind == "container" {
-        args.insert(2, "-a");
-    }
-    let output = Command::new("docker")
-        .args(&args)
-        .output()
-        .expect("docker CLI (scripts/test.sh installs it)");
-    let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::ops::{Deref, DerefMut};
-use std::process::Child;
+use std::process::{Child, Command};
 
 /// A child process the test started, killed when the guard goes, so that a failed assertion
 /// never leaves an `orch` (or a worker) running.
@@ -41,4 +41,40 @@ pub fn listening_url(child: &mut Child) -> String {
         .strip_prefix("orch listening on ")
         .expect(&first_line)
         .to_owned()
+}
+
+/// Removes what is labelled for the deployment when dropped, also when the test fails.
+#[allow(dead_code)] // not every test binary runs containers
+pub struct EngineGuard(pub String);
+
+impl Drop for EngineGuard {
+    fn drop(&mut self) {
+        for kind in ["container", "network", "volume"] {
+            for name in labelled(kind, &self.0) {
+                let force = if kind == "container" { "-f" } else { "--" };
+                let _ = Command::new("docker").args([kind, "rm", force, &name]).output();
+            }
+        }
+    }
+}
+
+/// Names of what the engine holds labelled for `id`, per kind.
+#[allow(dead_code)]
+pub fn labelled(kind: &str, id: &str) -> Vec<String> {
+    let filter = format!("label=orch.deployment={id}");
+    let format = if kind == "container" { "{{.Names}}" } else { "{{.Name}}" };
+    let mut args = vec![kind, "ls", "--filter", &filter, "--format", format];
+    if kind == "container" {
+        args.insert(2, "-a");
+    }
+    let output = Command::new("docker")
+        .args(&args)
+        .output()
+        .expect("docker CLI (scripts/test.sh installs it)");
+    let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
 }
