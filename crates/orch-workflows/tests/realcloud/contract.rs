@@ -276,15 +276,39 @@ fn delete(label: &'static str, service: &'static str, path: &str) -> Step {
     Step::new(label, service, Method::DELETE, path)
 }
 
-/// The structure of a JSON value without its values.
+/// The structure of a JSON value without its values. A list's shape is the union of its
+/// items' shapes: the two sides may list the same items in another order (Nova's order of
+/// servers made in the same second is not fixed), and an item's own keys (metadata) must
+/// not then read as a difference.
 fn shape(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
-        Value::Array(items) => Value::Array(items.first().map(shape).into_iter().collect()),
+        Value::Array(items) => Value::Array(items.iter().map(shape).reduce(merge).into_iter().collect()),
         Value::String(_) => json!("string"),
         Value::Number(_) => json!("number"),
         Value::Bool(_) => json!("bool"),
         Value::Null => Value::Null,
+    }
+}
+
+/// Two shapes as one: every key of either, the first side's type where both have one.
+fn merge(first: Value, second: Value) -> Value {
+    match (first, second) {
+        (Value::Object(mut first), Value::Object(second)) => {
+            for (key, value) in second {
+                let merged = match first.remove(&key) {
+                    Some(mine) => merge(mine, value),
+                    None => value,
+                };
+                first.insert(key, merged);
+            }
+            Value::Object(first)
+        }
+        (Value::Array(first), Value::Array(second)) => {
+            Value::Array(first.into_iter().chain(second).reduce(merge).into_iter().collect())
+        }
+        (Value::Null, second) => second,
+        (first, _) => first,
     }
 }
 
@@ -544,4 +568,17 @@ fn shapes_compare_names_and_types_not_values() {
     );
     let paths: Vec<&str> = found.iter().map(|(path, _)| path.as_str()).collect();
     assert_eq!(paths, ["/b", "/c/0/f", "/g", "/only"]);
+}
+
+#[test]
+fn lists_compare_by_the_union_of_their_items_whatever_their_order() {
+    let fake = json!({"servers": [{"id": "b", "metadata": {}}, {"id": "a", "metadata": {"orch_key": "a"}}]});
+    let real = json!({"servers": [{"id": "a", "metadata": {"orch_key": "a"}}, {"id": "b", "metadata": {}}]});
+    let mut found = Vec::new();
+    differences(&shape(&fake), &shape(&real), "", &mut found);
+    assert!(found.is_empty(), "{found:?}");
+    let missing = json!({"servers": [{"id": "b", "metadata": {}}]});
+    differences(&shape(&missing), &shape(&real), "", &mut found);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "/servers/0/metadata/orch_key");
 }
