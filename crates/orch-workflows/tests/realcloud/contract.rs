@@ -386,7 +386,6 @@ fn script(name: &str) -> Vec<Step> {
         get("server", "compute", "/servers/{server_a}"),
         get("servers by tag", "compute", "/servers/detail?tags=contract_a&limit=1000"),
         get("servers, one page", "compute", &format!("/servers/detail?name=^contract-{name}-&limit=1")),
-        get("servers changed since", "compute", "/servers/detail?tags=contract_a&changes-since=2020-01-01T00:00:00Z"),
         put("server tags while it builds", "compute", "/servers/{server_a}/tags", json!({"tags": ["contract_a", "contract_b"]})),
         get("missing server", "compute", "/servers/00000000-0000-0000-0000-000000000000"),
         post("volume", "volume", "/volumes", json!({"volume": {"name": n("volume"), "size": 1, "metadata": {"contract": name}}})).save(&[("volume", "/volume/id")]),
@@ -403,6 +402,14 @@ fn script(name: &str) -> Vec<Step> {
 /// leaves the server in ERROR; resize is tested against fakecloud only.
 fn script_with_active_servers() -> Vec<Step> {
     vec![
+        // Once both are ACTIVE: while they build, which of them the testbed's Nova lists
+        // here varies from run to run (CI saw one run list server A first and another list
+        // neither with A's metadata), so only a settled list is compared.
+        get(
+            "servers changed since",
+            "compute",
+            "/servers/detail?tags=contract_a&changes-since=2020-01-01T00:00:00Z",
+        ),
         put(
             "server tags",
             "compute",
