@@ -105,3 +105,43 @@ DOCKERFILE
   docker build -q -t "$BUSYBOX_IMAGE" "$context" >/dev/null
   rm -rf "$context"
 }
+
+# Real services for the tests that run them, from Debian's packages (no registry is
+# reachable): one root file system made with debootstrap and imported once, and an image per
+# service on top of it that starts it the way the upstream image does. Cached by tag.
+SERVICES_BASE_IMAGE=local/debian-services:bookworm-1
+ensure_service_images() {
+  local root suite mirror
+  if ! docker image inspect "$SERVICES_BASE_IMAGE" >/dev/null 2>&1; then
+    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+    suite="$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")"
+    mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)"
+    root="$(mktemp -d)"
+    log "building $SERVICES_BASE_IMAGE with debootstrap (once; log: /tmp/orch-debootstrap.log)"
+    if ! debootstrap --variant=minbase --include=redis-server,prometheus,prometheus-alertmanager \
+      "$suite" "$root" "${mirror:-http://deb.debian.org/debian}" >/tmp/orch-debootstrap.log 2>&1; then
+      tail -n 20 /tmp/orch-debootstrap.log >&2
+      echo "debootstrap failed" >&2
+      exit 1
+    fi
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc "$root"/usr/share/man
+    tar -C "$root" -c . | docker import -c 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' - "$SERVICES_BASE_IMAGE" >/dev/null
+    rm -rf "$root"
+  fi
+  service_image local/prometheus:debian '["/usr/bin/prometheus"]' \
+    '["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'
+  service_image local/alertmanager:debian '["/usr/bin/prometheus-alertmanager"]' \
+    '["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"]'
+  service_image local/redis:debian '[]' '["redis-server"]'
+}
+
+# An image of one service over the base: its entrypoint and default arguments.
+service_image() {
+  local tag="$1" entrypoint="$2" cmd="$3" context
+  docker image inspect "$tag" >/dev/null 2>&1 && return
+  context="$(mktemp -d)"
+  printf 'FROM %s\nENTRYPOINT %s\nCMD %s\n' "$SERVICES_BASE_IMAGE" "$entrypoint" "$cmd" >"$context/Dockerfile"
+  # The legacy builder's deprecation notice is noise; its errors are not.
+  docker build -q -t "$tag" "$context" >"$context/build.log" 2>&1 || { cat "$context/build.log" >&2; exit 1; }
+  rm -rf "$context"
+}

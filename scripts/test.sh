@@ -95,6 +95,7 @@ drop_old_test_databases
 ensure_python_tools
 ensure_docker
 ensure_busybox_image
+ensure_service_images
 start_testbed
 log "PostgreSQL for tests: ${TEST_DATABASE_URL%%@*}@…"
 

@@ -110,6 +110,8 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(message) => Self::Conflict(message),
+            // No key configured, or not the one a secret was sealed with: the operator's to fix.
+            StoreError::Secret(message) => Self::Unavailable(message),
             other => Self::internal(other),
         }
     }

@@ -192,9 +192,44 @@ pub struct DeploymentView {
     pub resources: ResourcesView,
     /// The operation in flight, if any.
     pub operation: Option<OperationView>,
+    /// The deployment's secrets, without their values.
+    pub secrets: Vec<SecretView>,
     pub created_at: String,
     pub updated_at: String,
     pub deleted_at: Option<String>,
+}
+
+/// A secret as shown: never its value.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SecretView {
+    pub name: String,
+    /// `generated` by orch, or `supplied` with the request.
+    pub source: String,
+    pub created_at: String,
+    /// When a generated value was revealed (it is shown once).
+    pub revealed_at: Option<String>,
+}
+
+impl From<orch_store::secrets::SecretInfo> for SecretView {
+    fn from(info: orch_store::secrets::SecretInfo) -> Self {
+        let source = match info.source {
+            orch_store::secrets::SecretSource::Generated => "generated",
+            orch_store::secrets::SecretSource::Supplied => "supplied",
+        };
+        Self {
+            name: info.name,
+            source: source.to_owned(),
+            created_at: info.created_at,
+            revealed_at: info.revealed_at,
+        }
+    }
+}
+
+/// A generated secret's value, given once.
+#[derive(Serialize, ToSchema)]
+pub struct RevealedSecret {
+    pub name: String,
+    pub value: String,
 }
 
 impl DeploymentView {
@@ -212,6 +247,7 @@ impl DeploymentView {
             rollback: record.rollback,
             resources: ResourcesView::from_records(resources),
             operation: operation.map(OperationView::from),
+            secrets: Vec::new(),
             created_at: record.created_at,
             updated_at: record.updated_at,
             deleted_at: record.deleted_at,

@@ -41,7 +41,8 @@ pub fn export(template: &Template, project: &str) -> ComposeExport {
             ));
         }
         let networks: Vec<&str> = joined.iter().map(|class| class.as_str()).collect();
-        services.insert(name.clone(), service_entry(name, service, &networks, &mut notes));
+        let entry = service_entry(name, service, &template.services, &networks, &mut notes);
+        services.insert(name.clone(), entry);
     }
     let networks: Map<String, Value> = classes
         .into_iter()
@@ -54,10 +55,66 @@ pub fn export(template: &Template, project: &str) -> ComposeExport {
     if !volumes.is_empty() {
         document["volumes"] = Value::Object(volumes);
     }
+    let configs = configs(template);
+    if !configs.is_empty() {
+        document["configs"] = Value::Object(configs);
+    }
+    if !template.secrets.is_empty() {
+        let secrets: Map<String, Value> = (template.secrets.keys())
+            .map(|name| (name.clone(), json!({"file": format!("./secrets/{name}")})))
+            .collect();
+        notes.push(format!(
+            "secrets are read from ./secrets/<name> beside the file ({}); orch never writes their values out",
+            template.secrets.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        document["secrets"] = Value::Object(secrets);
+    }
     ComposeExport { document, notes }
 }
 
-fn service_entry(name: &str, service: &Service, networks: &[&str], notes: &mut Vec<String>) -> Value {
+/// The configuration files, as Compose configs with inline content (rendered for instance 0),
+/// named `<service>-<index of the file>`.
+fn configs(template: &Template) -> Map<String, Value> {
+    let mut configs = Map::new();
+    for (name, service) in &template.services {
+        let context = InstanceContext {
+            service: name,
+            index: 0,
+            instances: service.instances,
+            others: Some(&template.services),
+        };
+        for (index, file) in service.files.iter().enumerate() {
+            let content = render(&file.content, &context);
+            configs.insert(config_name(name, index), json!({"content": content}));
+        }
+    }
+    configs
+}
+
+fn config_name(service: &str, index: usize) -> String {
+    format!("{service}-file-{index}")
+}
+
+fn payload_mounts(name: &str, service: &Service) -> [(&'static str, Option<Value>); 2] {
+    let configs: Vec<Value> = (service.files.iter().enumerate())
+        .map(|(index, file)| json!({"source": config_name(name, index), "target": file.path, "mode": file.mode}))
+        .collect();
+    let secrets: Vec<Value> = (service.secrets.iter())
+        .map(|mount| json!({"source": mount.name, "target": mount.name, "uid": mount.uid.to_string(), "gid": mount.gid.to_string(), "mode": 0o400}))
+        .collect();
+    [
+        ("configs", (!configs.is_empty()).then_some(Value::Array(configs))),
+        ("secrets", (!secrets.is_empty()).then_some(Value::Array(secrets))),
+    ]
+}
+
+fn service_entry(
+    name: &str,
+    service: &Service,
+    all: &std::collections::BTreeMap<String, Service>,
+    networks: &[&str],
+    notes: &mut Vec<String>,
+) -> Value {
     let mut entry = json!({
         "image": service.image,
         "networks": networks,
@@ -73,6 +130,7 @@ fn service_entry(name: &str, service: &Service, networks: &[&str], notes: &mut V
         service: name,
         index: 0,
         instances: service.instances,
+        others: Some(all),
     };
     let per_instance = service
         .env
@@ -106,7 +164,7 @@ fn service_entry(name: &str, service: &Service, networks: &[&str], notes: &mut V
         ),
         ("depends_on", dependencies(service)),
     ];
-    for (key, value) in fields {
+    for (key, value) in fields.into_iter().chain(payload_mounts(name, service)) {
         if let Some(value) = value {
             entry[key] = value;
         }

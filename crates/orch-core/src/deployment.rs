@@ -3,6 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -10,6 +13,7 @@ use utoipa::ToSchema;
 use crate::names::check_name;
 use crate::problem::{child, Problems};
 use crate::reader::{self, Object};
+use crate::template::payload::MAX_SECRET_BYTES;
 use crate::template::{Template, MAX_GROUP_COUNT};
 
 /// Where a deployment is in its life. `PENDING` to `COMPLETED` is the lifecycle of a create;
@@ -245,7 +249,7 @@ pub const MAX_REGION_LEN: usize = 64;
 
 /// `POST /deployments`, read and checked on its own; the template reference and the
 /// parameters are checked against the template once it is resolved.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct CreateDeploymentRequest {
     pub name: String,
     pub template: TemplateRef,
@@ -254,6 +258,9 @@ pub struct CreateDeploymentRequest {
     /// Where the services run (default: the first configured container host).
     pub container_host: Option<String>,
     pub rollback: bool,
+    /// Values of the template's secrets, by name (checked against the template once it is
+    /// resolved); never stored but sealed, never shown.
+    pub secrets: BTreeMap<String, SecretString>,
 }
 
 impl CreateDeploymentRequest {
@@ -291,19 +298,73 @@ impl CreateDeploymentRequest {
             Some(value) => reader::boolean(value, "/rollback", &mut problems),
             None => Some(true),
         };
+        let secrets = object
+            .optional("secrets")
+            .map_or(Some(BTreeMap::new()), |value| read_secret_values(value, &mut problems));
         object.finish(&mut problems);
-        match (name, template, parameters, rollback) {
-            (Some(name), Some(template), Some(parameters), Some(rollback)) if problems.is_empty() => Ok(Self {
-                name,
-                template,
-                parameters,
-                cloud_region,
-                container_host,
-                rollback,
-            }),
+        match (name, template, parameters, rollback, secrets) {
+            (Some(name), Some(template), Some(parameters), Some(rollback), Some(secrets)) if problems.is_empty() => {
+                Ok(Self {
+                    name,
+                    template,
+                    parameters,
+                    cloud_region,
+                    container_host,
+                    rollback,
+                    secrets,
+                })
+            }
             _ => Err(problems),
         }
     }
+}
+
+/// `secrets`: names to values. A problem never quotes the value.
+fn read_secret_values(value: &Value, problems: &mut Problems) -> Option<BTreeMap<String, SecretString>> {
+    let map = reader::object(value, "/secrets", problems)?;
+    let mut secrets = BTreeMap::new();
+    for (name, value) in map {
+        let pointer = child("/secrets", name);
+        if let Err(rule) = crate::names::check_key(name) {
+            problems.push(&pointer, format!("name {rule}"));
+            continue;
+        }
+        match value.as_str() {
+            Some(text) if !text.is_empty() && text.len() <= MAX_SECRET_BYTES && !text.contains('\0') => {
+                secrets.insert(name.clone(), SecretString::from(text.to_owned()));
+            }
+            _ => problems.push(
+                pointer,
+                format!("must be a string of 1 to {MAX_SECRET_BYTES} bytes without NUL"),
+            ),
+        }
+    }
+    Some(secrets)
+}
+
+/// What the deployment's secrets will hold: each declared secret with the value the request
+/// supplies, or none, to be generated. A secret the template declares `supplied` must be
+/// given; one it does not declare must not.
+pub fn check_secret_values(
+    template: &Template,
+    supplied: &BTreeMap<String, SecretString>,
+) -> Result<Vec<(String, Option<SecretString>)>, Problems> {
+    let mut problems = Problems::default();
+    for name in supplied.keys().filter(|name| !template.secrets.contains_key(*name)) {
+        problems.push(child("/secrets", name), "the template declares no such secret");
+    }
+    let mut values = Vec::new();
+    for (name, spec) in &template.secrets {
+        match supplied.get(name) {
+            Some(value) => values.push((name.clone(), Some(value.clone()))),
+            None if spec.supplied => problems.push(
+                child("/secrets", name),
+                "is required: the template declares it supplied",
+            ),
+            None => values.push((name.clone(), None)),
+        }
+    }
+    problems.into_result(values)
 }
 
 /// `PATCH /deployments/{id}`: a new template, changed parameters, or both. Parameters merge
@@ -584,6 +645,28 @@ mod tests {
         assert_eq!(request.template, TemplateRef::Stored("web-app-stack".into()));
         assert!(request.rollback);
         assert_eq!(request.cloud_region.as_deref(), Some("us-west-1"));
+    }
+
+    #[test]
+    fn secret_values_are_checked_against_the_template_without_being_quoted() {
+        let problems = CreateDeploymentRequest::parse(&json!({
+            "name": "a", "template": "t", "secrets": {"Bad": "x", "db": "", "api": 7}
+        }))
+        .unwrap_err();
+        let pointers: Vec<&str> = problems.0.iter().map(|p| p.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/secrets/Bad", "/secrets/api", "/secrets/db"]);
+        let template = Template::parse_text(
+            "name: s\nsecrets: {token: {}, api: {supplied: true}}\nservices:\n  w: {image: x, class: gateway, secrets: [token, api]}\n",
+        )
+        .unwrap();
+        let given = BTreeMap::from([("extra".to_owned(), SecretString::from("hunter2"))]);
+        let problems = check_secret_values(&template, &given).unwrap_err();
+        assert_eq!(problems.0.len(), 2, "{problems:?}");
+        assert!(!format!("{problems:?}").contains("hunter2"));
+        let given = BTreeMap::from([("api".to_owned(), SecretString::from("hunter2"))]);
+        let values = check_secret_values(&template, &given).unwrap();
+        assert_eq!(values.len(), 2);
+        assert!(values.iter().any(|(name, value)| name == "token" && value.is_none()));
     }
 
     #[test]

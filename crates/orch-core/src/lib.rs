@@ -24,8 +24,8 @@ mod reader;
 pub mod template;
 
 pub use deployment::{
-    ConfigureRequest, CreateDeploymentRequest, DeploymentStatus, OperationKind, ScaleRequest, TemplateRef,
-    UpdateDeploymentRequest,
+    check_secret_values, ConfigureRequest, CreateDeploymentRequest, DeploymentStatus, OperationKind, ScaleRequest,
+    TemplateRef, UpdateDeploymentRequest,
 };
 pub use parameters::apply_parameters;
 pub use problem::{Problem, Problems};

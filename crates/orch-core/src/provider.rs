@@ -13,8 +13,10 @@
 //! - **Say what kind of failure it is.** Errors implement [`Classified`], so the workflow
 //!   retries what a retry can fix and stops at once on what it cannot.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -106,6 +108,9 @@ pub trait Report: Sync {
     /// Leases a host port: the same one on every call for the same member and port name
     /// (unless it is in `avoid`), never one another member holds.
     fn lease_port(&self, request: PortRequest<'_>) -> impl Future<Output = Result<u16, RecordFailed>> + Send;
+    /// The deployment's secrets, decrypted, by name. Read by the provider itself, so that no
+    /// value ever passes through the workflow's history.
+    fn secrets(&self) -> impl Future<Output = Result<BTreeMap<String, SecretString>, RecordFailed>> + Send;
     /// A sign of life with what was just done; best effort.
     fn progress(&self, what: &str) -> impl Future<Output = ()> + Send;
 }

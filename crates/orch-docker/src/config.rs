@@ -10,6 +10,8 @@ pub const DEFAULT_HOST: &str = "local";
 /// Leased host ports: below Linux's ephemeral range (32768-60999), so that no outgoing
 /// connection of the host takes a port an instance is given.
 pub const DEFAULT_PORT_RANGE: (u16, u16) = (20_000, 32_000);
+/// Instances' files and secrets: under `/run`, a tmpfs on every systemd host.
+pub const DEFAULT_PAYLOAD_DIR: &str = "/run/orch/payload";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSettings {
@@ -22,6 +24,9 @@ pub struct HostSettings {
     pub address: String,
     pub port_range: (u16, u16),
     pub timeout: Duration,
+    /// Where instances' files and secrets are written, to be bind-mounted (on tmpfs, so that
+    /// secrets never reach a disk). Only an engine on this machine has one.
+    pub payload_dir: Option<PathBuf>,
 }
 
 impl HostSettings {
@@ -34,7 +39,15 @@ impl HostSettings {
             address: "0.0.0.0".to_owned(),
             port_range: DEFAULT_PORT_RANGE,
             timeout: Duration::from_secs(60),
+            payload_dir: None,
         }
+        .with_payload_dir(PathBuf::from(DEFAULT_PAYLOAD_DIR))
+    }
+
+    /// Files and secrets go to `dir`, when the engine is on this machine.
+    pub fn with_payload_dir(mut self, dir: PathBuf) -> Self {
+        self.payload_dir = self.is_local().then_some(dir);
+        self
     }
 
     /// Whether orch runs beside the engine, so that it reaches containers by their address.

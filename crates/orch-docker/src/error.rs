@@ -25,6 +25,9 @@ pub enum EngineError {
     Ports { key: String, message: String },
     #[error("containers do not {0}")]
     Unsupported(&'static str),
+    /// The files or secrets of an instance could not be written on the engine's host.
+    #[error("{key}: files and secrets: {message}")]
+    Payload { key: String, message: String },
     /// 304: the engine had nothing to do (a start of a running container).
     #[error("{what}: unchanged")]
     Unchanged { what: String },
@@ -44,6 +47,7 @@ impl Classified for EngineError {
             Self::Unhealthy { .. } => "unhealthy",
             Self::Ports { .. } => "ports_exhausted",
             Self::Unsupported(_) => "invalid",
+            Self::Payload { .. } => "payload",
             Self::Unchanged { .. } => "unchanged",
             Self::Record(_) => "store",
         }

@@ -58,12 +58,16 @@ pub(crate) struct Instance<'a> {
     pub service_name: &'a str,
     pub index: u32,
     pub service: &'a Service,
+    /// Every service of the deployment, for `{{orch.peers:SERVICE:PORT}}`.
+    pub others: &'a BTreeMap<String, Service>,
     pub spec_hash: &'a str,
     /// Host port by port name, for the published ports.
     pub host_ports: &'a BTreeMap<String, u16>,
     pub address: &'a str,
     /// The network the container is created on (the others are joined before it starts).
     pub first_network: &'a str,
+    /// The bind mounts of its files and secrets.
+    pub payload: &'a [Mount],
 }
 
 impl Instance<'_> {
@@ -148,6 +152,7 @@ impl Instance<'_> {
                 typ: Some(MountType::VOLUME),
                 ..Default::default()
             })
+            .chain(self.payload.iter().cloned())
             .collect::<Vec<_>>();
         let tmpfs: HashMap<String, String> = service
             .tmpfs
@@ -186,6 +191,7 @@ impl Instance<'_> {
             service: self.service_name,
             index: self.index,
             instances: self.service.instances,
+            others: Some(self.others),
         }
     }
 
@@ -241,10 +247,12 @@ services:
             service_name: "web",
             index: 1,
             service: &template.services["web"],
+            others: &template.services,
             spec_hash: "abc",
             host_ports: &ports,
             address: "0.0.0.0",
             first_network: "d-gateway",
+            payload: &[],
         };
         let body = instance.body();
         assert_eq!(instance.name(), "d-web-1");

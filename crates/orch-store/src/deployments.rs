@@ -24,6 +24,8 @@ pub struct NewDeployment {
     pub cloud_region: String,
     pub container_host: String,
     pub rollback: bool,
+    /// Its secrets, sealed as they are stored.
+    pub secrets: Vec<crate::secrets::NewSecret>,
 }
 
 /// Filters of the deployment list. Soft-deleted deployments are listed only when asked for
@@ -46,7 +48,7 @@ pub enum DeleteOutcome {
     Deleting,
 }
 
-async fn insert_event(
+pub(crate) async fn insert_event(
     tx: &mut Transaction<'static, Any>,
     deployment_id: &str,
     action: &str,
@@ -163,6 +165,7 @@ impl Store {
                 return Err(StoreError::NotFound(format!("template '{template_id}'")));
             }
         }
+        self.insert_secrets(&mut tx, &id, &new.secrets, &at).await?;
         let operation = insert_operation(&mut tx, &id, OperationKind::Create, &json!({}), actor, &at).await?;
         let detail = json!({
             "operation_id": operation.id,

@@ -27,6 +27,7 @@ pub mod deployments;
 pub mod leases;
 pub mod records;
 pub mod resources;
+pub mod secrets;
 pub mod templates;
 
 pub use records::*;
@@ -50,6 +51,10 @@ pub enum StoreError {
     /// A stored JSON document no longer parses; this is a bug or a manual edit.
     #[error("corrupt stored document in {0}")]
     Corrupt(&'static str),
+    /// A secret cannot be sealed or opened: no key, or not the key it was sealed with. The
+    /// message names the secret and the key's id, never a value.
+    #[error("{0}")]
+    Secret(String),
 }
 
 impl StoreError {
@@ -78,6 +83,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The keys secrets are sealed with; none: templates with secrets are refused.
+    keys: Option<std::sync::Arc<secrets::SecretKeys>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -134,7 +141,11 @@ impl Store {
             })
             .connect_with(connect_options)
             .await?;
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            keys: None,
+        };
         store.migrate().await?;
         Ok(store)
     }

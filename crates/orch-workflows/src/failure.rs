@@ -65,6 +65,8 @@ impl From<StoreError> for StoreFailure {
         let kind = match error {
             StoreError::NotFound(_) => "store_not_found",
             StoreError::Corrupt(_) => "store_corrupt",
+            // No key, or not the one a secret was sealed with: a retry finds the same keys.
+            StoreError::Secret(_) => "secret_unreadable",
             _ => "store",
         };
         if kind != "store_not_found" {

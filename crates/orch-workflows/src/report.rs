@@ -76,6 +76,13 @@ impl Report for StoreReport<'_> {
             .map_err(|error| StoreFailure::from(error).recording(request.key))
     }
 
+    async fn secrets(&self) -> Result<std::collections::BTreeMap<String, secrecy::SecretString>, RecordFailed> {
+        self.store
+            .secret_values(self.deployment_id)
+            .await
+            .map_err(|error| StoreFailure::from(error).recording("secrets"))
+    }
+
     async fn progress(&self, what: &str) {
         heartbeat(self.ctx, what.to_owned()).await;
     }

@@ -5,6 +5,8 @@
 mod common;
 #[path = "workflows/containers.rs"]
 mod containers;
+#[path = "workflows/real_services.rs"]
+mod real_services;
 
 use std::time::{Duration, Instant};
 

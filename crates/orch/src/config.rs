@@ -51,6 +51,9 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("CONTAINER_HOSTS", Some(""), false),
     ("CONTAINER_PORT_RANGE", Some("20000-32000"), false),
     ("CONTAINER_PUBLISH_ADDRESS", Some("0.0.0.0"), false),
+    ("CONTAINER_PAYLOAD_DIR", Some("/run/orch/payload"), false),
+    ("ORCH_SECRET_KEY", None, true),
+    ("ORCH_SECRET_KEY_PREVIOUS", None, true),
     ("RECONCILE_INTERVAL_SECONDS", Some("30"), false),
     ("CATALOG_DIR", None, false),
 ];
@@ -113,6 +116,8 @@ pub struct Config {
     pub reconcile_interval: std::time::Duration,
     /// Operators' catalog entries, from `CATALOG_DIR`.
     pub catalog: orch_core::catalog::Catalog,
+    /// The keys secrets are sealed with (`ORCH_SECRET_KEY`, `ORCH_SECRET_KEY_PREVIOUS`).
+    pub secret_keys: Option<std::sync::Arc<orch_store::secrets::SecretKeys>>,
 }
 
 /// The cloud client's limits and SSRF allowlist, from `OPENSTACK_*` settings.
@@ -260,7 +265,32 @@ impl Sources {
             container_hosts,
             reconcile_interval: std::time::Duration::from_secs(reconcile_seconds),
             catalog,
+            secret_keys: self.load_secret_keys()?,
         })
+    }
+
+    /// `ORCH_SECRET_KEY` (64 hex digits) and the previous keys still opened after a rotation
+    /// (`ORCH_SECRET_KEY_PREVIOUS`, comma-separated).
+    fn load_secret_keys(&self) -> Result<Option<std::sync::Arc<orch_store::secrets::SecretKeys>>, ConfigError> {
+        let previous: Vec<&str> = (self
+            .non_empty("ORCH_SECRET_KEY_PREVIOUS")
+            .unwrap_or_default()
+            .split(','))
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .collect();
+        let Some(current) = self.non_empty("ORCH_SECRET_KEY") else {
+            if !previous.is_empty() {
+                return Err(invalid(
+                    "ORCH_SECRET_KEY",
+                    "is required when ORCH_SECRET_KEY_PREVIOUS is set",
+                ));
+            }
+            return Ok(None);
+        };
+        orch_store::secrets::SecretKeys::parse(current, &previous)
+            .map(|keys| Some(std::sync::Arc::new(keys)))
+            .map_err(|why| invalid("ORCH_SECRET_KEY", why))
     }
 
     /// `name` read as a `T`, `default` when unset.

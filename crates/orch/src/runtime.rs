@@ -22,13 +22,57 @@ const RELAY_INTERVAL: Duration = Duration::from_millis(500);
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     tracing::info!(database = %config::redacted_database_url(config), "connecting to the database");
     // A database still starting (compose, systemd) is waited for, for a minute.
-    Store::connect_patiently(
+    let store = Store::connect_patiently(
         config::database_url(config),
         &StoreOptions::default(),
         Duration::from_secs(60),
     )
     .await
-    .context("cannot open the database")
+    .context("cannot open the database")?;
+    let Some(keys) = &config.secret_keys else {
+        tracing::warn!("ORCH_SECRET_KEY is not set: templates with secrets are refused");
+        return Ok(store);
+    };
+    tracing::info!(key_id = keys.current_id(), "secrets are sealed with this key");
+    let store = store.with_secret_keys(Some(keys.clone()));
+    // After a rotation, every secret is sealed again under the current key.
+    let resealed = store
+        .reseal_secrets()
+        .await
+        .context("cannot seal the secrets again under the current key")?;
+    if resealed > 0 {
+        tracing::info!(resealed, "secrets sealed again under the current key");
+    }
+    Ok(store)
+}
+
+/// `orch dev` without `ORCH_SECRET_KEY`: a key of its own, kept beside its database
+/// (`data/secret.key`, readable by its owner only), so that its secrets outlive a restart.
+fn dev_secret_keys(config: &mut Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if config.secret_keys.is_some() {
+        return Ok(());
+    }
+    let path = Path::new("data/secret.key");
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = orch_store::secrets::SecretKeys::random_hex();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .context("cannot create data/secret.key")?;
+            std::io::Write::write_all(&mut file, key.as_bytes())?;
+            key
+        }
+        Err(error) => return Err(error).context("cannot read data/secret.key"),
+    };
+    let keys =
+        orch_store::secrets::SecretKeys::parse(&text, &[]).map_err(|why| anyhow::anyhow!("data/secret.key: {why}"))?;
+    config.secret_keys = Some(std::sync::Arc::new(keys));
+    Ok(())
 }
 
 /// Connects to Temporal, waiting up to 30 s for it to come up.
@@ -188,6 +232,8 @@ pub async fn dev(mut config: Config, cloud: Option<OpenStack>, api_key: Option<S
     };
     config.api.default_region = cloud.region().to_owned();
     config.temporal_host = Some(temporal_host.clone());
+    std::fs::create_dir_all("data").context("cannot create ./data")?;
+    dev_secret_keys(&mut config)?;
     let store = open_store(&config).await?;
     let containers = orch_docker::Docker::new(config.container_hosts.clone());
     spawn_reconciler(&config, &store, &containers);

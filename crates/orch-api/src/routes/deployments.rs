@@ -48,6 +48,10 @@ struct CreateDeploymentBody {
     parameters: Option<Value>,
     /// Whether a failed deploy deletes what it created (default true).
     rollback: Option<bool>,
+    /// Values of the template's secrets by name: required for those it declares
+    /// `supplied`, optional for the others (generated when absent). Never shown again.
+    #[schema(value_type = Option<Object>)]
+    secrets: Option<Value>,
 }
 
 /// `PATCH /deployments/{id}` body (documentation only).
@@ -137,7 +141,7 @@ fn container_host(state: &AppState, asked: Option<String>) -> ApiResult<String> 
 }
 
 /// A live (not soft-deleted) deployment, or 404.
-async fn live_deployment(store: &Store, id: &str) -> ApiResult<DeploymentRecord> {
+pub(crate) async fn live_deployment(store: &Store, id: &str) -> ApiResult<DeploymentRecord> {
     let record = store.deployment(id).await?;
     if record.deleted_at.is_some() {
         return Err(ApiError::NotFound(format!("deployment '{id}'")));
@@ -175,6 +179,7 @@ pub async fn create(
         true => container_host(&state, request.container_host)?,
         false => String::new(),
     };
+    let secrets = super::secrets::for_create(&template, &request.secrets)?;
     let new = NewDeployment {
         name: request.name,
         template_id,
@@ -183,6 +188,7 @@ pub async fn create(
         cloud_region,
         container_host,
         rollback: request.rollback,
+        secrets,
     };
     let (record, operation) = state.store.create_deployment(&new, &actor).await?;
     tracing::info!(deployment_id = %record.id, operation_id = %operation.id, "deployment recorded");
@@ -247,7 +253,10 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     let record = state.store.deployment(&id).await?;
     let resources = state.store.resources(&id).await?;
     let operation = state.store.operation_in_flight(&id).await?;
-    Ok(Json(DeploymentView::new(record, resources, operation)))
+    let secrets = state.store.secrets_of(&id).await?;
+    let mut view = DeploymentView::new(record, resources, operation);
+    view.secrets = secrets.into_iter().map(Into::into).collect();
+    Ok(Json(view))
 }
 
 #[utoipa::path(patch, path = "/deployments/{id}", tag = "deployments",
@@ -274,9 +283,11 @@ pub async fn update(
         None => (current.template_id.clone(), current.template.clone()),
     };
     let effective = apply_parameters(&template, &parameters, "/parameters")?;
+    let secrets = super::secrets::for_update(&state, &id, &template).await?;
     if dry_run {
         return Ok(Json(plan(&state.store, &id, &effective).await?).into_response());
     }
+    state.store.add_missing_secrets(&id, &secrets).await?;
     let payload = json!({
         "template_id": template_id,
         "template": template.to_value(),

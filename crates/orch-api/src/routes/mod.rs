@@ -15,6 +15,7 @@ use crate::AppState;
 
 pub mod catalog;
 pub mod deployments;
+pub mod secrets;
 pub mod system;
 pub mod templates;
 
@@ -62,6 +63,7 @@ pub fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::configurations))
         .routes(routes!(deployments::configuration))
         .routes(routes!(deployments::events))
+        .routes(routes!(secrets::reveal))
         .routes(routes!(templates::create, templates::list))
         .routes(routes!(templates::get, templates::replace, templates::delete))
         .routes(routes!(catalog::list))

@@ -118,9 +118,11 @@ pub async fn spawn_app_customized(
     customize: impl FnOnce(&mut AppState),
 ) -> TestApp {
     let url = db.fresh_url().await;
+    let keys = orch_store::secrets::SecretKeys::parse(&orch_store::secrets::SecretKeys::random_hex(), &[]).unwrap();
     let store = Store::connect(&url, &StoreOptions::default())
         .await
-        .expect("connect the test database");
+        .expect("connect the test database")
+        .with_secret_keys(Some(std::sync::Arc::new(keys)));
     let mut config = test_config();
     configure(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -132,6 +132,7 @@ async fn openapi(db: Db) {
         ("POST", "/deployments/{id}/configure"),
         ("POST", "/deployments/{id}/retry"),
         ("POST", "/deployments/{id}/scale"),
+        ("POST", "/deployments/{id}/secrets/{name}/reveal"),
         ("POST", "/templates"),
         ("PUT", "/templates/{id_or_name}"),
     ];

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::Step;
 use crate::deployment::OperationKind;
 use crate::provider::Observed;
-use crate::template::services::{networks_of, start_order};
+use crate::template::services::{networks_of, start_order, wired_to};
 use crate::template::Template;
 
 /// The kinds a container provider records; everything else belongs to a cloud.
@@ -42,7 +42,15 @@ pub fn service_spec_hash(template: &Template, service: &str) -> String {
     spec.min_instances = 0;
     spec.max_instances = None;
     let networks: Vec<_> = networks_of(service, &template.services).into_iter().collect();
-    let document = serde_json::json!({"service": spec, "networks": networks});
+    // A service wired to another's instances is remade when their number changes.
+    let wired: BTreeMap<&str, u32> = wired_to(&template.services[service])
+        .into_iter()
+        .map(|other| (other, template.services.get(other).map_or(0, |other| other.instances)))
+        .collect();
+    let mut document = serde_json::json!({"service": spec, "networks": networks});
+    if !wired.is_empty() {
+        document["wired"] = serde_json::json!(wired);
+    }
     let digest = Sha256::digest(document.to_string().as_bytes());
     hex::encode(&digest[..8])
 }

@@ -18,6 +18,7 @@ use crate::problem::{child, Problems};
 use crate::reader::{self, Object};
 
 mod network;
+pub mod payload;
 pub mod render;
 mod security;
 mod servers;
@@ -25,6 +26,7 @@ pub mod services;
 mod topology;
 
 use network::read_network;
+pub use payload::{SecretMount, SecretSpec, ServiceFile};
 use security::read_security_groups;
 use servers::read_groups;
 pub use services::{
@@ -71,6 +73,9 @@ pub struct Template {
     /// Per-class settings of the services' networks.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub networks: BTreeMap<ServiceClass, ClassNetwork>,
+    /// The deployment's secrets by name: generated, or supplied when it is made.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -310,6 +315,10 @@ fn read_template(
         Some(value) => services::read_class_networks(value, &object.pointer_to("networks"), problems),
         None => Some(BTreeMap::new()),
     };
+    let secrets = match object.optional("secrets") {
+        Some(value) => payload::read_secret_specs(value, &object.pointer_to("secrets"), problems),
+        None => Some(BTreeMap::new()),
+    };
     // A template of services alone needs no cloud; one with servers needs both parts.
     let cloud_required = !object.has("services") || object.has("vm_config");
     let network_config = match cloud_required {
@@ -326,7 +335,7 @@ fn read_template(
     let services_pointer = object.pointer_to("services");
     object.finish(problems);
 
-    let template = Template {
+    let mut template = Template {
         name: name?,
         description,
         vm_config: vm_config.unwrap_or(Some(BTreeMap::new()))?,
@@ -338,8 +347,11 @@ fn read_template(
         key_pair,
         services: services?,
         networks: networks?,
+        secrets: secrets?,
     };
+    payload::declare_catalog_secrets(&template.services, &mut template.secrets);
     services::check_services(&template.services, &template.networks, &services_pointer, problems);
+    payload::check_secret_references(&template.services, &template.secrets, &services_pointer, problems);
     check_references(&template, pointer, problems);
     check_group_bounds(
         &template,

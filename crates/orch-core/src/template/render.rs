@@ -7,8 +7,14 @@
 //!   many there are.
 //! - `{{orch.peers:PORT}}`: every instance's `name:PORT`, comma-separated;
 //!   `{{orch.voters:PORT}}`: `index@name:PORT` for each (Kafka's controller quorum).
+//! - `{{orch.peers:SERVICE:PORT}}`: the same for another service of the deployment: how a
+//!   dependent is wired to its dependencies (Prometheus's scrape targets, Grafana's sources).
 //!
 //! Other `{{...}}` text is left alone (Go templates in configuration stay as written).
+
+use std::collections::BTreeMap;
+
+use super::services::Service;
 
 const OPEN: &str = "{{orch.";
 const CLOSE: &str = "}}";
@@ -19,16 +25,28 @@ pub struct InstanceContext<'a> {
     pub service: &'a str,
     pub index: u32,
     pub instances: u32,
+    /// How many instances the deployment's other services have, by name.
+    pub others: Option<&'a BTreeMap<String, Service>>,
 }
 
-/// Checks every `{{orch.…}}` token of `text`; the first unknown one is the error.
+/// Checks every `{{orch.…}}` token of `text`; the first unknown one is the error. Which
+/// services exist is checked with the whole template (`services_named`).
 pub fn check(text: &str) -> Result<(), String> {
     let context = InstanceContext {
         service: "s",
         index: 0,
         instances: 1,
+        others: None,
     };
     tokens(text).try_for_each(|token| value_of(token, &context).map(|_| ()))
+}
+
+/// The other services `text` is wired to, by `{{orch.peers:SERVICE:PORT}}`.
+pub fn services_named(text: &str) -> impl Iterator<Item = &str> {
+    tokens(text).filter_map(|token| {
+        let (service, _) = token.strip_prefix("peers:")?.split_once(':')?;
+        Some(service)
+    })
 }
 
 /// `text` with every token filled in for `context` (tokens were checked when the template
@@ -69,6 +87,17 @@ fn value_of(token: &str, context: &InstanceContext<'_>) -> Result<String, String
             .ok_or_else(|| format!("'{{{{orch.{token}}}}}' needs a port from 1 to 65535"))
     };
     let all = 0..context.instances;
+    if let Some((service, number)) = token.strip_prefix("peers:").and_then(|rest| rest.split_once(':')) {
+        let port = port(number)?;
+        crate::names::check_key(service).map_err(|rule| format!("'{{{{orch.{token}}}}}': service name {rule}"))?;
+        // Read without the template (`check`), any service will do; `services_named` checks.
+        let count = context
+            .others
+            .map_or(Some(1), |others| others.get(service).map(|other| other.instances))
+            .ok_or_else(|| format!("'{{{{orch.{token}}}}}': no service '{service}'"))?;
+        let members: Vec<String> = (0..count).map(|index| format!("{service}-{index}:{port}")).collect();
+        return Ok(members.join(","));
+    }
     match token.split_once(':') {
         None => match token {
             "service" => Ok(context.service.to_owned()),
@@ -98,7 +127,7 @@ fn value_of(token: &str, context: &InstanceContext<'_>) -> Result<String, String
 
 fn unknown(token: &str) -> String {
     format!(
-        "'{{{{orch.{token}}}}}' is not a per-instance value; use orch.service, orch.index, orch.instance, orch.instances, orch.peers:PORT or orch.voters:PORT"
+        "'{{{{orch.{token}}}}}' is not a per-instance value; use orch.service, orch.index, orch.instance, orch.instances, orch.peers:PORT, orch.peers:SERVICE:PORT or orch.voters:PORT"
     )
 }
 
@@ -112,6 +141,7 @@ mod tests {
             service: "kafka",
             index: 1,
             instances: 3,
+            others: None,
         };
         assert_eq!(
             render("node {{orch.index}} of {{orch.instances}}", &context),
@@ -135,5 +165,26 @@ mod tests {
         assert!(check("{{orch.nodes}}").unwrap_err().contains("orch.nodes"));
         assert!(check("{{orch.peers:0}}").is_err());
         assert!(check("plain").is_ok());
+    }
+
+    #[test]
+    fn another_services_peers_are_its_instances() {
+        let template = crate::Template::parse_text(
+            "name: s\nservices:\n  am: {image: x, class: observability, instances: 2}\n  p: {image: x, class: observability}\n",
+        )
+        .unwrap();
+        let context = InstanceContext {
+            service: "p",
+            index: 0,
+            instances: 1,
+            others: Some(&template.services),
+        };
+        assert_eq!(render("[{{orch.peers:am:9093}}]", &context), "[am-0:9093,am-1:9093]");
+        assert_eq!(
+            services_named("{{orch.peers:am:1}} {{orch.peers:2}}").collect::<Vec<_>>(),
+            ["am"]
+        );
+        assert!(check("{{orch.peers:am:0}}").is_err());
+        assert!(check("{{orch.peers:Bad:80}}").is_err());
     }
 }

@@ -10,8 +10,9 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::payload::{read_files, read_secret_mounts, SecretMount, ServiceFile};
 pub(crate) use super::topology::{check_instance_bounds, check_services};
-pub use super::topology::{class_is_internal, networks_of, start_order};
+pub use super::topology::{class_is_internal, networks_of, start_order, wired_to};
 use super::{read_key, read_named};
 use crate::problem::{child, Problems};
 use crate::reader::{self, Object};
@@ -91,9 +92,32 @@ pub struct Service {
     pub read_only: bool,
     pub cap_add: Vec<String>,
     pub tmpfs: Vec<String>,
+    /// Configuration files, rendered per instance and mounted read-only.
+    pub files: Vec<ServiceFile>,
+    /// The deployment's secrets this service reads from `/run/secrets/<name>`.
+    pub secrets: Vec<SecretMount>,
 }
 
 impl Service {
+    /// Every text that may hold `{{orch.…}}` tokens, with its pointer below the service.
+    pub fn texts(&self) -> impl Iterator<Item = (String, &str)> {
+        let env = self
+            .env
+            .iter()
+            .map(|(name, value)| (format!("/env/{name}"), value.as_str()));
+        let command =
+            (self.command.iter().enumerate()).map(|(index, word)| (format!("/command/{index}"), word.as_str()));
+        let files = (self.files.iter().enumerate())
+            .map(|(index, file)| (format!("/files/{index}/content"), file.content.as_str()));
+        let probe = match self.healthcheck.as_ref().map(|check| &check.probe) {
+            Some(Probe::Exec(words)) => words.as_slice(),
+            _ => &[],
+        };
+        let probe =
+            (probe.iter().enumerate()).map(|(index, word)| (format!("/healthcheck/exec/{index}"), word.as_str()));
+        env.chain(command).chain(files).chain(probe)
+    }
+
     /// Ports published on the container host.
     pub fn published_ports(&self) -> impl Iterator<Item = &ServicePort> {
         self.ports.iter().filter(|port| port.publish)
@@ -254,6 +278,8 @@ fn read_fields(value: &Value, pointer: &str, problems: &mut Problems) -> Option<
     let read_only = read_or(&mut object, "read_only", problems, reader::boolean, || false);
     let cap_add = read_or(&mut object, "cap_add", problems, read_capabilities, Vec::new);
     let tmpfs = read_or(&mut object, "tmpfs", problems, read_paths, Vec::new);
+    let files = read_or(&mut object, "files", problems, read_files, Vec::new);
+    let secrets = read_or(&mut object, "secrets", problems, read_secret_mounts, Vec::new);
     object.finish(problems);
     Some(Service {
         catalog: None,
@@ -272,6 +298,8 @@ fn read_fields(value: &Value, pointer: &str, problems: &mut Problems) -> Option<
         read_only: read_only?,
         cap_add: cap_add?,
         tmpfs: tmpfs?,
+        files: files?,
+        secrets: secrets?,
     })
 }
 
@@ -286,7 +314,7 @@ fn checked<T>(value: Option<Option<T>>) -> Option<Option<T>> {
 }
 
 /// An optional field read by `read`, or `default()` when it is absent.
-fn read_or<T>(
+pub(super) fn read_or<T>(
     object: &mut Object,
     key: &'static str,
     problems: &mut Problems,
@@ -436,7 +464,7 @@ fn read_words(value: &Value, pointer: &str, problems: &mut Problems) -> Option<V
 }
 
 /// An absolute path inside the container, without `..` (it names a mount point).
-fn container_path(value: &Value, pointer: &str, problems: &mut Problems) -> Option<String> {
+pub(super) fn container_path(value: &Value, pointer: &str, problems: &mut Problems) -> Option<String> {
     let path = reader::text(value, pointer, MAX_VALUE_LEN, problems)?;
     if !path.starts_with('/') || path.split('/').any(|part| part == "..") || path.contains(':') {
         problems.push(pointer, "must be an absolute path without '..' or ':'");

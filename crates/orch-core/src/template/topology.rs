@@ -41,6 +41,7 @@ pub(crate) fn check_services(
                 Some(_) => {}
             }
         }
+        check_wiring(name, service, services, &service_pointer, problems);
         let declared_internal = networks.get(&service.class).is_some_and(|network| network.internal);
         if declared_internal && service.published_ports().next().is_some() {
             problems.push(
@@ -65,6 +66,34 @@ pub(crate) fn check_services(
             format!("dependencies form a cycle: {}", cycle.join(" -> ")),
         );
     }
+}
+
+/// Every `{{orch.peers:SERVICE:PORT}}` names another service of the template.
+fn check_wiring(
+    name: &str,
+    service: &Service,
+    services: &BTreeMap<String, Service>,
+    service_pointer: &str,
+    problems: &mut Problems,
+) {
+    for (at, text) in service.texts() {
+        for other in super::render::services_named(text) {
+            if other == name || !services.contains_key(other) {
+                problems.push(
+                    format!("{service_pointer}{at}"),
+                    format!("'{{{{orch.peers:{other}:…}}}}' must name another service of this template"),
+                );
+            }
+        }
+    }
+}
+
+/// The other services a service's texts are wired to.
+pub fn wired_to(service: &Service) -> BTreeSet<&str> {
+    service
+        .texts()
+        .flat_map(|(_, text)| super::render::services_named(text))
+        .collect()
 }
 
 pub(crate) fn check_instance_bounds(service: &Service, service_pointer: &str, problems: &mut Problems) {

@@ -197,16 +197,19 @@ impl<R: Report> Work<'_, R> {
         host_ports: &BTreeMap<String, u16>,
         networks: &[(ServiceClass, String)],
     ) -> Result<String, EngineError> {
+        let payload = self.payload(member).await?;
         let instance = Instance {
             deployment_id: self.target.deployment_id,
             key: member.key,
             service_name: member.service_name,
             index: member.index,
             service: member.service,
+            others: &self.target.desired.services,
             spec_hash,
             host_ports,
             address: &self.engine.settings.address,
             first_network: &networks[0].1,
+            payload: &payload,
         };
         let name = instance.name();
         let body = instance.body();
@@ -341,6 +344,7 @@ impl<R: Report> Work<'_, R> {
             };
             self.remove_container(&instance_name(self.target.deployment_id, service, index))
                 .await?;
+            self.remove_payload(key, service, index).await?;
             let prefix = format!("container-volume:{service}:{index}:");
             for volume in self
                 .target

@@ -21,6 +21,7 @@ use crate::spec::{LABEL_DEPLOYMENT, LABEL_KEY};
 pub mod events;
 mod health;
 mod instances;
+mod payload;
 mod shared;
 
 /// Containers on the configured hosts.

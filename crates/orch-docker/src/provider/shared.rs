@@ -174,6 +174,7 @@ impl<R: Report> Work<'_, R> {
             .try_collect::<Vec<()>>()
             .await?;
         self.report.progress(&format!("removed {} containers", ids.len())).await;
+        self.remove_all_payloads().await?;
         for id in found.networks.into_iter().filter_map(|network| network.id) {
             self.remove_network(&id).await?;
         }

@@ -13,6 +13,7 @@ use orch_cloud::OpenStack;
 use orch_core::{OperationKind, Template};
 use orch_docker::{ContainerHosts, Docker, HostSettings};
 use orch_store::deployments::NewDeployment;
+use orch_store::secrets::{generate_value, NewSecret, SecretKeys, SecretSource};
 use orch_store::{Actor, DeploymentRecord, Store, StoreOptions};
 use orch_workflows::devserver::{temporal_cli, DevServer};
 use orch_workflows::{connect, relay_once, run_worker, AnsibleSettings, OrchActivities};
@@ -100,9 +101,11 @@ impl Orch {
     pub async fn start_with(cloud: OpenStack, containers: Docker, ansible: AnsibleSettings) -> Self {
         init_logging();
         let dir = std::env::temp_dir().join(format!("orch-wf-{}", unique()));
+        let keys = SecretKeys::parse(&SecretKeys::random_hex(), &[]).unwrap();
         let store = Store::connect(&format!("sqlite://{}/orch.db", dir.display()), &StoreOptions::default())
             .await
-            .unwrap();
+            .unwrap()
+            .with_secret_keys(Some(std::sync::Arc::new(keys)));
         let address = dev_server().to_owned();
         let client = connect_with_retry(&address).await;
         let task_queue = format!("orch-test-{}", unique());
@@ -138,6 +141,22 @@ impl Orch {
     }
 
     pub async fn create(&self, name: &str, template: Template, rollback: bool) -> String {
+        self.create_with(name, template, rollback, Vec::new()).await
+    }
+
+    /// [`Orch::create`] with the template's secrets generated, as the API makes them.
+    pub async fn create_with_secrets(&self, name: &str, template: Template) -> String {
+        let secrets = (template.secrets.iter())
+            .map(|(name, spec)| NewSecret {
+                name: name.clone(),
+                source: SecretSource::Generated,
+                value: generate_value(spec.length.unwrap_or(32)),
+            })
+            .collect();
+        self.create_with(name, template, true, secrets).await
+    }
+
+    async fn create_with(&self, name: &str, template: Template, rollback: bool, secrets: Vec<NewSecret>) -> String {
         let cloud_region = if template.uses_cloud() { "RegionOne" } else { "" };
         let container_host = if template.uses_containers() { "local" } else { "" };
         let new = NewDeployment {
@@ -148,6 +167,7 @@ impl Orch {
             cloud_region: cloud_region.into(),
             container_host: container_host.into(),
             rollback,
+            secrets,
         };
         self.store
             .create_deployment(&new, &Actor::default())

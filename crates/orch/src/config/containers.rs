@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use orch_docker::config::{check_port_range, ContainerHosts, HostSettings, DEFAULT_HOST};
+use orch_docker::config::{check_port_range, ContainerHosts, HostSettings, DEFAULT_HOST, DEFAULT_PAYLOAD_DIR};
 
 use super::{invalid, ConfigError, Sources};
 
@@ -43,11 +43,26 @@ impl Sources {
             hosts.0.insert(name.to_owned(), host);
         }
         check_endpoint(&hosts.0[DEFAULT_HOST].endpoint).map_err(|why| invalid("DOCKER_HOST", why))?;
+        let payload_dir = self.load_payload_dir()?;
         for host in hosts.0.values_mut() {
             host.port_range = range;
             address.clone_into(&mut host.address);
+            *host = host.clone().with_payload_dir(payload_dir.clone());
         }
         Ok(hosts)
+    }
+
+    /// Where instances' files and secrets are written for an engine on this machine: an
+    /// absolute path, on tmpfs (a secret written to disk would outlive its container).
+    fn load_payload_dir(&self) -> Result<PathBuf, ConfigError> {
+        let dir = PathBuf::from(self.non_empty("CONTAINER_PAYLOAD_DIR").unwrap_or(DEFAULT_PAYLOAD_DIR));
+        if !dir.is_absolute() || dir.components().any(|part| part == std::path::Component::ParentDir) {
+            return Err(invalid(
+                "CONTAINER_PAYLOAD_DIR",
+                "must be an absolute path without '..'",
+            ));
+        }
+        Ok(dir)
     }
 
     /// Operators' catalog entries: every YAML file in `CATALOG_DIR`, each problem named with
@@ -143,12 +158,19 @@ mod tests {
             .unwrap();
         assert_eq!(hosts.names().collect::<Vec<_>>(), ["edge", "local"]);
         assert_eq!(hosts.get("local").unwrap().port_range, (20_000, 32_000));
+        assert!(hosts.get("local").unwrap().payload_dir.is_some());
+        assert_eq!(
+            hosts.get("edge").unwrap().payload_dir,
+            None,
+            "no files on a remote engine"
+        );
         let bad = [
             ("CONTAINER_PORT_RANGE", "80-90"),
             ("CONTAINER_PORT_RANGE", "30000-20000"),
             ("CONTAINER_HOSTS", "edge"),
             ("DOCKER_HOST", "ssh://box"),
             ("CONTAINER_PUBLISH_ADDRESS", "everywhere"),
+            ("CONTAINER_PAYLOAD_DIR", "run/orch"),
         ];
         for (name, value) in bad {
             let error = sources(&[(name, value)]).load_container_hosts().unwrap_err();
