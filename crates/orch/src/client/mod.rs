@@ -121,9 +121,15 @@ pub enum CatalogCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ComposeCommand {
-    /// Write a deployment's services as a Compose file to stdout (`> docker-compose.yml`);
+    /// Write a deployment's services as a Compose file to stdout (`> docker-compose.yml`),
+    /// or with `--dir` as DIR/docker-compose.yml beside the configuration files it reads;
     /// what Compose cannot carry over is said on stderr.
-    Export { deployment: String },
+    Export {
+        deployment: String,
+        /// A directory for docker-compose.yml and its configs/ (created if missing).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,7 +223,9 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
             });
         }
         ClientCommand::Templates(TemplatesCommand::Apply { file }) => apply_template(&api, output, &file).await?,
-        ClientCommand::Compose(ComposeCommand::Export { deployment }) => compose_export(&api, &deployment).await?,
+        ClientCommand::Compose(ComposeCommand::Export { deployment, dir }) => {
+            compose_export(&api, &deployment, dir.as_deref()).await?
+        }
         ClientCommand::Catalog(CatalogCommand::List) => print(output, &api.get("/catalog").await?, show::catalog),
         ClientCommand::Catalog(CatalogCommand::Show { name }) => {
             let entry = api.get(&format!("/catalog/{}", urlencode(&name))).await?;
@@ -230,7 +238,7 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
 }
 
 /// The deployment's services, its parameters applied, as a Compose file.
-async fn compose_export(api: &Api, deployment: &str) -> anyhow::Result<()> {
+async fn compose_export(api: &Api, deployment: &str, dir: Option<&std::path::Path>) -> anyhow::Result<()> {
     let id = api.resolve(deployment).await?;
     let record = api.get(&format!("/deployments/{id}")).await?;
     let invalid =
@@ -252,7 +260,25 @@ async fn compose_export(api: &Api, deployment: &str) -> anyhow::Result<()> {
     for note in &export.notes {
         eprintln!("note: {note}");
     }
-    print!("{}", serde_yaml_ng::to_string(&export.document)?);
+    let document = serde_yaml_ng::to_string(&export.document)?;
+    let Some(dir) = dir else {
+        if !export.files.is_empty() {
+            eprintln!("note: the services' configuration files are not written; --dir DIR writes them beside the Compose file");
+        }
+        print!("{document}");
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir.join("configs")).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (path, content) in &export.files {
+        std::fs::write(dir.join(path), content).with_context(|| format!("cannot write {path}"))?;
+    }
+    let file = dir.join("docker-compose.yml");
+    std::fs::write(&file, document).with_context(|| format!("cannot write {}", file.display()))?;
+    eprintln!(
+        "wrote {} and {} configuration file(s)",
+        file.display(),
+        export.files.len()
+    );
     Ok(())
 }
 
