@@ -38,6 +38,44 @@ fn client(dir: &std::path::Path, url: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `orch compose import` needs no server: a Compose file becomes a template that orch reads,
+/// its config files are read from beside it and never from outside its directory.
+#[test]
+fn a_compose_file_is_imported_as_a_template() {
+    let dir = std::env::temp_dir().join(format!("orch-import-{}", std::process::id()));
+    let project = dir.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(dir.join("outside.conf"), "not to be read").unwrap();
+    std::fs::write(project.join("prometheus.yml"), "scrape_configs: []\n").unwrap();
+    std::fs::write(
+        project.join("compose.yaml"),
+        "services:\n  metrics:\n    image: prom/prometheus:v3.9.0\n    ports: [\"9090:9090\"]\n    configs: [{source: prom, target: /etc/prometheus/prometheus.yml}, {source: sneaky, target: /etc/x}]\nconfigs:\n  prom: {file: ./prometheus.yml}\n  sneaky: {file: ../outside.conf}\n",
+    )
+    .unwrap();
+    let imported = orch(&dir)
+        .args(["compose", "import", "project/compose.yaml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&imported.stderr);
+    assert!(imported.status.success(), "{stderr}");
+    let template = orch_core::Template::parse_text(&String::from_utf8_lossy(&imported.stdout)).unwrap();
+    assert_eq!(template.name, "compose");
+    let metrics = &template.services["metrics"];
+    assert_eq!(
+        metrics.class.as_str(),
+        "observability",
+        "the catalog's class for its image"
+    );
+    assert_eq!(metrics.files.len(), 1, "{stderr}");
+    assert_eq!(metrics.files[0].content, "scrape_configs: []\n");
+    assert!(stderr.contains("outside the Compose file's directory"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&imported.stdout).contains("not to be read"));
+    let missing = orch(&dir).args(["compose", "import", "nope.yaml"]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.yaml"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn orch_dev_and_the_cli_deploy_scale_and_delete_web_app_stack() {
     let dir = std::env::temp_dir().join(format!("orch-client-{}", std::process::id()));

@@ -65,19 +65,33 @@ async fn prometheus_scrapes_alertmanager_by_name_and_reports_it_up() {
         ("prometheus", "local/prometheus:debian"),
         ("alertmanager", "local/alertmanager:debian"),
     ]);
+    // Two of the same stack side by side: their own networks and host ports.
     let id = orch
+        .create(&format!("obs-{}", super::common::unique()), template.clone(), true)
+        .await;
+    let twin = orch
         .create(&format!("obs-{}", super::common::unique()), template, true)
         .await;
-    let _guard = EngineGuard(vec![id.clone()]);
-    let done = orch.settle(&id).await;
-    assert_eq!(done.status, DeploymentStatus::Completed, "{:?}", done.status_reason);
-
-    let resources = orch.store.resources(&id).await.unwrap();
-    let prometheus = resources
-        .iter()
-        .find(|resource| resource.kind == "container" && resource.attributes["service"] == "prometheus")
-        .unwrap();
-    let port = prometheus.attributes["host_ports"]["http"].as_u64().unwrap();
+    let _guard = EngineGuard(vec![id.clone(), twin.clone()]);
+    for deployment in [&id, &twin] {
+        let done = orch.settle(deployment).await;
+        assert_eq!(done.status, DeploymentStatus::Completed, "{:?}", done.status_reason);
+    }
+    let port_of = |resources: &[orch_store::ResourceRecord]| {
+        resources
+            .iter()
+            .find(|resource| resource.kind == "container" && resource.attributes["service"] == "prometheus")
+            .unwrap()
+            .attributes["host_ports"]["http"]
+            .as_u64()
+            .unwrap()
+    };
+    let port = port_of(&orch.store.resources(&id).await.unwrap());
+    assert_ne!(port, port_of(&orch.store.resources(&twin).await.unwrap()));
+    let (_, networks) = docker_output(&["network", "ls", "--format", "{{.Name}}"]);
+    for deployment in [&id, &twin] {
+        assert!(networks.contains(&format!("{deployment}-observability")), "{networks}");
+    }
     let deadline = Instant::now() + Duration::from_secs(90);
     let targets = loop {
         let body: Value = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/targets"))
@@ -116,12 +130,12 @@ async fn prometheus_scrapes_alertmanager_by_name_and_reports_it_up() {
     ]);
     assert!(!written, "the rendered file is read-only");
 
-    let deleted = orch.operate(&id, OperationKind::Delete, &Value::Null).await;
-    assert_eq!(deleted.status, DeploymentStatus::Deleted, "{:?}", deleted.status_reason);
-    assert!(
-        !std::path::Path::new(&format!("/run/orch/payload/{id}")).exists(),
-        "the files are removed"
-    );
+    for deployment in [&id, &twin] {
+        let deleted = orch.operate(deployment, OperationKind::Delete, &Value::Null).await;
+        assert_eq!(deleted.status, DeploymentStatus::Deleted, "{:?}", deleted.status_reason);
+        let files = format!("/run/orch/payload/{deployment}");
+        assert!(!std::path::Path::new(&files).exists(), "the files are removed");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,6 +130,14 @@ pub enum ComposeCommand {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Turn a Compose file into a template on stdout, where it can; what it could not carry
+    /// over is said on stderr. Config files it names are read from beside it.
+    Import {
+        file: std::path::PathBuf,
+        /// The template's name when the file names no project (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +165,10 @@ fn pairs(items: &[String], flag: &str) -> anyhow::Result<Map<String, Value>> {
 }
 
 pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Result<()> {
+    // An import reads a local file and needs no server.
+    if let ClientCommand::Compose(ComposeCommand::Import { file, name }) = &command {
+        return compose_import(file, name.as_deref());
+    }
     let api = Api::new(&connection)?;
     let output = connection.output;
     match command {
@@ -213,19 +225,11 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
             let body = json!({"playbook": playbook, "extra_vars": pairs(&extra_vars, "--extra-var")?});
             operation(&api, output, &deployment, "configure", &body, follow).await?;
         }
-        ClientCommand::Templates(TemplatesCommand::List) => {
-            print(output, &api.get("/templates?limit=100").await?, show::templates);
-        }
-        ClientCommand::Templates(TemplatesCommand::Show { name }) => {
-            let template = api.get(&format!("/templates/{}", urlencode(&name))).await?;
-            print(output, &template, |t| {
-                serde_json::to_string_pretty(t).unwrap_or_default()
-            });
-        }
-        ClientCommand::Templates(TemplatesCommand::Apply { file }) => apply_template(&api, output, &file).await?,
+        ClientCommand::Templates(command) => templates(&api, output, command).await?,
         ClientCommand::Compose(ComposeCommand::Export { deployment, dir }) => {
             compose_export(&api, &deployment, dir.as_deref()).await?
         }
+        ClientCommand::Compose(ComposeCommand::Import { file, name }) => compose_import(&file, name.as_deref())?,
         ClientCommand::Catalog(CatalogCommand::List) => print(output, &api.get("/catalog").await?, show::catalog),
         ClientCommand::Catalog(CatalogCommand::Show { name }) => {
             let entry = api.get(&format!("/catalog/{}", urlencode(&name))).await?;
@@ -233,6 +237,22 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
                 serde_json::to_string_pretty(entry).unwrap_or_default()
             });
         }
+    }
+    Ok(())
+}
+
+async fn templates(api: &Api, output: Output, command: TemplatesCommand) -> anyhow::Result<()> {
+    match command {
+        TemplatesCommand::List => {
+            print(output, &api.get("/templates?limit=100").await?, show::templates);
+        }
+        TemplatesCommand::Show { name } => {
+            let template = api.get(&format!("/templates/{}", urlencode(&name))).await?;
+            print(output, &template, |t| {
+                serde_json::to_string_pretty(t).unwrap_or_default()
+            });
+        }
+        TemplatesCommand::Apply { file } => apply_template(api, output, &file).await?,
     }
     Ok(())
 }
@@ -279,6 +299,36 @@ async fn compose_export(api: &Api, deployment: &str, dir: Option<&std::path::Pat
         file.display(),
         export.files.len()
     );
+    Ok(())
+}
+
+/// A Compose file as a template. Config files are read only from the Compose file's own
+/// directory tree: a path that leads out of it is refused.
+fn compose_import(file: &std::path::Path, name: Option<&str>) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let compose: Value = serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not YAML", file.display()))?;
+    let base = file
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .canonicalize()?;
+    let read_config = |path: &str| -> Result<String, String> {
+        let resolved = base
+            .join(path)
+            .canonicalize()
+            .map_err(|error| format!("{path}: {error}"))?;
+        if !resolved.starts_with(&base) {
+            return Err(format!("{path} is outside the Compose file's directory"));
+        }
+        std::fs::read_to_string(&resolved).map_err(|error| format!("{path}: {error}"))
+    };
+    let stem = file.file_stem().and_then(|stem| stem.to_str()).unwrap_or("imported");
+    let imported = orch_core::compose::import::import(&compose, name.unwrap_or(stem), &read_config)
+        .map_err(|problems| anyhow!("the file does not make a valid template: {problems}"))?;
+    for note in &imported.notes {
+        eprintln!("note: {note}");
+    }
+    print!("{}", serde_yaml_ng::to_string(&imported.template.to_value())?);
     Ok(())
 }
 

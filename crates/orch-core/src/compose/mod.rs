@@ -7,6 +7,8 @@
 //! own and become a `wget` or `nc` check inside the container (which needs the tool there),
 //! and published ports get host ports chosen by the engine (Compose has no lease).
 
+pub mod import;
+
 use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
@@ -259,7 +261,7 @@ fn dependencies(service: &Service) -> Option<Value> {
 mod tests {
     use super::*;
 
-    const TWO_TIER: &str = include_str!("../../../examples/two-tier-services.yaml");
+    const TWO_TIER: &str = include_str!("../../../../examples/two-tier-services.yaml");
 
     #[test]
     fn the_two_tier_example_exports_as_compose_runs_it() {
