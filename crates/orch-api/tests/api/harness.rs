@@ -14,6 +14,8 @@ use tokio::sync::oneshot;
 
 pub const WRITE_KEY: &str = "test-writer-key-000001";
 pub const READ_KEY: &str = "test-reader-key-000001";
+/// The key the test store seals secrets with.
+pub const SECRET_KEY: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
 
 /// Which database a test runs on.
 #[derive(Debug, Clone)]
@@ -118,7 +120,7 @@ pub async fn spawn_app_customized(
     customize: impl FnOnce(&mut AppState),
 ) -> TestApp {
     let url = db.fresh_url().await;
-    let keys = orch_store::secrets::SecretKeys::parse(&orch_store::secrets::SecretKeys::random_hex(), &[]).unwrap();
+    let keys = orch_store::secrets::SecretKeys::parse(SECRET_KEY, &[]).unwrap();
     let store = Store::connect(&url, &StoreOptions::default())
         .await
         .expect("connect the test database")

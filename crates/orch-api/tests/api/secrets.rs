@@ -7,7 +7,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::db_test;
-use crate::harness::{expect_problem, pointers, spawn_app, spawn_app_customized, Db, READ_KEY};
+use std::sync::Arc;
+
+use orch_store::secrets::SecretKeys;
+use orch_store::StoreError;
+use secrecy::ExposeSecret;
+
+use crate::harness::{expect_problem, pointers, spawn_app, spawn_app_customized, Db, READ_KEY, SECRET_KEY};
 
 const SUPPLIED: &str = "supplied-value-7f3a";
 
@@ -59,7 +65,7 @@ async fn secrets_are_sealed_listed_without_values_and_revealed_once(db: Db) {
         .to_owned();
     assert_eq!(value.len(), 24);
     let stored = app.store.secret_values(&id).await.unwrap();
-    assert_eq!(secrecy::ExposeSecret::expose_secret(&stored["db_password"]), value);
+    assert_eq!(stored["db_password"].expose_secret(), value);
     let again = expect_problem(
         app.request(Method::POST, &reveal).send().await.unwrap(),
         StatusCode::CONFLICT,
@@ -146,3 +152,44 @@ async fn bad_secret_input_is_located_and_stores_nothing(db: Db) {
     assert_eq!(listed["total"], 0);
 }
 db_test!(bad_secrets, bad_secret_input_is_located_and_stores_nothing);
+
+/// A key rotation: the new key current, the old one previous; every secret is sealed again
+/// under the new key, after which the old key is no longer needed, and opens nothing alone.
+async fn secrets_survive_a_key_rotation(db: Db) {
+    let app = spawn_app(db).await;
+    let body = json!({"name": "s4", "template": template(), "secrets": {"api_token": SUPPLIED}});
+    let accepted = app.post("/deployments", &body).await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let id = accepted.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = app.store.secret_values(&id).await.unwrap();
+
+    let new_key = SecretKeys::random_hex();
+    let rotating = app
+        .store
+        .clone()
+        .with_secret_keys(Some(Arc::new(SecretKeys::parse(&new_key, &[SECRET_KEY]).unwrap())));
+    assert_eq!(rotating.reseal_secrets().await.unwrap(), 2);
+    assert_eq!(
+        rotating.reseal_secrets().await.unwrap(),
+        0,
+        "nothing is left to seal again"
+    );
+    let rotated = app
+        .store
+        .clone()
+        .with_secret_keys(Some(Arc::new(SecretKeys::parse(&new_key, &[]).unwrap())));
+    let after = rotated.secret_values(&id).await.unwrap();
+    for (name, value) in &before {
+        assert_eq!(after[name].expose_secret(), value.expose_secret(), "{name}");
+    }
+    let error = app.store.secret_values(&id).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::Secret(_)),
+        "the old key alone opens nothing: {error}"
+    );
+    assert!(!error.to_string().contains(SUPPLIED));
+}
+db_test!(key_rotation, secrets_survive_a_key_rotation);
