@@ -377,6 +377,7 @@ impl Store {
             .bind(&at)
             .execute(&mut *tx);
             timed("deployments.delete", delete).await?;
+            crate::secrets::erase_secrets(&mut tx, id).await?;
             let detail = json!({"immediate": true, "reason": "no workflow had started; nothing existed in the cloud"});
             insert_event(&mut tx, id, "deployment.deleted", actor, detail, &at).await?;
             tx.commit().await?;
@@ -565,6 +566,9 @@ impl Store {
         .bind(deleted_at)
         .execute(&mut *tx);
         timed("deployments.transition", update).await?;
+        if status == DeploymentStatus::Deleted {
+            crate::secrets::erase_secrets(&mut tx, &deployment_id).await?;
+        }
         let action = if succeeded {
             "operation.succeeded"
         } else {

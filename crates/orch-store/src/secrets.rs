@@ -3,6 +3,8 @@
 //! ciphertext copied to another row does not open. Values leave this module only as
 //! `SecretString`, whose `Debug` prints nothing of them.
 //!
+//! A deployment's secrets are erased when it is deleted.
+//!
 //! Rotation: the new key becomes the current one and the old one is kept as a previous key;
 //! `reseal_secrets` seals every row again under the current key, after which the previous
 //! key may be dropped.
@@ -398,6 +400,16 @@ impl Store {
         }
         Ok(rows.len())
     }
+}
+
+/// Erases a deployment's secrets, within the transaction that marks it deleted: nothing of a
+/// deleted deployment needs them, and a sealed value kept is a value that can leak.
+pub(crate) async fn erase_secrets(tx: &mut Transaction<'static, Any>, deployment_id: &str) -> Result<()> {
+    let query = sqlx::query("DELETE FROM deployment_secrets WHERE deployment_id = $1")
+        .bind(deployment_id)
+        .execute(&mut **tx);
+    timed("secrets.erase", query).await?;
+    Ok(())
 }
 
 fn sealed_of(row: &sqlx::any::AnyRow) -> Result<Sealed> {

@@ -106,6 +106,18 @@ async fn secrets_are_sealed_listed_without_values_and_revealed_once(db: Db) {
     }
     let view: Value = serde_json::from_str(&view).unwrap();
     assert!(view["secrets"][1]["revealed_at"].is_string(), "{view}");
+
+    // Deleted before any workflow ran: deleted at once, its secrets erased with it.
+    let deleted = app
+        .request(Method::DELETE, &format!("/deployments/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{:?}", deleted.text().await);
+    assert!(
+        app.store.secrets_of(&id).await.unwrap().is_empty(),
+        "erased with the deployment"
+    );
 }
 db_test!(
     secrets_lifecycle,

@@ -201,4 +201,8 @@ async fn redis_takes_commands_only_with_its_generated_password_which_is_never_sh
         !std::path::Path::new(&format!("/run/orch/payload/{id}")).exists(),
         "the secret file is removed"
     );
+    assert!(
+        orch.store.secrets_of(&id).await.unwrap().is_empty(),
+        "a deleted deployment's secrets are erased"
+    );
 }
