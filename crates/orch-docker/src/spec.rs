@@ -187,12 +187,7 @@ impl Instance<'_> {
 
     /// What `{{orch.…}}` tokens are filled in with for this instance.
     fn context(&self) -> InstanceContext<'_> {
-        InstanceContext {
-            service: self.service_name,
-            index: self.index,
-            instances: self.service.instances,
-            others: Some(self.others),
-        }
+        InstanceContext::new(self.service_name, self.index, self.others)
     }
 
     /// An exec probe runs in the engine; HTTP and TCP probes are orch's own.

@@ -259,18 +259,15 @@ impl Store {
     #[tracing::instrument(skip(self, secrets))]
     pub async fn add_missing_secrets(&self, deployment_id: &str, secrets: &[NewSecret]) -> Result<()> {
         let known = self.secrets_of(deployment_id).await?;
-        let missing: Vec<&NewSecret> = (secrets.iter())
+        let missing: Vec<NewSecret> = (secrets.iter())
             .filter(|secret| !known.iter().any(|info| info.name == secret.name))
+            .cloned()
             .collect();
         if missing.is_empty() {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        let at = now();
-        for secret in missing {
-            self.insert_secrets(&mut tx, deployment_id, std::slice::from_ref(secret), &at)
-                .await?;
-        }
+        self.insert_secrets(&mut tx, deployment_id, &missing, &now()).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -89,12 +89,7 @@ pub fn export(template: &Template, project: &str) -> ComposeExport {
 fn config_files(template: &Template) -> Vec<(String, String)> {
     let mut configs = Vec::new();
     for (name, service) in &template.services {
-        let context = InstanceContext {
-            service: name,
-            index: 0,
-            instances: service.instances,
-            others: Some(&template.services),
-        };
+        let context = InstanceContext::new(name, 0, &template.services);
         for (index, file) in service.files.iter().enumerate() {
             configs.push((config_name(name, index), render(&file.content, &context)));
         }
@@ -138,12 +133,7 @@ fn service_entry(
         "deploy": {"replicas": service.instances, "resources": {"limits": limits(service)}},
     });
     // Replicas share one environment: per-instance values are those of instance 0.
-    let context = InstanceContext {
-        service: name,
-        index: 0,
-        instances: service.instances,
-        others: Some(all),
-    };
+    let context = InstanceContext::new(name, 0, all);
     let per_instance = service
         .env
         .values()

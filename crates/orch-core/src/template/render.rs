@@ -25,8 +25,21 @@ pub struct InstanceContext<'a> {
     pub service: &'a str,
     pub index: u32,
     pub instances: u32,
-    /// How many instances the deployment's other services have, by name.
+    /// The deployment's services, for `{{orch.peers:SERVICE:PORT}}`; none when a text is
+    /// only checked.
     pub others: Option<&'a BTreeMap<String, Service>>,
+}
+
+impl<'a> InstanceContext<'a> {
+    /// Instance `index` of `service`, one of `services`.
+    pub fn new(service: &'a str, index: u32, services: &'a BTreeMap<String, Service>) -> Self {
+        Self {
+            service,
+            index,
+            instances: services.get(service).map_or(0, |own| own.instances),
+            others: Some(services),
+        }
+    }
 }
 
 /// Checks every `{{orch.…}}` token of `text`; the first unknown one is the error. Which

@@ -35,12 +35,7 @@ impl<R: Report> Work<'_, R> {
             ));
         };
         let payload = Payload::new(dir, self.target.deployment_id, member.service_name, member.index);
-        let context = InstanceContext {
-            service: member.service_name,
-            index: member.index,
-            instances: service.instances,
-            others: Some(&self.target.desired.services),
-        };
+        let context = InstanceContext::new(member.service_name, member.index, &self.target.desired.services);
         let files = service
             .files
             .iter()
