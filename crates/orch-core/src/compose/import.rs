@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Map, Value};
 
 use crate::catalog;
-use crate::names::check_key;
+use crate::names::MAX_KEY_LEN;
 use crate::problem::Problems;
 use crate::template::Template;
 
@@ -120,9 +120,7 @@ fn key_of(name: &str) -> String {
     if !key.starts_with(|c: char| c.is_ascii_lowercase()) {
         key.insert(0, 's');
     }
-    if check_key(&key).is_err() {
-        key.truncate(63);
-    }
+    key.truncate(MAX_KEY_LEN);
     key
 }
 
@@ -513,6 +511,7 @@ fn class_of(service: &Map<String, Value>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::check_key;
 
     const FILE: &str = r#"
 name: Shop
@@ -591,6 +590,14 @@ networks: {front: {}}
             assert!(all.contains(expected), "{expected}: {all}");
         }
         assert!(!all.contains("restart"), "orch's own fields are not noted: {all}");
+    }
+
+    #[test]
+    fn compose_names_become_orch_keys() {
+        assert_eq!(key_of("Web.Front"), "web-front");
+        assert_eq!(key_of("1st"), "s1st");
+        let long = key_of(&"a".repeat(80));
+        assert!(check_key(&long).is_ok(), "{long}");
     }
 
     #[test]
