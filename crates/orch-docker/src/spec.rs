@@ -10,6 +10,7 @@ use bollard::models::{
 };
 use orch_core::plan::instance_name;
 use orch_core::template::render::{render, InstanceContext};
+use orch_core::template::services::HOST_ALIAS;
 use orch_core::template::{Probe, Service};
 
 pub(crate) const LABEL_DEPLOYMENT: &str = "orch.deployment";
@@ -170,6 +171,7 @@ impl Instance<'_> {
             cap_drop: Some(vec!["ALL".to_owned()]),
             cap_add: (!service.cap_add.is_empty()).then(|| service.cap_add.clone()),
             security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+            extra_hosts: Some(vec![HOST_ALIAS.to_owned()]),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
@@ -256,6 +258,10 @@ services:
         assert_eq!(host.cap_add, Some(vec!["NET_BIND_SERVICE".to_owned()]));
         assert_eq!(host.security_opt, Some(vec!["no-new-privileges:true".to_owned()]));
         assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(
+            host.extra_hosts,
+            Some(vec!["host.docker.internal:host-gateway".to_owned()])
+        );
         assert_eq!(
             (host.memory, host.nano_cpus, host.pids_limit),
             (Some(64 << 20), Some(500_000_000), Some(100))

@@ -200,11 +200,24 @@ fn import_service(
     notes.push(format!("{name}: class {class}; set class: if another fits"));
     service.insert("class".into(), json!(class));
     for key in fields.keys().filter(|key| !carried.contains(key.as_str())) {
-        if !SET_BY_ORCH.contains(&key.as_str()) {
+        if !SET_BY_ORCH.contains(&key.as_str()) && !only_the_host_alias(key, &fields[key]) {
             notes.push(format!("{name}: '{key}' is not carried"));
         }
     }
     Value::Object(service)
+}
+
+/// `extra_hosts` naming only the host, which orch gives every instance.
+fn only_the_host_alias(key: &str, value: &Value) -> bool {
+    let alias = crate::template::services::HOST_ALIAS;
+    key == "extra_hosts"
+        && match value {
+            Value::Array(items) => items.iter().all(|item| item.as_str() == Some(alias)),
+            Value::Object(map) => map
+                .iter()
+                .all(|(name, ip)| format!("{name}:{}", ip.as_str().unwrap_or("")) == alias),
+            _ => false,
+        }
 }
 
 /// A list of words, or a string without quotes split at whitespace.
@@ -533,10 +546,12 @@ services:
     deploy: {replicas: 3, resources: {limits: {cpus: "0.5", memory: 256M}}}
     secrets: [api_token]
     privileged: true
+    extra_hosts: ["host.docker.internal:host-gateway"]
   db:
     image: postgres:16
     volumes: ["data:/var/lib/postgresql/data"]
     build: ./db
+    extra_hosts: {legacy: "10.0.0.9"}
 configs:
   nginx: {file: ./nginx.conf}
 secrets:
@@ -586,10 +601,15 @@ networks: {front: {}}
             "db: 'build' is not carried",
             "networks are not carried",
             "declared supplied",
+            "db: 'extra_hosts' is not carried",
         ] {
             assert!(all.contains(expected), "{expected}: {all}");
         }
         assert!(!all.contains("restart"), "orch's own fields are not noted: {all}");
+        assert!(
+            !all.contains("api: 'extra_hosts'"),
+            "the host alias orch gives every instance is not noted: {all}"
+        );
     }
 
     #[test]

@@ -129,6 +129,7 @@ fn service_entry(
         "read_only": service.read_only,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
+        "extra_hosts": [crate::template::services::HOST_ALIAS],
         "logging": {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}},
         "deploy": {"replicas": service.instances, "resources": {"limits": limits(service)}},
     });
@@ -265,6 +266,7 @@ mod tests {
         assert_eq!(web["ports"], json!([{"target": 8080, "protocol": "tcp"}]));
         assert_eq!(web["deploy"]["resources"]["limits"]["memory"], "67108864b");
         assert_eq!(web["cap_drop"], json!(["ALL"]));
+        assert_eq!(web["extra_hosts"], json!(["host.docker.internal:host-gateway"]));
         assert_eq!(document["networks"]["data"]["internal"], true);
         assert_eq!(document["networks"]["gateway"]["internal"], false);
         assert_eq!(document["services"]["cache"]["healthcheck"]["test"][0], "CMD");

@@ -70,6 +70,11 @@ impl ServiceClass {
     }
 }
 
+/// Every instance can reach the machine its engine runs on as `host.docker.internal`, as
+/// Docker Desktop gives every container: a service scraping or calling something on the
+/// host (orch's own metrics, a node exporter) needs no IP written into its template.
+pub const HOST_ALIAS: &str = "host.docker.internal:host-gateway";
+
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 /// Every field is written out, even when empty: a service from the catalog is stored merged,
 /// and an empty field must not bring the entry's value back when it is read again.
