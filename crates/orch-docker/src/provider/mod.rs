@@ -63,11 +63,43 @@ impl Docker {
         &self.hosts
     }
 
+    /// The address at which containers on `host` reach the machine the engine runs on: the
+    /// gateway of the engine's default bridge, which `host-gateway` (and so
+    /// `host.docker.internal`) stands for. A listener bound there is reachable from the
+    /// machine and its containers, not from the network beyond.
+    pub async fn host_gateway(&self, host: &str) -> Result<std::net::IpAddr, EngineError> {
+        let engine = self.in_region(host).await?;
+        let bridge = engine
+            .engine()?
+            .call("networks.inspect", "bridge", |docker| async move {
+                docker.inspect_network("bridge", None).await
+            })
+            .await?;
+        let configs = bridge.ipam.and_then(|ipam| ipam.config).unwrap_or_default();
+        let gateway = configs
+            .iter()
+            .find_map(|config| gateway_of(config.gateway.as_deref(), config.subnet.as_deref()));
+        gateway.ok_or_else(|| EngineError::Refused {
+            what: format!("container host '{host}'"),
+            message: "its default bridge network has no IPv4 subnet".to_owned(),
+        })
+    }
+
     fn engine(&self) -> Result<&Engine, EngineError> {
         self.engine
             .as_ref()
             .ok_or_else(|| EngineError::UnknownHost("(none chosen)".to_owned()))
     }
+}
+
+/// A bridge's IPv4 gateway: the one the engine names, else (as recent engines say of the
+/// default bridge) the subnet's first address, which the engine gives its bridge.
+fn gateway_of(gateway: Option<&str>, subnet: Option<&str>) -> Option<std::net::IpAddr> {
+    if let Some(address) = gateway.and_then(|text| text.parse::<std::net::Ipv4Addr>().ok()) {
+        return Some(address.into());
+    }
+    let network = subnet?.parse::<ipnet::Ipv4Net>().ok()?.network();
+    Some(std::net::Ipv4Addr::from(u32::from(network) + 1).into())
 }
 
 /// One step's work on one deployment.
@@ -202,5 +234,22 @@ impl Provider for Docker {
             )
         }));
         Ok(observed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gateway_of;
+
+    #[test]
+    fn a_bridge_gateway_is_the_named_one_else_the_subnets_first_address() {
+        let gateway = |gateway, subnet| gateway_of(gateway, subnet).map(|ip| ip.to_string());
+        assert_eq!(
+            gateway(Some("10.9.0.5"), Some("10.9.0.0/16")).as_deref(),
+            Some("10.9.0.5")
+        );
+        assert_eq!(gateway(None, Some("172.17.0.0/16")).as_deref(), Some("172.17.0.1"));
+        assert_eq!(gateway(None, Some("fd00::/64")), None, "IPv4 only");
+        assert_eq!(gateway(None, None), None);
     }
 }
