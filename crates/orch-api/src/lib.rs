@@ -209,6 +209,20 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
         ])
 }
 
+/// `/metrics` alone and without a key, for a listener only the machine and its containers
+/// reach: `orch dev --with-observability` binds one on the container engine's bridge, for
+/// the Prometheus it deploys.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", axum::routing::get(routes::system::metrics))
+        .with_state(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets the
 /// requests in flight finish, and closes the database pool.
 pub async fn serve(

@@ -18,6 +18,17 @@ pub struct DeploymentAccepted {
     pub operation_id: String,
 }
 
+impl DeploymentAccepted {
+    pub fn new(record: DeploymentRecord, operation: &OperationRecord) -> Self {
+        Self {
+            id: record.id,
+            name: record.name,
+            status: record.status,
+            operation_id: operation.id.clone(),
+        }
+    }
+}
+
 /// `202` to `DELETE /deployments/{id}`: `DELETING`, or `DELETED` when nothing had been
 /// created yet and the deployment was deleted at once.
 #[derive(Debug, Serialize, ToSchema)]

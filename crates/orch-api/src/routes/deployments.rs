@@ -14,7 +14,7 @@ use orch_core::{
     ScaleRequest, Template, TemplateRef, UpdateDeploymentRequest,
 };
 use orch_store::deployments::{DeleteOutcome, DeploymentFilter, NewDeployment};
-use orch_store::{DeploymentRecord, Store, StoreError};
+use orch_store::{Actor, DeploymentRecord, OperationRecord, Store, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -163,6 +163,24 @@ pub async fn create(
     Body(body): Body,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<DeploymentAccepted>)> {
     let request = CreateDeploymentRequest::parse(&body)?;
+    let (record, operation) = record_deployment(&state, request, &actor).await?;
+    tracing::info!(deployment_id = %record.id, operation_id = %operation.id, "deployment recorded");
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/deployments/{}", record.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    let accepted = DeploymentAccepted::new(record, &operation);
+    Ok((StatusCode::ACCEPTED, headers, Json(accepted)))
+}
+
+/// Validates a create request completely and records the deployment with its deploy
+/// operation: what `POST /deployments` does after reading the body, and what `orch dev`
+/// calls for the stack it deploys itself.
+pub async fn record_deployment(
+    state: &AppState,
+    request: CreateDeploymentRequest,
+    actor: &Actor,
+) -> ApiResult<(DeploymentRecord, OperationRecord)> {
     let (template_id, template) = resolve_template(&state.store, request.template).await?;
     let parameters = Value::Object(request.parameters);
     apply_parameters(&template, &parameters, "/parameters")?;
@@ -173,10 +191,10 @@ pub async fn create(
         false => String::new(),
     };
     if template.uses_cloud() {
-        check_region(&state, &cloud_region).await?;
+        check_region(state, &cloud_region).await?;
     }
     let container_host = match template.uses_containers() {
-        true => container_host(&state, request.container_host)?,
+        true => container_host(state, request.container_host)?,
         false => String::new(),
     };
     let secrets = super::secrets::for_create(&template, &request.secrets)?;
@@ -190,19 +208,7 @@ pub async fn create(
         rollback: request.rollback,
         secrets,
     };
-    let (record, operation) = state.store.create_deployment(&new, &actor).await?;
-    tracing::info!(deployment_id = %record.id, operation_id = %operation.id, "deployment recorded");
-    let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(&format!("/deployments/{}", record.id)) {
-        headers.insert(header::LOCATION, location);
-    }
-    let accepted = DeploymentAccepted {
-        id: record.id,
-        name: record.name,
-        status: record.status,
-        operation_id: operation.id,
-    };
-    Ok((StatusCode::ACCEPTED, headers, Json(accepted)))
+    Ok(state.store.create_deployment(&new, actor).await?)
 }
 
 #[utoipa::path(get, path = "/deployments", tag = "deployments",
@@ -276,18 +282,41 @@ pub async fn update(
 ) -> ApiResult<Response> {
     let current = live_deployment(&state.store, &id).await?;
     let request = UpdateDeploymentRequest::parse(&body, &current.name)?;
-    let dry_run = request.dry_run;
+    let (record, operation) = match record_update(&state, &current, request, &actor).await? {
+        Updated::Plan(plan) => return Ok(Json(plan).into_response()),
+        Updated::Recorded(recorded) => *recorded,
+    };
+    Ok((StatusCode::ACCEPTED, Json(DeploymentAccepted::new(record, &operation))).into_response())
+}
+
+/// What an update request came to.
+pub enum Updated {
+    /// A dry run: the plan, nothing changed.
+    Plan(Value),
+    Recorded(Box<(DeploymentRecord, OperationRecord)>),
+}
+
+/// Validates an update of `current` completely and records its operation, or only plans it:
+/// what `PATCH /deployments/{id}` does after reading the body, and what `orch dev` calls
+/// when its own stack's template changed.
+pub async fn record_update(
+    state: &AppState,
+    current: &DeploymentRecord,
+    request: UpdateDeploymentRequest,
+    actor: &Actor,
+) -> ApiResult<Updated> {
+    let id = &current.id;
     let parameters = Value::Object(request.merged_parameters(&current.parameters));
     let (template_id, template) = match request.template {
         Some(reference) => resolve_template(&state.store, reference).await?,
         None => (current.template_id.clone(), current.template.clone()),
     };
     let effective = apply_parameters(&template, &parameters, "/parameters")?;
-    let secrets = super::secrets::for_update(&state, &id, &template).await?;
-    if dry_run {
-        return Ok(Json(plan(&state.store, &id, &effective).await?).into_response());
+    let secrets = super::secrets::for_update(state, id, &template).await?;
+    if request.dry_run {
+        return Ok(Updated::Plan(plan(&state.store, id, &effective).await?));
     }
-    state.store.add_missing_secrets(&id, &secrets).await?;
+    state.store.add_missing_secrets(id, &secrets).await?;
     let payload = json!({
         "template_id": template_id,
         "template": template.to_value(),
@@ -295,18 +324,9 @@ pub async fn update(
     });
     let (record, operation) = state
         .store
-        .request_operation(&id, OperationKind::Update, &payload, &actor)
+        .request_operation(id, OperationKind::Update, &payload, actor)
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(DeploymentAccepted {
-            id: record.id,
-            name: record.name,
-            status: record.status,
-            operation_id: operation.id,
-        }),
-    )
-        .into_response())
+    Ok(Updated::Recorded(Box::new((record, operation))))
 }
 
 /// What an update to `desired` would do, from the resources recorded now: the plan the
@@ -447,15 +467,7 @@ pub async fn retry(
 ) -> ApiResult<(StatusCode, Json<DeploymentAccepted>)> {
     live_deployment(&state.store, &id).await?;
     let (record, operation) = state.store.retry_operation(&id, &actor).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(DeploymentAccepted {
-            id: record.id,
-            name: record.name,
-            status: record.status,
-            operation_id: operation.id,
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(DeploymentAccepted::new(record, &operation))))
 }
 
 #[utoipa::path(get, path = "/deployments/{id}/configurations", tag = "deployments",
