@@ -12,6 +12,7 @@ mod bench;
 mod client;
 pub mod cloud;
 pub mod config;
+pub mod observability;
 mod runtime;
 
 use config::{Config, LogFormat, Sources};
@@ -39,7 +40,7 @@ pub enum Command {
     /// Run everything in one process on the embedded defaults: SQLite, a local Temporal dev
     /// server (unless TEMPORAL_HOST is set), fakecloud (unless a cloud is configured), the API,
     /// the relay and a worker. Prints where the API listens and which key to use.
-    Dev,
+    Dev(DevArgs),
     /// Show the effective configuration and where each value came from (secrets redacted).
     Config,
     /// Measure a deployment of N servers against fakecloud: makespan, lower bound, requests per
@@ -47,6 +48,15 @@ pub enum Command {
     Bench(bench::BenchArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Also deploy orch's own observability stack on the local Docker Engine: Prometheus
+    /// scraping orch's metrics and Grafana with orch's dashboard
+    /// (examples/orch-observability.yaml).
+    #[arg(long)]
+    pub with_observability: bool,
 }
 
 /// Runs the command line; returns the process exit code.
@@ -66,10 +76,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve | Command::Worker | Command::Dev => {
+        Command::Serve | Command::Worker | Command::Dev(_) => {
             let mut sources = sources;
             let dev_key = match cli.command {
-                Command::Dev => dev_api_key(&mut sources)?,
+                Command::Dev(_) => dev_api_key(&mut sources)?,
                 _ => None,
             };
             let mut config = sources.load()?;
@@ -84,7 +94,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.command {
                 Command::Serve => runtime::serve(config, cloud).await,
                 Command::Worker => runtime::worker(config, cloud).await,
-                _ => runtime::dev(config, cloud, dev_key).await,
+                Command::Dev(args) => runtime::dev(config, cloud, dev_key, &args).await,
+                _ => unreachable!("matched above"),
             }
         }
         Command::Client(_) | Command::Bench(_) => unreachable!("handled above"),

@@ -14,6 +14,7 @@ use orch_workflows::{OrchActivities, WorkerThread};
 use tokio::net::TcpListener;
 
 use crate::config::{self, Config};
+use crate::observability::Observability;
 use crate::{cloud, shutdown_signal};
 
 /// How often the relay looks for operations whose workflow has not started.
@@ -98,14 +99,23 @@ fn temporal_check(client: &orch_workflows::TemporalClient) -> ReadinessCheck {
     })
 }
 
-/// The API, and with Temporal configured the relay, until SIGTERM; `worker` also runs the
-/// worker in this process (for `orch dev`).
+/// What `orch dev` runs beside the API.
+#[derive(Default)]
+struct DevExtras {
+    /// A worker in this process.
+    worker: Option<WorkerThread>,
+    /// Printed once the API listens.
+    banner: Option<String>,
+    observability: Option<Observability>,
+}
+
+/// The API, and with Temporal configured the relay, until SIGTERM; for `orch dev`, also a
+/// worker and orch's own observability stack.
 async fn run(
     config: Config,
     cloud: Option<OpenStack>,
     temporal: Option<orch_workflows::TemporalClient>,
-    worker: Option<WorkerThread>,
-    banner: Option<String>,
+    extras: DevExtras,
 ) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let address = SocketAddr::new(config.api_host, config.api_port);
@@ -142,8 +152,11 @@ async fn run(
     state.readiness_checks = Arc::new(checks);
     // The first line on stdout is the address, so scripts and tests can use port 0.
     println!("orch listening on http://{bound}");
-    if let Some(banner) = banner {
+    if let Some(banner) = extras.banner {
         eprintln!("{banner}");
+    }
+    if let Some(observability) = extras.observability {
+        observability.start(state.clone()).await?;
     }
     tracing::info!(address = %bound, "serving the API");
     orch_api::serve(listener, state, shutdown_signal()).await?;
@@ -151,7 +164,7 @@ async fn run(
     if let Some(relay) = relay {
         let _ = relay.await;
     }
-    if let Some(worker) = worker {
+    if let Some(worker) = extras.worker {
         worker.stop().context("stopping the worker")?;
     }
     tracing::info!("stopped");
@@ -163,7 +176,7 @@ pub async fn serve(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<(
         Some(host) => Some(connect_temporal(host, &config.temporal_namespace).await?),
         None => None,
     };
-    run(config, cloud, temporal, None, None).await
+    run(config, cloud, temporal, DevExtras::default()).await
 }
 
 /// Watches the container hosts beside the worker and repairs what drifted, until SIGTERM.
@@ -207,7 +220,12 @@ pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<
 }
 
 /// `orch dev`: API, relay and worker in one process on the embedded defaults.
-pub async fn dev(mut config: Config, cloud: Option<OpenStack>, api_key: Option<String>) -> anyhow::Result<()> {
+pub async fn dev(
+    mut config: Config,
+    cloud: Option<OpenStack>,
+    api_key: Option<String>,
+    args: &crate::DevArgs,
+) -> anyhow::Result<()> {
     let (temporal_host, _dev_server) = match config.temporal_host.clone() {
         Some(host) => (host, None),
         None => {
@@ -236,6 +254,10 @@ pub async fn dev(mut config: Config, cloud: Option<OpenStack>, api_key: Option<S
     dev_secret_keys(&mut config)?;
     let store = open_store(&config).await?;
     let containers = orch_docker::Docker::new(config.container_hosts.clone());
+    let observability = match args.with_observability {
+        true => Some(Observability::bind(&containers).await?),
+        false => None,
+    };
     spawn_reconciler(&config, &store, &containers);
     let worker = WorkerThread::spawn(
         temporal_host.clone(),
@@ -258,5 +280,10 @@ pub async fn dev(mut config: Config, cloud: Option<OpenStack>, api_key: Option<S
         None => "API key: one of API_KEYS".to_owned(),
     };
     let banner = format!("orch dev: Temporal at {temporal_host}; cloud: {cloud_line}\n{key_line}");
-    run(config, Some(cloud), Some(client), Some(worker), Some(banner)).await
+    let extras = DevExtras {
+        worker: Some(worker),
+        banner: Some(banner),
+        observability,
+    };
+    run(config, Some(cloud), Some(client), extras).await
 }

@@ -149,13 +149,7 @@ fn orch_dev_and_the_cli_deploy_scale_and_delete_web_app_stack() {
     assert_eq!(deployment["status"], "DELETED");
 
     containers_through_the_cli(&dir, &url);
-
-    let status = Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(dev.wait().unwrap().success(), "orch dev stops cleanly on SIGTERM");
+    stop(dev);
 }
 
 /// The container example deployed, shown, scaled by service and deleted with the CLI.
@@ -334,4 +328,258 @@ fn compose_runs_exported_files_and_secrets(dir: &std::path::Path, url: &str) {
 
     let deleted = client(dir, url, &["delete", "obs", "--wait", "--output", "json"]);
     assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+}
+
+/// Catalog entries for images this machine has (no registry is reachable): Prometheus from
+/// Debian's package, and in Grafana's place a stand-in that answers its health probe. No
+/// Grafana image can be had here, so what is checked of Grafana is what orch gives it: its
+/// provisioning files, its dashboard and its secret, where Grafana reads them.
+fn local_observability_catalog(dir: &std::path::Path) -> std::path::PathBuf {
+    let catalog = dir.join("catalog");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::write(
+        catalog.join("local.yaml"),
+        r#"prometheus:
+  description: Prometheus from Debian's package
+  service:
+    image: local/prometheus:debian
+    class: observability
+    ports: [{container: 9090, name: http, publish: true}]
+    healthcheck: {http: {port: 9090, path: /-/ready}}
+    volumes: [{name: data, target: /prometheus}]
+    read_only: true
+grafana:
+  description: a stand-in answering Grafana's health probe
+  service:
+    image: local/busybox:latest
+    class: observability
+    command: ["sh", "-c", "mkdir -p /tmp/www/api && echo ok > /tmp/www/api/health && exec httpd -f -p 3000 -h /tmp/www"]
+    ports: [{container: 3000, name: http, publish: true}]
+    healthcheck: {http: {port: 3000, path: /api/health}}
+    read_only: true
+    tmpfs: [/tmp]
+"#,
+    )
+    .unwrap();
+    catalog
+}
+
+fn start_dev_with_observability(dir: &std::path::Path, catalog: &std::path::Path) -> (Running, String) {
+    let mut dev = Running(
+        orch(dir)
+            .env("API_KEYS", format!("{KEY}:write"))
+            .env("API_PORT", "0")
+            .env("LOG_LEVEL", "warn")
+            .env("CATALOG_DIR", catalog)
+            .args(["dev", "--with-observability"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = common::listening_url(&mut dev);
+    (dev, url)
+}
+
+fn stop(mut dev: Running) {
+    let status = Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(dev.wait().unwrap().success(), "orch dev stops cleanly on SIGTERM");
+}
+
+/// The stack's deployment once it has settled.
+fn settled_stack(dir: &std::path::Path, url: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    loop {
+        let shown = client(dir, url, &["get", "orch-observability", "--output", "json"]);
+        if shown.status.success() {
+            let deployment: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+            if deployment["status"] != "PENDING" && deployment["status"] != "IN_PROGRESS" {
+                return deployment;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the stack never settled");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn get_json(url: &str) -> serde_json::Value {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async { reqwest::get(url).await.unwrap().json().await.unwrap() })
+}
+
+/// Waits until Prometheus's `orch` job is up, scraped since `since` (seconds).
+fn orch_scraped_up(prometheus: &str, since: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let body = get_json(&format!("{prometheus}/api/v1/query?query=up%7Bjob%3D%22orch%22%7D"));
+        let sample = &body["data"]["result"][0]["value"];
+        let at = sample[0].as_f64().unwrap_or(0.0);
+        if sample[1] == "1" && at > since {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orch is not up in Prometheus: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// `orch dev --with-observability`: a Prometheus that scrapes orch's own `/metrics` and a
+/// Grafana provisioned with orch's dashboard, every panel of which asks the real Prometheus
+/// something it answers; a restart finds the same stack and duplicates nothing.
+#[test]
+fn orch_dev_with_observability_is_watched_by_its_own_prometheus() {
+    let dir = std::env::temp_dir().join(format!("orch-observability-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let catalog = local_observability_catalog(&dir);
+    let (dev, url) = start_dev_with_observability(&dir, &catalog);
+    let deployment = settled_stack(&dir, &url);
+    let id = deployment["id"].as_str().unwrap().to_owned();
+    let _guard = EngineGuard(id.clone());
+    assert_eq!(deployment["status"], "COMPLETED", "{deployment}");
+    let services = &deployment["resources"]["services"];
+    let port = services["prometheus"]["instances"][0]["host_ports"]["http"]
+        .as_u64()
+        .unwrap();
+    let prometheus = format!("http://127.0.0.1:{port}");
+    orch_scraped_up(&prometheus, 0.0);
+    dashboard_queries_answer(&prometheus, &id);
+    grafana_gets_its_files_and_secret(&dir, &url, &id);
+
+    // A restart finds the stack it made, changes nothing, and is scraped again.
+    stop(dev);
+    let restarted = now_seconds();
+    let (dev, url) = start_dev_with_observability(&dir, &catalog);
+    orch_scraped_up(&prometheus, restarted);
+    let listed = client(
+        &dir,
+        &url,
+        &["list", "--name", "orch-observability", "--output", "json"],
+    );
+    let page: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(page["items"][0]["id"], id.as_str());
+    let events = client(&dir, &url, &["events", "orch-observability", "--output", "json"]);
+    let events: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
+    let kinds: Vec<&serde_json::Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| &event["detail"]["kind"])
+        .collect();
+    assert!(kinds.contains(&&serde_json::json!("create")), "{events}");
+    assert!(
+        !kinds.contains(&&serde_json::json!("update")),
+        "an unchanged stack is not updated: {events}"
+    );
+
+    let deleted = client(
+        &dir,
+        &url,
+        &["delete", "orch-observability", "--wait", "--output", "json"],
+    );
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+    assert!(common::labelled("container", &id).is_empty());
+    stop(dev);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every query of orch's dashboard is valid PromQL, and those about what `orch dev` has
+/// done by now (API requests, deployments, engine calls, database queries) return series.
+fn dashboard_queries_answer(prometheus: &str, id: &str) {
+    let template = orch_core::Template::parse_text(orch::observability::TEMPLATE).unwrap();
+    let grafana = &template.services["grafana"];
+    let file = grafana
+        .files
+        .iter()
+        .find(|file| file.path.ends_with("orch.json"))
+        .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&file.content).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8, "{dashboard}");
+    let must_have_data = ["deployments_total", "api_request", "engine_requests", "database_query"];
+    for panel in panels {
+        assert_eq!(panel["datasource"]["uid"], "prometheus", "{panel}");
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let query = url::Url::parse_with_params(&format!("{prometheus}/api/v1/query"), [("query", expr)]).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let body = get_json(query.as_str());
+                assert_eq!(body["status"], "success", "{expr}: {body}");
+                let empty = body["data"]["result"].as_array().is_none_or(Vec::is_empty);
+                if !empty || !must_have_data.iter().any(|metric| expr.contains(metric)) {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{expr} has no data ({id})");
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Grafana's container has its data source, dashboard provider and dashboard where Grafana
+/// reads them, and its admin password as a file only Grafana's user (472) reads; the
+/// password is revealed once through the CLI and matches that file.
+fn grafana_gets_its_files_and_secret(dir: &std::path::Path, url: &str, id: &str) {
+    let container = format!("{id}-grafana-0");
+    let exec_as = |user: &str, args: &[&str]| {
+        let output = Command::new("docker")
+            .args(["exec", "-u", user, &container])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.success(), text + &String::from_utf8_lossy(&output.stderr))
+    };
+    let exec = |args: &[&str]| {
+        let (ok, out) = exec_as("0", args);
+        assert!(ok, "{args:?}: {out}");
+        out
+    };
+    let datasources = exec(&["cat", "/etc/grafana/provisioning/datasources/orch.yaml"]);
+    assert!(datasources.contains("url: \"http://prometheus:9090\""), "{datasources}");
+    assert!(exec(&["cat", "/etc/grafana/provisioning/dashboards/orch.yaml"]).contains("/etc/grafana/dashboards"));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&exec(&["cat", "/etc/grafana/dashboards/orch.json"])).unwrap();
+    assert_eq!(dashboard["uid"], "orch");
+    let secret = "/run/secrets/grafana_admin_password";
+    assert_eq!(exec(&["stat", "-c", "%u %a", secret]).trim(), "472 400");
+    let revealed = client(
+        dir,
+        url,
+        &["secret", "reveal", "orch-observability", "grafana_admin_password"],
+    );
+    assert!(
+        revealed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revealed.stderr)
+    );
+    let password = String::from_utf8_lossy(&revealed.stdout).trim().to_owned();
+    assert_eq!(password.len(), 24);
+    assert_eq!(exec_as("472", &["cat", secret]), (true, password));
+    let (read_by_root, _) = exec_as("0", &["cat", secret]);
+    assert!(!read_by_root, "root without capabilities cannot read it either");
+    let again = client(
+        dir,
+        url,
+        &["secret", "reveal", "orch-observability", "grafana_admin_password"],
+    );
+    assert!(!again.status.success(), "a secret is revealed once");
 }

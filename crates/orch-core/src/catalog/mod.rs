@@ -259,6 +259,7 @@ mod tests {
             include_str!("../../../../examples/observability-stack.yaml"),
             include_str!("../../../../examples/data-stack.yaml"),
             include_str!("../../../../examples/messaging-stack.yaml"),
+            include_str!("../../../../examples/orch-observability.yaml"),
         ];
         for text in examples {
             let template = crate::Template::parse_text(text).unwrap_or_else(|problems| panic!("{problems:?}"));

@@ -109,6 +109,16 @@ pub enum ClientCommand {
     /// The services a template can name with `catalog:`.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// A deployment's secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Print a generated secret's value, once: the server refuses every later reveal (needs
+    /// a write key; the reveal is recorded in the deployment's events).
+    Reveal { deployment: String, name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,6 +240,7 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
             compose_export(&api, &deployment, dir.as_deref()).await?
         }
         ClientCommand::Compose(ComposeCommand::Import { file, name }) => compose_import(&file, name.as_deref())?,
+        ClientCommand::Secret(command) => secret(&api, output, command).await?,
         ClientCommand::Catalog(CatalogCommand::List) => print(output, &api.get("/catalog").await?, show::catalog),
         ClientCommand::Catalog(CatalogCommand::Show { name }) => {
             let entry = api.get(&format!("/catalog/{}", urlencode(&name))).await?;
@@ -238,6 +249,17 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
             });
         }
     }
+    Ok(())
+}
+
+async fn secret(api: &Api, output: Output, command: SecretCommand) -> anyhow::Result<()> {
+    let SecretCommand::Reveal { deployment, name } = command;
+    let id = api.resolve(&deployment).await?;
+    let path = format!("/deployments/{id}/secrets/{}/reveal", urlencode(&name));
+    let (_, revealed) = api.call(Method::POST, &path, None).await?;
+    print(output, &revealed, |revealed| {
+        revealed["value"].as_str().unwrap_or_default().to_owned()
+    });
     Ok(())
 }
 
