@@ -88,6 +88,14 @@ ensure_docker() {
 # local/busybox:latest, the examples' image: Debian's static busybox in an image of its own,
 # built once and cached by tag.
 BUSYBOX_IMAGE=local/busybox:latest
+# Debian's docker-registry: the container tests pull an image from a registry of their own
+# on 127.0.0.1 (which the engine reaches without TLS), since no other registry is reachable.
+ensure_registry() {
+  command -v docker-registry >/dev/null 2>&1 || apt_install docker-registry
+  # The package's own service is not needed: each test runs one on a port of its own.
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
+}
+
 ensure_busybox_image() {
   docker image inspect "$BUSYBOX_IMAGE" >/dev/null 2>&1 && return
   dpkg -s busybox-static >/dev/null 2>&1 || apt_install busybox-static

@@ -96,6 +96,7 @@ ensure_python_tools
 ensure_docker
 ensure_busybox_image
 ensure_service_images
+ensure_registry
 start_testbed
 log "PostgreSQL for tests: ${TEST_DATABASE_URL%%@*}@…"
 

@@ -13,6 +13,26 @@ pub const DEFAULT_PORT_RANGE: (u16, u16) = (20_000, 32_000);
 /// Instances' files and secrets: under `/run`, a tmpfs on every systemd host.
 pub const DEFAULT_PAYLOAD_DIR: &str = "/run/orch/payload";
 
+/// Whether an image missing on a host is pulled from its registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pulled when the host does not have it (as `docker run` does).
+    #[default]
+    Missing,
+    /// Never pulled: images are built or loaded on the host beforehand (air-gapped hosts).
+    Never,
+}
+
+impl PullPolicy {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "missing" => Some(Self::Missing),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSettings {
     pub name: String,
@@ -27,6 +47,7 @@ pub struct HostSettings {
     /// Where instances' files and secrets are written, to be bind-mounted (on tmpfs, so that
     /// secrets never reach a disk). Only an engine on this machine has one.
     pub payload_dir: Option<PathBuf>,
+    pub pull: PullPolicy,
 }
 
 impl HostSettings {
@@ -40,6 +61,7 @@ impl HostSettings {
             port_range: DEFAULT_PORT_RANGE,
             timeout: Duration::from_secs(60),
             payload_dir: None,
+            pull: PullPolicy::Missing,
         }
         .with_payload_dir(PathBuf::from(DEFAULT_PAYLOAD_DIR))
     }

@@ -17,8 +17,13 @@ pub enum EngineError {
     /// The engine refused the request as invalid; its own words.
     #[error("{what}: refused: {message}")]
     Refused { what: String, message: String },
-    #[error("image '{image}' is not on container host '{host}'; orch pulls from no registry: build or load it there")]
-    ImageMissing { image: String, host: String },
+    /// Not on the host, and not pulled: why is in `reason`.
+    #[error("image '{image}' is not on container host '{host}' and {reason}")]
+    ImageMissing {
+        image: String,
+        host: String,
+        reason: String,
+    },
     #[error("{key}: {cause}")]
     Unhealthy { key: String, cause: String },
     #[error("no free host port for {key}: {message}")]
@@ -127,6 +132,7 @@ mod tests {
         let missing = EngineError::ImageMissing {
             image: "x".into(),
             host: "local".into(),
+            reason: "cannot be pulled: not found".into(),
         };
         assert!(!missing.is_retryable());
     }

@@ -52,6 +52,7 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("CONTAINER_PORT_RANGE", Some("20000-32000"), false),
     ("CONTAINER_PUBLISH_ADDRESS", Some("0.0.0.0"), false),
     ("CONTAINER_PAYLOAD_DIR", Some("/run/orch/payload"), false),
+    ("CONTAINER_IMAGE_PULL", Some("missing"), false),
     ("ORCH_SECRET_KEY", None, true),
     ("ORCH_SECRET_KEY_PREVIOUS", None, true),
     ("RECONCILE_INTERVAL_SECONDS", Some("30"), false),

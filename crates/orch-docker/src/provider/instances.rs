@@ -213,22 +213,23 @@ impl<R: Report> Work<'_, R> {
         };
         let name = instance.name();
         let body = instance.body();
-        let created = self
-            .engine
-            .call("containers.create", &name, |docker| {
+        let create = || {
+            self.engine.call("containers.create", &name, |docker| {
                 let options = CreateContainerOptionsBuilder::default().name(&name).build();
                 let body = body.clone();
                 async move { docker.create_container(Some(options), body).await }
             })
-            .await;
+        };
+        let created = match create().await {
+            // The image went since Prepare, or this is a scale: it is pulled, once.
+            Err(error) if error.is_not_found() => {
+                super::images::ensure_image(self.engine, &member.service.image).await?;
+                create().await
+            }
+            other => other,
+        };
         let id = match created {
             Ok(created) => created.id,
-            Err(error) if error.is_not_found() => {
-                return Err(EngineError::ImageMissing {
-                    image: member.service.image.clone(),
-                    host: self.engine.host().to_owned(),
-                })
-            }
             Err(error @ EngineError::Conflict { .. }) => match self.inspect(&name).await? {
                 // The first attempt's answer was lost: the container is there.
                 Some(existing) => existing.id.unwrap_or_default(),

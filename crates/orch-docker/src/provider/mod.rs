@@ -20,6 +20,7 @@ use crate::spec::{LABEL_DEPLOYMENT, LABEL_KEY};
 
 pub mod events;
 mod health;
+mod images;
 mod instances;
 mod payload;
 mod shared;

@@ -34,6 +34,7 @@ pub(crate) fn gone_already(result: Result<(), EngineError>) -> Result<(), Engine
 impl<R: Report> Work<'_, R> {
     /// Every network the services use, then every shared volume.
     pub(crate) async fn prepare(&self) -> Result<(), EngineError> {
+        self.images().await?;
         let services = &self.target.desired.services;
         let classes: BTreeSet<ServiceClass> = services.keys().flat_map(|name| networks_of(name, services)).collect();
         for class in classes {

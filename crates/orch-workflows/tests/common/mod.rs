@@ -58,12 +58,18 @@ pub async fn connect_with_retry(address: &str) -> temporalio_client::Client {
 /// only unique within one store (as in production: one database per host, or disjoint
 /// ranges).
 pub fn local_engine() -> Docker {
+    local_engine_with(|_| {})
+}
+
+/// [`local_engine`] with its settings changed by `configure`.
+pub fn local_engine_with(configure: impl FnOnce(&mut HostSettings)) -> Docker {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 30;
     let endpoint = std::env::var("DOCKER_HOST").ok();
     let mut host = HostSettings::local(endpoint.as_deref(), None);
     host.port_range = (20_000 + slot * 400, 20_399 + slot * 400);
+    configure(&mut host);
     Docker::new(ContainerHosts::single(host))
 }
 

@@ -424,3 +424,140 @@ async fn the_engine_events_bring_a_repair_without_waiting_for_the_next_look() {
         DeploymentStatus::Deleted
     );
 }
+
+/// A registry of the test's own on 127.0.0.1 (Debian's docker-registry, which
+/// scripts/test.sh installs; the engine reaches a loopback registry without TLS), stopped
+/// and emptied when dropped.
+struct Registry {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    address: String,
+}
+
+impl Registry {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("orch-registry-{}", super::common::unique()));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: \"{address}\"}}\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .args(["serve", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (scripts/test.sh installs it: ensure_registry)");
+        let registry = Self { child, dir, address };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(&registry.address).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the registry never listened");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        registry
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Untags an image when dropped, so a failed test leaves no pulled copy behind.
+struct ImageGuard(String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["image", "rm", "-f", &self.0]).output();
+    }
+}
+
+fn two_tier_on(image: &str) -> Template {
+    let mut document = Template::parse_text(TWO_TIER).unwrap().to_value();
+    for service in document["services"].as_object_mut().unwrap().values_mut() {
+        service["image"] = Value::from(image);
+    }
+    Template::parse(&document, "", None).unwrap()
+}
+
+/// An image the host lacks is pulled from its registry before the first instance is made;
+/// one the registry does not have fails the deploy at once, in the registry's words, and
+/// leaves nothing; with pulls off, the host's images are all there is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_is_pulled_and_an_unknown_one_fails_the_deploy_at_once() {
+    busybox_image();
+    let registry = Registry::start();
+    let image = format!("{}/orch-test/busybox:{}", registry.address, super::common::unique());
+    docker(&["tag", BUSYBOX, &image]);
+    let _image = ImageGuard(image.clone());
+    docker(&["push", "-q", &image]);
+    docker(&["image", "rm", &image]);
+
+    let orch = harness(|_| {}).await;
+    let id = orch
+        .create(&format!("pull-{}", super::common::unique()), two_tier_on(&image), true)
+        .await;
+    let _guard = EngineGuard(vec![id.clone()]);
+    let done = orch.settle(&id).await;
+    assert_eq!(done.status, DeploymentStatus::Completed, "{:?}", done.status_reason);
+    docker(&["image", "inspect", &image]);
+
+    let unknown = format!("{}/orch-test/nothing:1", registry.address);
+    let id = orch
+        .create(
+            &format!("nopull-{}", super::common::unique()),
+            two_tier_on(&unknown),
+            true,
+        )
+        .await;
+    let _guard = EngineGuard(vec![id.clone()]);
+    let started = std::time::Instant::now();
+    let failed = orch.settle(&id).await;
+    assert_eq!(failed.status, DeploymentStatus::Failed);
+    let reason = failed.status_reason.unwrap();
+    assert!(
+        reason.contains(&unknown) && reason.contains("cannot be pulled"),
+        "{reason}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "not retried for long"
+    );
+    assert!(labelled(&id).is_empty(), "left {:?}", labelled(&id));
+
+    docker(&["image", "rm", &image]);
+    let cloud = orch_cloud::OpenStack::new(
+        orch_cloud::CloudConfig::password(&orch.cloud.auth_url(), "admin", "fakecloud", "admin").unwrap(),
+    )
+    .unwrap();
+    let never = super::common::local_engine_with(|host| host.pull = orch_docker::config::PullPolicy::Never);
+    let offline = super::common::Orch::start_with(cloud, never, orch_workflows::AnsibleSettings::default()).await;
+    let id = offline
+        .create(&format!("never-{}", super::common::unique()), two_tier_on(&image), true)
+        .await;
+    let _guard = EngineGuard(vec![id.clone()]);
+    let failed = offline.settle(&id).await;
+    let reason = failed.status_reason.unwrap_or_default();
+    assert!(reason.contains("CONTAINER_IMAGE_PULL=never"), "{reason}");
+    assert!(
+        Command::new("docker")
+            .args(["image", "inspect", &image])
+            .output()
+            .is_ok_and(|o| !o.status.success()),
+        "nothing was pulled"
+    );
+}

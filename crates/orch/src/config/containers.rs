@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use orch_docker::config::{check_port_range, ContainerHosts, HostSettings, DEFAULT_HOST, DEFAULT_PAYLOAD_DIR};
+use orch_docker::config::{
+    check_port_range, ContainerHosts, HostSettings, PullPolicy, DEFAULT_HOST, DEFAULT_PAYLOAD_DIR,
+};
 
 use super::{invalid, ConfigError, Sources};
 
@@ -44,7 +46,10 @@ impl Sources {
         }
         check_endpoint(&hosts.0[DEFAULT_HOST].endpoint).map_err(|why| invalid("DOCKER_HOST", why))?;
         let payload_dir = self.load_payload_dir()?;
+        let pull = PullPolicy::parse(self.non_empty("CONTAINER_IMAGE_PULL").unwrap_or("missing"))
+            .ok_or_else(|| invalid("CONTAINER_IMAGE_PULL", "must be missing or never"))?;
         for host in hosts.0.values_mut() {
+            host.pull = pull;
             host.port_range = range;
             address.clone_into(&mut host.address);
             *host = host.clone().with_payload_dir(payload_dir.clone());
@@ -159,6 +164,7 @@ mod tests {
         assert_eq!(hosts.names().collect::<Vec<_>>(), ["edge", "local"]);
         assert_eq!(hosts.get("local").unwrap().port_range, (20_000, 32_000));
         assert!(hosts.get("local").unwrap().payload_dir.is_some());
+        assert_eq!(hosts.get("local").unwrap().pull, PullPolicy::Missing);
         assert_eq!(
             hosts.get("edge").unwrap().payload_dir,
             None,
@@ -171,6 +177,7 @@ mod tests {
             ("DOCKER_HOST", "ssh://box"),
             ("CONTAINER_PUBLISH_ADDRESS", "everywhere"),
             ("CONTAINER_PAYLOAD_DIR", "run/orch"),
+            ("CONTAINER_IMAGE_PULL", "always"),
         ];
         for (name, value) in bad {
             let error = sources(&[(name, value)]).load_container_hosts().unwrap_err();
