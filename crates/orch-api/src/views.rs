@@ -35,8 +35,13 @@ impl DeploymentAccepted {
 pub struct DeleteAccepted {
     pub id: String,
     pub status: DeploymentStatus,
+    /// The delete operation, once recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation_id: Option<String>,
+    /// The operation that was in flight and is being cancelled first; the delete is
+    /// recorded when it has ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelling: Option<String>,
 }
 
 /// `202` to `POST /deployments/{id}/configure` and `/scale`.
@@ -57,6 +62,9 @@ pub struct OperationView {
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// Set once a cancel was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_at: Option<String>,
 }
 
 impl From<OperationRecord> for OperationView {
@@ -67,6 +75,7 @@ impl From<OperationRecord> for OperationView {
             state: operation.state,
             created_at: operation.created_at,
             started_at: operation.started_at,
+            cancel_requested_at: operation.cancel_requested_at,
         }
     }
 }

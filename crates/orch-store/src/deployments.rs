@@ -39,13 +39,16 @@ pub struct DeploymentFilter {
 }
 
 /// How a delete request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeleteOutcome {
     /// Nothing had been created yet: the pending create was cancelled and the deployment is
     /// deleted at once.
     Deleted,
-    /// A delete operation was recorded for the workflow layer.
+    /// A delete operation was recorded for the workflow layer (or was already under way).
     Deleting,
+    /// Another operation was in flight: it is being cancelled (this one, by id), and the
+    /// delete is recorded as it ends.
+    AfterCancel(String),
 }
 
 pub(crate) async fn insert_event(
@@ -70,7 +73,7 @@ pub(crate) async fn insert_event(
     Ok(())
 }
 
-async fn insert_operation(
+pub(crate) async fn insert_operation(
     tx: &mut Transaction<'static, Any>,
     deployment_id: &str,
     kind: OperationKind,
@@ -104,6 +107,7 @@ async fn insert_operation(
         created_at: at.to_owned(),
         started_at: None,
         finished_at: None,
+        cancel_requested_at: None,
     })
 }
 
@@ -271,7 +275,7 @@ impl Store {
             .await
     }
 
-    /// Records again the last failed operation of a FAILED deployment. Its workflow resumes
+    /// Records again the last failed (or cancelled) operation of a FAILED deployment. Its workflow resumes
     /// from what exists: every resource is found by its key before anything is created.
     #[tracing::instrument(skip(self, actor))]
     pub async fn retry_operation(&self, id: &str, actor: &Actor) -> Result<(DeploymentRecord, OperationRecord)> {
@@ -280,7 +284,7 @@ impl Store {
             .await?
             .into_iter()
             .rev()
-            .find(|operation| operation.state == operation_state::FAILED)
+            .find(|operation| [operation_state::FAILED, operation_state::CANCELLED].contains(&operation.state.as_str()))
             .ok_or_else(|| StoreError::Conflict("there is no failed operation to retry".into()))?;
         self.request_operation_from(id, failed.kind, &failed.payload, actor, &[DeploymentStatus::Failed])
             .await
@@ -384,10 +388,23 @@ impl Store {
             return Ok((self.deployment(id).await?, DeleteOutcome::Deleted));
         }
         tx.rollback().await?;
-        let (record, _) = self
+        match self
             .request_operation(id, OperationKind::Delete, &json!({}), actor)
-            .await?;
-        Ok((record, DeleteOutcome::Deleting))
+            .await
+        {
+            Ok((record, _)) => Ok((record, DeleteOutcome::Deleting)),
+            Err(StoreError::Conflict(why)) => match self.operation_in_flight(id).await? {
+                Some(running) if running.kind == OperationKind::Delete => {
+                    Ok((self.deployment(id).await?, DeleteOutcome::Deleting))
+                }
+                Some(_) => {
+                    let cancelled = self.request_cancel(id, true, actor).await?;
+                    Ok((self.deployment(id).await?, DeleteOutcome::AfterCancel(cancelled.id)))
+                }
+                None => Err(StoreError::Conflict(why)),
+            },
+            Err(error) => Err(error),
+        }
     }
 
     /// The operation in flight (pending or running) on a deployment, if any.
@@ -532,8 +549,11 @@ impl Store {
         } else {
             operation_state::FAILED
         };
-        let finished =
-            sqlx::query("UPDATE operations SET state = $2, finished_at = $3, error = $4 WHERE id = $1 AND state = $5")
+        // An operation that ends short of its goal after a cancel was asked for was cancelled.
+        let finished = sqlx::query(
+            "UPDATE operations SET state = CASE WHEN cancel_requested_at IS NOT NULL AND $2 = 'FAILED' THEN 'CANCELLED' ELSE $2 END, \
+             finished_at = $3, error = $4 WHERE id = $1 AND state = $5",
+        )
                 .bind(operation_id)
                 .bind(state)
                 .bind(&at)
@@ -548,13 +568,19 @@ impl Store {
         }
         let row = timed(
             "operations.get",
-            sqlx::query("SELECT deployment_id, kind FROM operations WHERE id = $1")
+            sqlx::query("SELECT deployment_id, kind, delete_requested_at FROM operations WHERE id = $1")
                 .bind(operation_id)
                 .fetch_one(&mut *tx),
         )
         .await?;
         let deployment_id: String = row.try_get("deployment_id")?;
         let kind: String = row.try_get("kind")?;
+        let delete_after = row.try_get::<Option<String>, _>("delete_requested_at")?.is_some();
+        // A DELETE that found this operation running: the delete follows in this transaction.
+        let status = match delete_after && status != DeploymentStatus::Deleted {
+            true => DeploymentStatus::Deleting,
+            false => status,
+        };
         let deleted_at = (status == DeploymentStatus::Deleted).then_some(at.as_str());
         let update = sqlx::query(
             "UPDATE deployments SET status = $2, status_reason = $3, updated_at = $4, deleted_at = COALESCE($5, deleted_at) WHERE id = $1",
@@ -576,6 +602,9 @@ impl Store {
         };
         let detail = json!({"operation_id": operation_id, "kind": kind, "status": status.as_str(), "reason": reason});
         insert_event(&mut tx, &deployment_id, action, &Actor::default(), detail, &at).await?;
+        if status == DeploymentStatus::Deleting {
+            crate::cancel::record_delete_after(&mut tx, &deployment_id, operation_id, &at).await?;
+        }
         tx.commit().await?;
         self.deployment(&deployment_id).await
     }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+mod cancel;
 pub mod configuration_runs;
 pub mod deployments;
 pub mod leases;

@@ -194,10 +194,11 @@ pub struct OperationRecord {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// When a cancel was asked for; the operation's forward steps stop at it.
+    pub cancel_requested_at: Option<String>,
 }
 
-pub(crate) const OPERATION_COLUMNS: &str =
-    "id, deployment_id, kind, state, payload, actor, request_id, error, created_at, started_at, finished_at";
+pub(crate) const OPERATION_COLUMNS: &str = "id, deployment_id, kind, state, payload, actor, request_id, error, created_at, started_at, finished_at, cancel_requested_at";
 
 impl OperationRecord {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self> {
@@ -214,6 +215,7 @@ impl OperationRecord {
             created_at: row.try_get("created_at")?,
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
+            cancel_requested_at: row.try_get("cancel_requested_at")?,
         })
     }
 }

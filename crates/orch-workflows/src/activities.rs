@@ -66,6 +66,9 @@ pub enum Outcome {
     Completed,
     Failed(String),
     Deleted,
+    /// Back at the spec it stood for before the operation (a cancelled scale or update),
+    /// with why.
+    Reverted(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +262,7 @@ impl OrchActivities {
             Outcome::Completed => (true, DeploymentStatus::Completed, None),
             Outcome::Deleted => (true, DeploymentStatus::Deleted, None),
             Outcome::Failed(reason) => (false, DeploymentStatus::Failed, Some(reason.as_str())),
+            Outcome::Reverted(reason) => (false, DeploymentStatus::Completed, Some(reason.as_str())),
         };
         if succeeded && matches!(record.kind, OperationKind::Update | OperationKind::Scale) {
             self.stand_for_desired(&record, &finish.operation.deployment_id).await?;
@@ -289,6 +293,30 @@ impl OrchActivities {
             .set_desired(&deployment.id, template_id, &template, &parameters)
             .await
             .map_err(store_failure)
+    }
+}
+
+/// How often a running step looks for a cancel.
+const CANCEL_POLL: Duration = Duration::from_secs(2);
+
+impl OrchActivities {
+    /// Returns once a cancel is asked for the operation (at once if it was already), or
+    /// with the store's error when it cannot be asked for long.
+    async fn until_cancelled(&self, operation_id: &str) -> Result<(), Failure> {
+        let mut failures = 0;
+        loop {
+            match self.store.cancel_requested(operation_id).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => failures = 0,
+                // The database away for a moment must not fail the step; for a minute, it does.
+                Err(error) if failures < 30 => {
+                    failures += 1;
+                    tracing::warn!(%error, "cannot look for a cancel");
+                }
+                Err(error) => return Err(store_failure(error)),
+            }
+            tokio::time::sleep(CANCEL_POLL).await;
+        }
     }
 }
 
@@ -331,10 +359,32 @@ impl OrchActivities {
         self.revert_steps(&operation).await.map_err(failed("revert_plan"))
     }
 
-    /// Carries out one step with the deployment's provider, heartbeating while it works.
+    /// Carries out one step with the deployment's provider, heartbeating while it works. A
+    /// forward step stops when a cancel is asked for (what it made so far is recorded, or
+    /// found by tag, for the compensation); a compensation's steps always run to the end.
     #[activity]
     pub async fn run_step(self: Arc<Self>, ctx: ActivityContext, run: StepRun) -> Result<(), ActivityError> {
-        keep_alive(&ctx, self.dispatch(&ctx, &run)).await
+        let work = keep_alive(&ctx, self.dispatch(&ctx, &run));
+        if run.revert || matches!(run.step, Step::DeleteAll) {
+            return work.await;
+        }
+        tokio::select! {
+            result = work => result,
+            cancelled = self.until_cancelled(&run.operation.operation_id) => {
+                Err(failed("run_step")(cancelled.map_or_else(|error| error, |()| OrchFailure::Cancelled)))
+            }
+        }
+    }
+
+    /// Whether a cancel was asked for the operation: the workflow's compensation reads it.
+    #[activity]
+    pub async fn cancel_requested(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        operation: OperationRef,
+    ) -> Result<bool, ActivityError> {
+        (self.store.cancel_requested(&operation.operation_id).await)
+            .map_err(|error| failed("cancel_requested")(store_failure(error)))
     }
 
     /// Writes the end of the operation back: status, cause, and (after an update or a scale)

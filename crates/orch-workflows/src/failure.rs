@@ -33,6 +33,9 @@ pub(crate) enum OrchFailure {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreFailure),
+    /// A cancel was asked for the operation: its forward steps stop.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Classified for OrchFailure {
@@ -40,12 +43,13 @@ impl Classified for OrchFailure {
         match self {
             Self::Invalid(_) => "invalid",
             Self::Store(store) => store.kind(),
+            Self::Cancelled => "cancelled",
         }
     }
 
     fn is_retryable(&self) -> bool {
         match self {
-            Self::Invalid(_) => false,
+            Self::Invalid(_) | Self::Cancelled => false,
             Self::Store(store) => store.is_retryable(),
         }
     }

@@ -153,9 +153,15 @@ async fn compensate<W>(
     finish(ctx, operation, Outcome::Failed(reason)).await
 }
 
-/// Brings a deployment whose scale or update failed back to the spec it stood for: what
-/// the operation created goes, what it removed or resized comes back.
-async fn revert<W>(ctx: &WorkflowContext<W>, operation: &OperationRef, reason: String) -> WorkflowResult<String> {
+/// Brings a deployment whose scale or update failed (or was cancelled) back to the spec it
+/// stood for: what the operation created goes, what it removed or resized comes back. A
+/// cancelled one that got back ends COMPLETED at the old spec; a failed one ends FAILED.
+async fn revert<W>(
+    ctx: &WorkflowContext<W>,
+    operation: &OperationRef,
+    reason: String,
+    cancelled: bool,
+) -> WorkflowResult<String> {
     note_compensation(ctx, operation, &reason).await?;
     let reverted = async {
         let steps = ctx
@@ -166,11 +172,12 @@ async fn revert<W>(ctx: &WorkflowContext<W>, operation: &OperationRef, reason: S
         }
         Ok::<_, ActivityExecutionError>(())
     };
-    let reason = match reverted.await {
-        Ok(()) => format!("{reason}; reverted to the previous spec"),
-        Err(cleanup) => format!("{reason}; compensation failed: {}", failure_message(&cleanup)),
+    let outcome = match reverted.await {
+        Ok(()) if cancelled => Outcome::Reverted(format!("{reason}; reverted to the previous spec")),
+        Ok(()) => Outcome::Failed(format!("{reason}; reverted to the previous spec")),
+        Err(cleanup) => Outcome::Failed(format!("{reason}; compensation failed: {}", failure_message(&cleanup))),
     };
-    finish(ctx, operation, Outcome::Failed(reason)).await
+    finish(ctx, operation, outcome).await
 }
 
 /// Every operation but configure: claim, plan, carry out, write the outcome back.
@@ -181,16 +188,25 @@ async fn run_operation<W>(ctx: &WorkflowContext<W>, operation: OperationRef) -> 
     else {
         return Ok("cancelled before it started".into());
     };
-    match carry_out(ctx, &operation).await {
-        Ok(()) if started.kind == OperationKind::Delete => finish(ctx, &operation, Outcome::Deleted).await,
-        Ok(()) => finish(ctx, &operation, Outcome::Completed).await,
-        Err(error) if started.kind == OperationKind::Create && started.rollback => {
-            compensate(ctx, &operation, &started.backends, failure_message(&error)).await
+    let error = match carry_out(ctx, &operation).await {
+        Ok(()) if started.kind == OperationKind::Delete => return finish(ctx, &operation, Outcome::Deleted).await,
+        Ok(()) => return finish(ctx, &operation, Outcome::Completed).await,
+        Err(error) => error,
+    };
+    // A cancelled operation is compensated whatever its rollback flag said.
+    let cancelled = ctx
+        .execute_activity(OrchActivities::cancel_requested, operation.clone(), short())
+        .await?;
+    let reason = match cancelled {
+        true => "cancelled".to_owned(),
+        false => failure_message(&error),
+    };
+    match started.kind {
+        OperationKind::Create if started.rollback || cancelled => {
+            compensate(ctx, &operation, &started.backends, reason).await
         }
-        Err(error) if matches!(started.kind, OperationKind::Scale | OperationKind::Update) => {
-            revert(ctx, &operation, failure_message(&error)).await
-        }
-        Err(error) => finish(ctx, &operation, Outcome::Failed(failure_message(&error))).await,
+        OperationKind::Scale | OperationKind::Update => revert(ctx, &operation, reason, cancelled).await,
+        _ => finish(ctx, &operation, Outcome::Failed(reason)).await,
     }
 }
 

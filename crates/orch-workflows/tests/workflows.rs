@@ -2,6 +2,8 @@
 //! in-process worker, fakecloud, and a fresh SQLite state per test. Each test uses its own
 //! task queue, so tests run in parallel against one dev server.
 
+#[path = "workflows/cancel.rs"]
+mod cancel;
 mod common;
 #[path = "workflows/containers.rs"]
 mod containers;

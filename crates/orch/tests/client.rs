@@ -148,6 +148,33 @@ fn orch_dev_and_the_cli_deploy_scale_and_delete_web_app_stack() {
     let deployment: serde_json::Value = serde_json::from_slice(&deleted.stdout).unwrap();
     assert_eq!(deployment["status"], "DELETED");
 
+    // A deploy cancelled with the CLI leaves nothing; its deployment says why it stopped.
+    let started = client(
+        &dir,
+        &url,
+        &["deploy", example, "--name", "stopped", "--output", "json"],
+    );
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let cancelled = client(&dir, &url, &["cancel", "stopped", "--wait", "--output", "json"]);
+    assert!(
+        cancelled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancelled.stderr)
+    );
+    let deployment: serde_json::Value = serde_json::from_slice(&cancelled.stdout).unwrap();
+    assert_eq!(deployment["status"], "FAILED");
+    assert!(
+        deployment["status_reason"].as_str().unwrap().starts_with("cancelled"),
+        "{deployment}"
+    );
+    assert_eq!(
+        deployment["resources"]["vm_ids"].as_array().map_or(0, Vec::len),
+        0,
+        "{deployment}"
+    );
+    let deleted = client(&dir, &url, &["delete", "stopped", "--wait"]);
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+
     containers_through_the_cli(&dir, &url);
     stop(dev);
 }

@@ -352,13 +352,13 @@ pub async fn delete(
 ) -> ApiResult<(StatusCode, Json<DeleteAccepted>)> {
     live_deployment(&state.store, &id).await?;
     let (record, outcome) = state.store.delete_deployment(&id, &actor).await?;
-    let operation_id = match outcome {
-        DeleteOutcome::Deleted => None,
-        DeleteOutcome::Deleting => state
-            .store
-            .operation_in_flight(&id)
-            .await?
-            .map(|operation| operation.id),
+    let (operation_id, cancelling) = match outcome {
+        DeleteOutcome::Deleted => (None, None),
+        DeleteOutcome::Deleting => {
+            let delete = state.store.operation_in_flight(&id).await?;
+            (delete.map(|operation| operation.id), None)
+        }
+        DeleteOutcome::AfterCancel(cancelled) => (None, Some(cancelled)),
     };
     Ok((
         StatusCode::ACCEPTED,
@@ -366,6 +366,7 @@ pub async fn delete(
             id: record.id,
             status: record.status,
             operation_id,
+            cancelling,
         }),
     ))
 }
@@ -452,6 +453,29 @@ pub async fn events(
         limit,
         offset,
     }))
+}
+
+#[utoipa::path(post, path = "/deployments/{id}/cancel", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 202, description = "The operation in flight stops at its next step boundary (or within seconds inside one) and compensates: a create ends FAILED with reason `cancelled` and nothing left; a scale or update returns to the previous spec and ends COMPLETED with reason `cancelled; reverted to the previous spec`", body = OperationAccepted),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
+              (status = 409, description = "Nothing in flight, or a delete or configure run (which cannot be cancelled)", body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RequestActor(actor): RequestActor,
+) -> ApiResult<(StatusCode, Json<OperationAccepted>)> {
+    live_deployment(&state.store, &id).await?;
+    let operation = state.store.request_cancel(&id, false, &actor).await?;
+    tracing::info!(deployment_id = %id, operation_id = %operation.id, "cancel requested");
+    let record = state.store.deployment(&id).await?;
+    let accepted = OperationAccepted {
+        deployment_id: record.id,
+        status: record.status,
+        operation_id: operation.id,
+    };
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
 #[utoipa::path(post, path = "/deployments/{id}/retry", tag = "deployments",

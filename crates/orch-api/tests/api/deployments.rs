@@ -258,19 +258,11 @@ async fn conflicts(db: Db) {
         "{problem}"
     );
 
-    // Claimed by a workflow: delete must wait for it.
+    // Claimed by a workflow.
     let operation = app.store.operation_in_flight(&id).await.unwrap().unwrap();
     app.store.claim_operation(&operation.id).await.unwrap().unwrap();
     let deployment: Value = app.get(&format!("/deployments/{id}")).await.json().await.unwrap();
     assert_eq!(deployment["status"], "IN_PROGRESS");
-    expect_problem(
-        app.request(Method::DELETE, &format!("/deployments/{id}"))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::CONFLICT,
-    )
-    .await;
     app.store
         .finish_operation(&operation.id, true, DeploymentStatus::Completed, None)
         .await
@@ -742,3 +734,87 @@ async fn retry(db: Db) {
     .await;
 }
 db_test!(a_failed_deployment_can_be_retried, retry);
+
+async fn delete_of(app: &TestApp, id: &str) -> Value {
+    let response = app
+        .request(Method::DELETE, &format!("/deployments/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    response.json().await.unwrap()
+}
+
+async fn cancel(db: Db) {
+    let app = spawn_app(db).await;
+    app.create_seed_template().await;
+    let id = app.create_deployment("cancel").await;
+    let cancel = format!("/deployments/{id}/cancel");
+    expect_problem(
+        app.post("/deployments/nope/cancel", &json!({})).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let operation = app.store.operation_in_flight(&id).await.unwrap().unwrap();
+    app.store.claim_operation(&operation.id).await.unwrap().unwrap();
+    let accepted = app.post(&cancel, &json!({})).await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let accepted: Value = accepted.json().await.unwrap();
+    assert_eq!(
+        (accepted["operation_id"].as_str(), accepted["status"].as_str()),
+        (Some(operation.id.as_str()), Some("IN_PROGRESS"))
+    );
+    let shown: Value = app.get(&format!("/deployments/{id}")).await.json().await.unwrap();
+    assert!(shown["operation"]["cancel_requested_at"].is_string(), "{shown}");
+    let actions: Vec<Value> = events_of(&app, &id)
+        .await
+        .into_iter()
+        .map(|event| event["action"].clone())
+        .collect();
+    assert!(actions.contains(&json!("operation.cancel_requested")), "{actions:?}");
+
+    // The workflow stops short and says so: the operation was cancelled, not failed.
+    app.store
+        .finish_operation(&operation.id, false, DeploymentStatus::Failed, Some("cancelled"))
+        .await
+        .unwrap();
+    assert_eq!(app.store.operation(&operation.id).await.unwrap().state, "CANCELLED");
+    let problem = expect_problem(app.post(&cancel, &json!({})).await, StatusCode::CONFLICT).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no operation is in flight"),
+        "{problem}"
+    );
+
+    // A DELETE that finds an operation running cancels it first; the delete follows it.
+    assert_eq!(
+        app.post(&format!("/deployments/{id}/retry"), &json!({})).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let retried = app.store.operation_in_flight(&id).await.unwrap().unwrap();
+    app.store.claim_operation(&retried.id).await.unwrap().unwrap();
+    let deleting = delete_of(&app, &id).await;
+    assert_eq!(deleting["cancelling"], json!(retried.id));
+    assert!(deleting.get("operation_id").is_none(), "{deleting}");
+    app.store
+        .finish_operation(&retried.id, false, DeploymentStatus::Failed, Some("cancelled"))
+        .await
+        .unwrap();
+    let shown: Value = app.get(&format!("/deployments/{id}")).await.json().await.unwrap();
+    assert_eq!(shown["status"], "DELETING");
+    let delete = app.store.operation_in_flight(&id).await.unwrap().unwrap();
+    assert_eq!(delete.kind, orch_core::OperationKind::Delete);
+    // A second DELETE answers with that delete; a delete cannot be cancelled.
+    assert_eq!(delete_of(&app, &id).await["operation_id"], json!(delete.id));
+    let problem = expect_problem(app.post(&cancel, &json!({})).await, StatusCode::CONFLICT).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("a delete cannot be cancelled"),
+        "{problem}"
+    );
+}
+db_test!(a_running_operation_is_cancelled_and_a_delete_waits_for_it, cancel);

@@ -129,6 +129,7 @@ async fn openapi(db: Db) {
         ("GET", "/templates/{id_or_name}"),
         ("PATCH", "/deployments/{id}"),
         ("POST", "/deployments"),
+        ("POST", "/deployments/{id}/cancel"),
         ("POST", "/deployments/{id}/configure"),
         ("POST", "/deployments/{id}/retry"),
         ("POST", "/deployments/{id}/scale"),

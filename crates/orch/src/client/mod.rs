@@ -69,7 +69,15 @@ pub enum ClientCommand {
     },
     /// Show a deployment's history.
     Events { deployment: String },
-    /// Delete a deployment and everything it created.
+    /// Stop the operation in flight: a create's resources go (it ends FAILED, `cancelled`),
+    /// a scale or update returns to the previous spec (COMPLETED).
+    Cancel {
+        deployment: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete a deployment and everything it created; an operation in flight is cancelled
+    /// first.
     Delete {
         deployment: String,
         #[arg(long)]
@@ -213,6 +221,10 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
             deployment,
             wait: follow,
         } => delete(&api, output, &deployment, follow).await?,
+        ClientCommand::Cancel {
+            deployment,
+            wait: follow,
+        } => cancel(&api, output, &deployment, follow).await?,
         ClientCommand::Scale {
             deployment,
             group,
@@ -404,6 +416,34 @@ async fn delete(api: &Api, output: Output, deployment: &str, follow: bool) -> an
         accepted
     };
     print(output, &result, show::accepted);
+    Ok(())
+}
+
+/// `POST /deployments/{id}/cancel`; with `--wait`, until the operation has stopped. A create
+/// that ends FAILED because it was cancelled is what was asked for.
+async fn cancel(api: &Api, output: Output, deployment: &str, follow: bool) -> anyhow::Result<()> {
+    let id = api.resolve(deployment).await?;
+    let (_, accepted) = api
+        .call(Method::POST, &format!("/deployments/{id}/cancel"), None)
+        .await?;
+    if !follow {
+        print(output, &accepted, show::accepted);
+        return Ok(());
+    }
+    match wait(api, &id, output, false).await {
+        Ok(deployment) => print(output, &deployment, show::details),
+        Err(error) => {
+            let deployment = api.get(&format!("/deployments/{id}")).await?;
+            let reason = deployment["status_reason"].as_str().unwrap_or_default();
+            if !reason.starts_with("cancelled") {
+                return Err(error);
+            }
+            // `wait` has printed the JSON already.
+            if output == Output::Text {
+                print(output, &deployment, show::details);
+            }
+        }
+    }
     Ok(())
 }
 
