@@ -127,6 +127,14 @@ fn orch_dev_and_the_cli_deploy_scale_and_delete_web_app_stack() {
         3
     );
 
+    // What was recorded matches the spec: a plan of the deployment's own spec changes nothing.
+    let planned = client(&dir, &url, &["plan", "demo"]);
+    assert!(planned.status.success(), "{}", String::from_utf8_lossy(&planned.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&planned.stdout).trim(),
+        "nothing to change: what is recorded matches the spec"
+    );
+
     let refused = client(
         &dir,
         &url,

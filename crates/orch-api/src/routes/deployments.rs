@@ -334,9 +334,26 @@ pub async fn record_update(
 async fn plan(store: &Store, id: &str, desired: &Template) -> ApiResult<Value> {
     let recorded: Vec<Observed> = store.resources(id).await?.into_iter().map(Observed::from).collect();
     let plan = Plan::for_operation(OperationKind::Update, &recorded, desired, None);
-    Ok(
-        json!({"plan": {"servers": plan.servers, "subnets_to_create": plan.subnets_to_create, "prune": plan.prune, "steps": plan.steps()}}),
-    )
+    let changes = plan.changes(&recorded, desired);
+    Ok(json!({"plan": {
+        "changes": changes,
+        "servers": plan.servers,
+        "subnets_to_create": plan.subnets_to_create,
+        "prune": plan.prune,
+        "services": plan.services,
+        "steps": plan.steps(),
+    }}))
+}
+
+#[utoipa::path(get, path = "/deployments/{id}/plan", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "What an update to the deployment's own spec would change, from what is recorded: every create, delete, resize, replace and prune with its reason (`changes`), and the steps; empty when the record matches the spec. The same planner the workflows run", body = Object),
+              (status = 404, body = ProblemDocument, content_type = "application/problem+json")))]
+pub async fn plan_of(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let record = live_deployment(&state.store, &id).await?;
+    let effective = apply_parameters(&record.template, &record.parameters, "/parameters")?;
+    Ok(Json(plan(&state.store, &id, &effective).await?))
 }
 
 #[utoipa::path(delete, path = "/deployments/{id}", tag = "deployments",

@@ -61,6 +61,7 @@ pub fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::scale))
         .routes(routes!(deployments::retry))
         .routes(routes!(deployments::cancel))
+        .routes(routes!(deployments::plan_of))
         .routes(routes!(deployments::configurations))
         .routes(routes!(deployments::configuration))
         .routes(routes!(deployments::events))

@@ -463,6 +463,30 @@ async fn update(db: Db) {
         app.store.operation_in_flight(&id).await.unwrap().is_none(),
         "a dry run records nothing"
     );
+    let reason_of = |plan: &Value, action: &str, key: &str| {
+        let changes = plan["plan"]["changes"].as_array().unwrap();
+        let found = changes
+            .iter()
+            .find(|change| change["action"] == action && change["key"] == key);
+        found.map(|change| change["reason"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        reason_of(&plan, "delete", "server:web:1").as_deref(),
+        Some("beyond the 1 server group 'web' asks for")
+    );
+    assert_eq!(
+        reason_of(&plan, "resize", "server:db:0").as_deref(),
+        Some("flavor m1.large -> m1.xlarge")
+    );
+    // The deployment's own spec against its record: the app servers were never recorded.
+    let own: Value = app.get(&format!("/deployments/{id}/plan")).await.json().await.unwrap();
+    assert_eq!(
+        reason_of(&own, "create", "server:app:0").as_deref(),
+        Some("group 'app' asks for 3 servers; 0 exist"),
+        "{own}"
+    );
+    assert_eq!(reason_of(&own, "delete", "server:web:1"), None, "{own}");
+    expect_problem(app.get("/deployments/nope/plan").await, StatusCode::NOT_FOUND).await;
     let response = app
         .send_json(
             Method::PATCH,

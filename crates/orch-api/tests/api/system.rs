@@ -122,6 +122,7 @@ async fn openapi(db: Db) {
         ("GET", "/deployments/{id}/configurations"),
         ("GET", "/deployments/{id}/configurations/{run}"),
         ("GET", "/deployments/{id}/events"),
+        ("GET", "/deployments/{id}/plan"),
         ("GET", "/health"),
         ("GET", "/health/ready"),
         ("GET", "/metrics"),

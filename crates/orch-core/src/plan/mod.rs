@@ -13,8 +13,10 @@ use crate::deployment::OperationKind;
 use crate::provider::Observed;
 use crate::template::{SecurityRule, Template};
 
+mod reasons;
 mod services;
 
+pub use reasons::Change;
 pub use services::{
     container_key, instance_name, parse_container_key, service_spec_hash, ServicePlan, CONTAINER_KINDS,
 };

@@ -69,6 +69,9 @@ pub enum ClientCommand {
     },
     /// Show a deployment's history.
     Events { deployment: String },
+    /// Show what an update to the deployment's own spec would change, from what is
+    /// recorded, and why.
+    Plan { deployment: String },
     /// Stop the operation in flight: a create's resources go (it ends FAILED, `cancelled`),
     /// a scale or update returns to the previous spec (COMPLETED).
     Cancel {
@@ -207,16 +210,10 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
             let id = accepted["id"].as_str().unwrap_or_default().to_owned();
             finish_operation(&api, &id, accepted, output, follow).await?;
         }
-        ClientCommand::Get { deployment } => {
-            let id = api.resolve(&deployment).await?;
-            print(output, &api.get(&format!("/deployments/{id}")).await?, show::details);
-        }
+        ClientCommand::Get { deployment } => show_deployment(&api, output, &deployment, Shown::Details).await?,
+        ClientCommand::Plan { deployment } => show_deployment(&api, output, &deployment, Shown::Plan).await?,
+        ClientCommand::Events { deployment } => show_deployment(&api, output, &deployment, Shown::Events).await?,
         ClientCommand::List { status, name, limit } => list(&api, output, status, name, limit).await?,
-        ClientCommand::Events { deployment } => {
-            let id = api.resolve(&deployment).await?;
-            let page = api.get(&format!("/deployments/{id}/events?limit=100")).await?;
-            print(output, &page, show::events);
-        }
         ClientCommand::Delete {
             deployment,
             wait: follow,
@@ -259,6 +256,26 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
             print(output, &entry, |entry| {
                 serde_json::to_string_pretty(entry).unwrap_or_default()
             });
+        }
+    }
+    Ok(())
+}
+
+/// What `get`, `plan` and `events` show of a deployment.
+enum Shown {
+    Details,
+    Plan,
+    Events,
+}
+
+async fn show_deployment(api: &Api, output: Output, deployment: &str, shown: Shown) -> anyhow::Result<()> {
+    let id = api.resolve(deployment).await?;
+    match shown {
+        Shown::Details => print(output, &api.get(&format!("/deployments/{id}")).await?, show::details),
+        Shown::Plan => print(output, &api.get(&format!("/deployments/{id}/plan")).await?, show::plan),
+        Shown::Events => {
+            let page = api.get(&format!("/deployments/{id}/events?limit=100")).await?;
+            print(output, &page, show::events);
         }
     }
     Ok(())

@@ -122,6 +122,16 @@ pub(super) fn events(page: &Value) -> String {
     table(&columns, items(page).map(|event| cells(event, &columns)))
 }
 
+/// A plan's changes, each with its reason; or that there are none.
+pub(super) fn plan(plan: &Value) -> String {
+    let changes = plan["plan"]["changes"].as_array().cloned().unwrap_or_default();
+    if changes.is_empty() {
+        return "nothing to change: what is recorded matches the spec".to_owned();
+    }
+    let columns = ["action", "key", "reason"];
+    table(&columns, changes.iter().map(|change| cells(change, &columns)))
+}
+
 pub(super) fn templates(page: &Value) -> String {
     let columns = ["id", "name", "version"];
     table(&columns, items(page).map(|template| cells(template, &columns)))
