@@ -140,12 +140,37 @@ pub struct ServerPlan {
     pub delete: Vec<String>,
     /// (key, new flavor).
     pub resize: Vec<(String, String)>,
+    /// Servers that exist but lack volumes their group asks for (added by an update, or not
+    /// attached before a crash): they get them.
+    #[serde(default)]
+    pub attach: Vec<String>,
 }
 
 impl ServerPlan {
     pub fn is_empty(&self) -> bool {
-        self.create.is_empty() && self.delete.is_empty() && self.resize.is_empty()
+        self.create.is_empty() && self.delete.is_empty() && self.resize.is_empty() && self.attach.is_empty()
     }
+}
+
+/// Servers that exist and stay whose volumes are not all recorded attached.
+fn lacking_volumes(recorded: &[Observed], existing: &BTreeMap<String, String>, desired: &DesiredState) -> Vec<String> {
+    let attached: BTreeSet<&str> = recorded
+        .iter()
+        .filter(|resource| resource.kind == "volume" && resource.status == "in-use")
+        .map(|resource| resource.key.as_str())
+        .collect();
+    desired
+        .servers
+        .iter()
+        .filter(|server| existing.contains_key(&server.key))
+        .filter(|server| {
+            server
+                .volumes
+                .iter()
+                .any(|(key, _, _)| !attached.contains(key.as_str()))
+        })
+        .map(|server| server.key.clone())
+        .collect()
 }
 
 /// The plan from `existing` servers (key -> flavor they were created with) to `desired`.
@@ -261,6 +286,7 @@ impl Plan {
         servers
             .delete
             .extend(parts_without_members(recorded, &existing, &desired_state));
+        servers.attach = lacking_volumes(recorded, &existing, &desired_state);
         match kind {
             OperationKind::Create => {
                 servers.delete.clear();
@@ -271,6 +297,7 @@ impl Plan {
                     |key: &String| parse_server_key(key).is_some_and(|(group, _)| Some(group) == scale_group);
                 servers.create.retain(in_group);
                 servers.delete.retain(in_group);
+                servers.attach.retain(in_group);
                 servers.resize.clear();
             }
             _ => {}
@@ -326,6 +353,9 @@ impl Plan {
                 Step::Wait(create.clone()),
                 Step::Attach(create.clone()),
             ]);
+        }
+        if !self.servers.attach.is_empty() {
+            steps.push(Step::Attach(self.servers.attach.clone()));
         }
         if !self.servers.resize.is_empty() {
             steps.push(Step::Resize(
@@ -417,6 +447,43 @@ mod tests {
     }
 
     #[test]
+    fn servers_that_lack_their_volumes_get_them() {
+        let server = |index: u32| {
+            Observed::new(
+                &format!("server:web:{index}"),
+                "server",
+                "s",
+                "ACTIVE",
+                json!({"flavor": "m1.small"}),
+            )
+        };
+        let volume = |index: u32, status: &str| {
+            Observed::new(&format!("volume:web:{index}:0"), "volume", "v", status, json!({}))
+        };
+        let db = Observed::new("server:db:0", "server", "d", "ACTIVE", json!({"flavor": "m1.large"}));
+        // web:0 has its volume; web:1's was made but never attached (a crash); web:2 has none.
+        let recorded = [
+            server(0),
+            volume(0, "in-use"),
+            server(1),
+            volume(1, "creating"),
+            server(2),
+            db,
+        ];
+        let desired = template(3, "m1.small");
+        for kind in [OperationKind::Create, OperationKind::Update] {
+            let plan = Plan::for_operation(kind, &recorded, &desired, None);
+            assert_eq!(plan.servers.attach, ["server:web:1", "server:web:2"], "{kind:?}");
+            assert!(plan.cloud_steps().contains(&Step::Attach(plan.servers.attach.clone())));
+        }
+        let scale_db = Plan::for_operation(OperationKind::Scale, &recorded, &desired, Some("db"));
+        assert!(scale_db.servers.attach.is_empty(), "a scale touches its group alone");
+        let whole = [server(0), volume(0, "in-use")];
+        let plan = Plan::for_operation(OperationKind::Update, &whole, &template(1, "m1.small"), None);
+        assert!(plan.servers.attach.is_empty());
+    }
+
+    #[test]
     fn desired_state_names_every_resource() {
         let desired = DesiredState::of(&template(2, "m1.small"));
         let keys: Vec<&str> = desired.servers.iter().map(|s| s.key.as_str()).collect();
@@ -455,6 +522,7 @@ mod tests {
     fn each_operation_has_its_steps() {
         let recorded = [
             server("server:web:0", "m1.small"),
+            Observed::new("volume:web:0:0", "volume", "v", "in-use", json!({})),
             server("server:db:0", "m1.large"),
             Observed::new("subnet:web", "subnet", "s", "ACTIVE", json!({})),
         ];

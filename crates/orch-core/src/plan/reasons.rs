@@ -14,7 +14,7 @@ use crate::template::Template;
 /// One change and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
-    /// `create`, `delete`, `resize`, `replace` or `prune`.
+    /// `create`, `attach`, `delete`, `resize`, `replace` or `prune`.
     pub action: &'static str,
     pub key: String,
     pub reason: String,
@@ -82,6 +82,18 @@ impl Plan {
                 exist(servers_of(group))
             );
             changes.push(change("create", key, reason));
+        }
+        for key in &self.servers.attach {
+            let (group, _) = parse_server_key(key).unwrap_or_default();
+            let wanted = desired
+                .vm_config
+                .get(group)
+                .map_or(0, |group| group.volumes.len() as u64);
+            let reason = format!(
+                "group '{group}' asks for {} per server, not all attached",
+                count(wanted, "volume")
+            );
+            changes.push(change("attach", key, reason));
         }
         for (key, flavor) in &self.servers.resize {
             let recorded = record
