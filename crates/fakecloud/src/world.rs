@@ -43,6 +43,8 @@ pub struct Server {
     pub previous_flavor: Option<Flavor>,
     pub volumes: Vec<String>,
     pub user_data: Option<String>,
+    /// (asked at, done at) of the last rebuild: REBUILD in between.
+    pub rebuild: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl Server {
@@ -51,6 +53,8 @@ impl Server {
             "BUILD"
         } else if self.fails {
             "ERROR"
+        } else if self.rebuild.is_some_and(|(_, done)| now < done) {
+            "REBUILD"
         } else if self.resized_at.is_some() && !self.resize_confirmed {
             "VERIFY_RESIZE"
         } else {
@@ -64,7 +68,8 @@ impl Server {
         if now >= self.active_at {
             updated = self.active_at;
         }
-        for at in [self.resized_at, self.deleted_at].into_iter().flatten() {
+        let rebuild = self.rebuild.into_iter().flat_map(|(asked, done)| [asked, done]);
+        for at in [self.resized_at, self.deleted_at].into_iter().flatten().chain(rebuild) {
             if at > updated && at <= now {
                 updated = at;
             }

@@ -11,6 +11,7 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 
 const UBUNTU_ID: &str = "5d0b0f3c-0b8e-4a8e-9b1a-2a2f0c7d9e01";
+const CIRROS_ID: &str = "6e1c1a4d-1c9f-4b9f-8c2b-3b3a1d8e0f02";
 
 struct Session {
     cloud: FakeCloud,
@@ -175,6 +176,11 @@ async fn nova_servers_behave_and_look_like_nova() {
         &["id", "links", "OS-DCF:diskConfig", "security_groups", "adminPass"],
     );
     let id = created["server"]["id"].as_str().unwrap().to_owned();
+    let rebuild = |image: &str| json!({"rebuild": {"imageRef": image}});
+    let action = format!("/compute/v2.1/servers/{id}/action");
+    let (status, _, body) = s.call(Method::POST, &action, Some(rebuild(CIRROS_ID))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "no rebuild while it builds: {body}");
+    has_fields(&body["conflictingRequest"], &["code", "message"]);
 
     let (_, _, shown) = s.call(Method::GET, &format!("/compute/v2.1/servers/{id}"), None).await;
     let server = &shown["server"];
@@ -240,6 +246,23 @@ async fn nova_servers_behave_and_look_like_nova() {
         )
         .await;
     assert_eq!(listed["servers"][0]["status"], "ACTIVE");
+
+    // A rebuild keeps the server and takes the new image, REBUILD until it has booted.
+    let (status, _, body) = s.call(Method::POST, &action, Some(rebuild("no-such-image"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _, _) = s.call(Method::POST, &action, Some(rebuild(CIRROS_ID))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, _, shown) = s.call(Method::GET, &format!("/compute/v2.1/servers/{id}"), None).await;
+    assert_eq!(
+        (
+            shown["server"]["status"].as_str(),
+            shown["server"]["image"]["id"].as_str()
+        ),
+        (Some("REBUILD"), Some(CIRROS_ID))
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, _, shown) = s.call(Method::GET, &format!("/compute/v2.1/servers/{id}"), None).await;
+    assert_eq!(shown["server"]["status"], "ACTIVE");
 
     let (status, _, _) = s
         .call(Method::DELETE, &format!("/compute/v2.1/servers/{id}"), None)

@@ -36,6 +36,9 @@ pub struct Server {
     pub fault: Option<Value>,
     #[serde(default)]
     pub flavor: Value,
+    /// `{"id": ...}`, or `""` for a server booted from a volume.
+    #[serde(default)]
+    pub image: Value,
     #[serde(rename = "OS-EXT-STS:task_state", default)]
     pub task_state: Option<String>,
 }
@@ -251,6 +254,15 @@ impl OpenStack {
     pub async fn resize_server(&self, id: &str, flavor_id: &str) -> Result<()> {
         let path = format!("/servers/{id}/action");
         self.send(Call::new(Service::Compute, Method::POST, &path).json(json!({"resize": {"flavorRef": flavor_id}})))
+            .await
+            .map(|_| ())
+    }
+
+    /// Rebuilds a server from another image; it keeps its id, ports and volumes.
+    #[tracing::instrument(skip(self))]
+    pub async fn rebuild_server(&self, id: &str, image_id: &str) -> Result<()> {
+        let path = format!("/servers/{id}/action");
+        self.send(Call::new(Service::Compute, Method::POST, &path).json(json!({"rebuild": {"imageRef": image_id}})))
             .await
             .map(|_| ())
     }

@@ -65,6 +65,14 @@ impl Target<'_> {
             .find(|resource| resource.key == key)
             .map(|resource| resource.id.as_str())
     }
+
+    /// The attributes recorded under `key`.
+    pub fn recorded_attributes(&self, key: &str) -> Option<&Value> {
+        self.recorded
+            .iter()
+            .find(|resource| resource.key == key)
+            .map(|resource| &resource.attributes)
+    }
 }
 
 /// A failure's kind, kept across the activity boundary: a stable label for metrics and

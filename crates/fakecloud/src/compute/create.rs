@@ -274,6 +274,7 @@ fn boot(world: &mut World, config: &FakeConfig, request: &ServerRequest, count: 
             previous_flavor: None,
             volumes: Vec::new(),
             user_data: request.user_data.clone(),
+            rebuild: None,
         };
         world.servers.insert(id.clone(), server);
         first.get_or_insert(id);

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::config::Flavor;
+use crate::config::{FakeConfig, Flavor};
 use crate::world::{new_id, timestamp, Server, World};
 use crate::{error, service, Authorized, Shared};
 
@@ -331,7 +331,8 @@ async fn server_action(
     let Some(Json(body)) = body else {
         return fail(StatusCode::BAD_REQUEST, "The request body is not valid JSON.");
     };
-    let flavors = cloud.config().flavors;
+    let config = cloud.config();
+    let flavors = config.flavors.clone();
     let now = Utc::now();
     let mut world = cloud.world();
     let Some(server) = world.servers.get_mut(&id) else {
@@ -363,6 +364,9 @@ async fn server_action(
         server.resize_confirmed = false;
         return StatusCode::ACCEPTED.into_response();
     }
+    if let Some(rebuild) = body.get("rebuild") {
+        return rebuild_server(server, &id, rebuild, &config, now);
+    }
     if body.get("confirmResize").is_some() || body.get("revertResize").is_some() {
         if status != "VERIFY_RESIZE" {
             return fail(
@@ -383,6 +387,33 @@ async fn server_action(
         return StatusCode::NO_CONTENT.into_response();
     }
     fail(StatusCode::BAD_REQUEST, "There is no such action.")
+}
+
+/// Nova's `rebuild`: a server that is ACTIVE or in ERROR (SHUTOFF too, which fakecloud has
+/// not) takes the new image and is REBUILD for as long as a boot takes.
+fn rebuild_server(server: &mut Server, id: &str, rebuild: &Value, config: &FakeConfig, now: DateTime<Utc>) -> Response {
+    let status = server.status(now);
+    if !matches!(status, "ACTIVE" | "ERROR") {
+        return fail(
+            StatusCode::CONFLICT,
+            format!(
+                "Cannot 'rebuild' instance {id} while it is in vm_state {}",
+                status.to_lowercase()
+            ),
+        );
+    }
+    let image_ref = rebuild["imageRef"].as_str().unwrap_or_default();
+    let image_id = image_ref.rsplit('/').next().unwrap_or(image_ref).to_owned();
+    if !config.images.iter().any(|image| image.id == image_id) {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            format!("Image {image_ref} could not be found."),
+        );
+    }
+    server.image_id = image_id;
+    server.fails = false;
+    server.rebuild = Some((now, now + chrono::Duration::milliseconds(config.boot_delay_ms as i64)));
+    StatusCode::ACCEPTED.into_response()
 }
 
 fn with_server<T>(cloud: &Shared, id: &str, change: impl FnOnce(&mut Server) -> T) -> Result<T, Response> {

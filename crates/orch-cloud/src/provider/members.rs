@@ -8,8 +8,9 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use orch_core::plan::ServerSpec;
 use orch_core::provider::{Observed, Report, Target};
-use serde_json::json;
+use serde_json::{json, Value};
 
+use super::in_place::{until_changed, Change, Progress};
 use super::{key, member_of, port_key_of, report_active, spec_of};
 use crate::compute::{Server, ServerCreate, ServerFilter};
 use crate::error::Result;
@@ -64,7 +65,8 @@ pub(super) async fn create(cloud: &OpenStack, target: Target<'_>, keys: &[String
     // Each id is recorded as soon as its create returns.
     while let Some(done) = tasks.join_next().await {
         let (spec, name, server_id) = done.map_err(|error| unavailable(format!("a create task failed: {error}")))??;
-        let attributes = json!({"group": spec.group, "index": spec.index, "name": name, "flavor": spec.flavor});
+        let attributes =
+            json!({"group": spec.group, "index": spec.index, "name": name, "flavor": spec.flavor, "image": spec.image});
         report
             .record(Observed::new(&spec.key, "server", &server_id, "BUILD", attributes))
             .await?;
@@ -216,16 +218,12 @@ async fn known_servers(cloud: &OpenStack, deployment_id: &str) -> Result<HashMap
 /// whole deployment. A server in ERROR fails the step with Nova's fault message.
 pub(super) async fn wait(cloud: &OpenStack, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
     let mut pending: BTreeSet<String> = keys.iter().cloned().collect();
-    let flavors: BTreeMap<&str, &str> = target
+    // What was recorded at create (flavor, image) is kept when the server becomes ready.
+    let made: BTreeMap<&str, &Value> = target
         .recorded
         .iter()
         .filter(|resource| resource.kind == "server")
-        .map(|resource| {
-            (
-                resource.key.as_str(),
-                resource.attributes["flavor"].as_str().unwrap_or_default(),
-            )
-        })
+        .map(|resource| (resource.key.as_str(), &resource.attributes))
         .collect();
     let mut interval = Duration::from_millis(250);
     let mut since: Option<chrono::DateTime<chrono::Utc>> = None;
@@ -242,7 +240,7 @@ pub(super) async fn wait(cloud: &OpenStack, target: Target<'_>, keys: &[String],
             let Some(server_key) = key_of(&server.tags).map(str::to_owned) else {
                 continue;
             };
-            if pending.contains(&server_key) && settled(&server, &server_key, &flavors, report).await? {
+            if pending.contains(&server_key) && settled(&server, &server_key, &made, report).await? {
                 pending.remove(&server_key);
             }
         }
@@ -285,15 +283,18 @@ fn next_since(
 async fn settled(
     server: &Server,
     server_key: &str,
-    flavors: &BTreeMap<&str, &str>,
+    made: &BTreeMap<&str, &Value>,
     report: &impl Report,
 ) -> Result<bool> {
     match server.status.as_str() {
         "ACTIVE" => {
-            let flavor = flavors.get(server_key).copied().unwrap_or_default();
+            let recorded = made.get(server_key).copied();
             let (group, index) = member_of(server_key).unwrap_or_default();
-            let attributes =
-                json!({"group": group, "index": index, "name": server.name, "ip": server.ip(), "flavor": flavor});
+            let attributes = json!({
+                "group": group, "index": index, "name": server.name, "ip": server.ip(),
+                "flavor": recorded.map_or(&Value::Null, |made| &made["flavor"]),
+                "image": recorded.map_or(&Value::Null, |made| &made["image"]),
+            });
             report
                 .record(Observed::new(server_key, "server", &server.id, "ACTIVE", attributes))
                 .await?;
@@ -327,7 +328,10 @@ pub(super) async fn resize(cloud: &OpenStack, target: Target<'_>, keys: &[String
             cloud.resize_server(server_id, &flavor.id).await?;
         }
         let server = until_resized(cloud, server_id, &spec.flavor, report).await?;
-        let attributes = json!({"group": spec.group, "index": spec.index, "name": server.name, "ip": server.ip(), "flavor": spec.flavor});
+        let image = target
+            .recorded_attributes(server_key)
+            .map_or(Value::Null, |made| made["image"].clone());
+        let attributes = json!({"group": spec.group, "index": spec.index, "name": server.name, "ip": server.ip(), "flavor": spec.flavor, "image": image});
         report
             .record(Observed::new(server_key, "server", server_id, "ACTIVE", attributes))
             .await?;
@@ -335,68 +339,32 @@ pub(super) async fn resize(cloud: &OpenStack, target: Target<'_>, keys: &[String
     Ok(())
 }
 
-/// How long a resize may take, confirmation included.
-const RESIZE_DEADLINE: Duration = Duration::from_secs(30 * 60);
-
-/// What a resizing server's state asks for next.
-#[derive(Debug, PartialEq, Eq)]
-enum Resizing {
-    Done,
-    Confirm,
-    Wait,
-    Failed(String),
-}
-
 /// `left_active`: whether the server has been seen in another state since the resize was
 /// asked for. Nova that gives up on a resize puts the server back to ACTIVE with its old
 /// flavor (and a fault), which must not be waited on for ever.
-fn resizing(status: &str, flavor_now: &str, wanted: &str, left_active: bool) -> Resizing {
+fn resizing(status: &str, flavor_now: &str, wanted: &str, left_active: bool) -> Progress {
     match status {
-        "ACTIVE" if flavor_now == wanted => Resizing::Done,
+        "ACTIVE" if flavor_now == wanted => Progress::Done,
         "ACTIVE" if left_active => {
-            Resizing::Failed(format!("the resize did not take: the flavor is still {flavor_now}"))
+            Progress::Failed(format!("the resize did not take: the flavor is still {flavor_now}"))
         }
-        "VERIFY_RESIZE" => Resizing::Confirm,
-        "ERROR" => Resizing::Failed("went to ERROR while resizing".into()),
-        _ => Resizing::Wait,
+        "VERIFY_RESIZE" => Progress::Confirm,
+        "ERROR" => Progress::Failed("went to ERROR while resizing".into()),
+        _ => Progress::Wait,
     }
 }
 
-/// Polls a resizing server, confirming the resize when Nova asks, until it is ACTIVE with
-/// `flavor`, it fails, or [`RESIZE_DEADLINE`] passes (naming the state it was left in).
+/// Waits for a resize to `flavor`, confirming it when Nova asks.
 async fn until_resized(cloud: &OpenStack, server_id: &str, flavor: &str, report: &impl Report) -> Result<Server> {
-    let deadline = tokio::time::Instant::now() + RESIZE_DEADLINE;
-    let mut left_active = false;
-    loop {
-        let server = cloud.get_server(server_id).await?;
+    let judge = |server: &Server, left_active: bool| {
         let flavor_now = server.flavor["original_name"].as_str().unwrap_or_default();
-        left_active |= server.status != "ACTIVE";
-        match resizing(&server.status, flavor_now, flavor, left_active) {
-            Resizing::Done => return Ok(server),
-            Resizing::Confirm => cloud.confirm_resize(server_id).await?,
-            Resizing::Failed(message) => {
-                let fault = server
-                    .fault_message()
-                    .map(|fault| format!(" ({fault})"))
-                    .unwrap_or_default();
-                return Err(CloudError::ResourceFailed {
-                    what: format!("server {}", server.name),
-                    message: format!("{message}{fault}"),
-                });
-            }
-            Resizing::Wait if tokio::time::Instant::now() >= deadline => {
-                return Err(CloudError::WaitTimeout {
-                    what: format!(
-                        "server {} to be resized to {flavor} (it is {} with {flavor_now})",
-                        server.name, server.status
-                    ),
-                });
-            }
-            Resizing::Wait => {}
-        }
-        report.progress(server_id).await;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        resizing(&server.status, flavor_now, flavor, left_active)
+    };
+    let change = Change {
+        goal: format!("resized to {flavor}"),
+        judge: &judge,
+    };
+    until_changed(cloud, server_id, change, report).await
 }
 
 #[cfg(test)]
@@ -431,24 +399,24 @@ mod tests {
 
     #[test]
     fn a_resize_ends_done_confirmed_or_failed_never_waiting_on_a_flavor_that_stays() {
-        assert_eq!(resizing("ACTIVE", "m1.large", "m1.large", false), Resizing::Done);
-        assert_eq!(resizing("RESIZE", "m1.small", "m1.large", true), Resizing::Wait);
+        assert_eq!(resizing("ACTIVE", "m1.large", "m1.large", false), Progress::Done);
+        assert_eq!(resizing("RESIZE", "m1.small", "m1.large", true), Progress::Wait);
         assert_eq!(
             resizing("VERIFY_RESIZE", "m1.large", "m1.large", true),
-            Resizing::Confirm
+            Progress::Confirm
         );
         assert_eq!(
             resizing("ACTIVE", "m1.small", "m1.large", false),
-            Resizing::Wait,
+            Progress::Wait,
             "Nova has not started yet"
         );
         assert!(
-            matches!(resizing("ACTIVE", "m1.small", "m1.large", true), Resizing::Failed(_)),
+            matches!(resizing("ACTIVE", "m1.small", "m1.large", true), Progress::Failed(_)),
             "Nova gave up"
         );
         assert!(matches!(
             resizing("ERROR", "m1.small", "m1.large", true),
-            Resizing::Failed(_)
+            Progress::Failed(_)
         ));
     }
 }

@@ -3,8 +3,10 @@
 //! subnets, router and security groups; members are servers, each booted with its own port
 //! on its group's subnet; what needs a ready member is its volumes.
 
+mod in_place;
 mod members;
 mod prepare;
+mod rebuild;
 mod remove;
 mod volumes;
 
@@ -46,11 +48,12 @@ impl Provider for OpenStack {
             Step::Wait(keys) => members::wait(self, target, keys, report).await,
             Step::Attach(keys) => volumes::attach(self, target, keys, report).await,
             Step::Resize(keys) => members::resize(self, target, keys, report).await,
+            Step::Rebuild(keys) => rebuild::rebuild(self, target, keys, report).await,
             Step::Delete(keys) => remove::delete(self, target, keys, report).await,
             Step::Prune(keys) => remove::prune(self, target, keys, report).await,
             Step::DeleteAll => remove::delete(self, target, &[], report).await,
             Step::Replace(_) => Err(CloudError::Config(
-                "servers are not replaced: an image change waits for a rebuild".into(),
+                "servers are not replaced: an image change rebuilds them".into(),
             )),
         }
     }

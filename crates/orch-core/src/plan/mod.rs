@@ -144,12 +144,56 @@ pub struct ServerPlan {
     /// attached before a crash): they get them.
     #[serde(default)]
     pub attach: Vec<String>,
+    /// Servers whose group names another image than they were made from: rebuilt in
+    /// batches of at most a quarter of their group.
+    #[serde(default)]
+    pub rebuild: Vec<String>,
 }
 
 impl ServerPlan {
     pub fn is_empty(&self) -> bool {
-        self.create.is_empty() && self.delete.is_empty() && self.resize.is_empty() && self.attach.is_empty()
+        self.create.is_empty()
+            && self.delete.is_empty()
+            && self.resize.is_empty()
+            && self.attach.is_empty()
+            && self.rebuild.is_empty()
     }
+}
+
+/// Servers that exist and stay whose recorded image is not their group's. A server recorded
+/// without its image (made before orch recorded it) is left as it is.
+fn image_changed(recorded: &[Observed], desired: &DesiredState) -> Vec<String> {
+    let images: BTreeMap<&str, &str> = recorded
+        .iter()
+        .filter(|resource| resource.kind == "server")
+        .filter_map(|resource| Some((resource.key.as_str(), resource.attributes["image"].as_str()?)))
+        .collect();
+    desired
+        .servers
+        .iter()
+        .filter(|server| {
+            images
+                .get(server.key.as_str())
+                .is_some_and(|image| *image != server.image)
+        })
+        .map(|server| server.key.clone())
+        .collect()
+}
+
+/// Rebuild batches: per group, at most a quarter of its servers at once (at least one), so
+/// that the rest keep serving.
+fn rebuild_batches(rebuild: &[String], desired: &DesiredState) -> Vec<Vec<String>> {
+    let mut by_group: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for key in rebuild {
+        let (group, _) = parse_server_key(key).unwrap_or_default();
+        by_group.entry(group).or_default().push(key.clone());
+    }
+    let mut batches = Vec::new();
+    for (group, keys) in by_group {
+        let size = desired.servers.iter().filter(|server| server.group == group).count();
+        batches.extend(keys.chunks((size / 4).max(1)).map(<[String]>::to_vec));
+    }
+    batches
 }
 
 /// Servers that exist and stay whose volumes are not all recorded attached.
@@ -174,8 +218,8 @@ fn lacking_volumes(recorded: &[Observed], existing: &BTreeMap<String, String>, d
 }
 
 /// The plan from `existing` servers (key -> flavor they were created with) to `desired`.
-/// Servers are deleted newest (highest index) first; an image change is not applied to
-/// existing servers (it would mean a rebuild).
+/// Servers are deleted newest (highest index) first; an image change is the planner's
+/// `rebuild` (from what was recorded), not a delete and create.
 pub fn plan_servers(existing: &BTreeMap<String, String>, desired: &DesiredState) -> ServerPlan {
     let wanted: BTreeMap<&str, &ServerSpec> = desired
         .servers
@@ -212,6 +256,9 @@ pub enum Step {
     Attach(Vec<String>),
     /// Change these members in place to their desired size.
     Resize(Vec<String>),
+    /// Rebuild these members in place from their desired image, all at once (one batch),
+    /// each ready before the step ends.
+    Rebuild(Vec<String>),
     /// Replace these members with their desired spec one at a time, each ready before the
     /// next goes (a changed container image or setting).
     Replace(Vec<String>),
@@ -234,6 +281,9 @@ pub struct Plan {
     pub subnets_to_create: Vec<String>,
     /// Shared resources an update drops: keys recorded that the template no longer has.
     pub prune: Vec<String>,
+    /// `servers.rebuild`, in the batches they are rebuilt in, one step each.
+    #[serde(default)]
+    pub rebuild_batches: Vec<Vec<String>>,
     /// A delete: everything goes.
     pub delete_all: bool,
     /// What happens to the containerised services.
@@ -287,10 +337,12 @@ impl Plan {
             .delete
             .extend(parts_without_members(recorded, &existing, &desired_state));
         servers.attach = lacking_volumes(recorded, &existing, &desired_state);
+        servers.rebuild = image_changed(recorded, &desired_state);
         match kind {
             OperationKind::Create => {
                 servers.delete.clear();
                 servers.resize.clear();
+                servers.rebuild.clear();
             }
             OperationKind::Scale => {
                 let in_group =
@@ -299,6 +351,7 @@ impl Plan {
                 servers.delete.retain(in_group);
                 servers.attach.retain(in_group);
                 servers.resize.clear();
+                servers.rebuild.clear();
             }
             _ => {}
         }
@@ -312,8 +365,10 @@ impl Plan {
             OperationKind::Update => dropped_shared(recorded, desired),
             _ => Vec::new(),
         };
+        let rebuild_batches = rebuild_batches(&servers.rebuild, &desired_state);
         Self {
             prepare: desired.uses_cloud() && matches!(kind, OperationKind::Create | OperationKind::Update),
+            rebuild_batches,
             servers,
             subnets_to_create,
             prune,
@@ -362,6 +417,7 @@ impl Plan {
                 self.servers.resize.iter().map(|(key, _)| key.clone()).collect(),
             ));
         }
+        steps.extend(self.rebuild_batches.iter().cloned().map(Step::Rebuild));
         if !self.servers.delete.is_empty() {
             steps.push(Step::Delete(self.servers.delete.clone()));
         }
@@ -444,6 +500,42 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn an_image_change_rebuilds_in_batches_of_a_quarter_of_the_group() {
+        let made_from = |index: u32, image: Option<&str>| {
+            let mut attributes = json!({"flavor": "m1.small"});
+            if let Some(image) = image {
+                attributes["image"] = json!(image);
+            }
+            Observed::new(&format!("server:db:{index}"), "server", "s", "ACTIVE", attributes)
+        };
+        let desired = |count: u32| {
+            let mut template = template(0, "m1.small");
+            template.vm_config.get_mut("db").unwrap().count = count;
+            template.vm_config.get_mut("db").unwrap().image = "ubuntu-22.04".into();
+            template
+        };
+        let recorded: Vec<Observed> = (0..8).map(|index| made_from(index, Some("cirros"))).collect();
+        let plan = Plan::for_operation(OperationKind::Update, &recorded, &desired(8), None);
+        assert_eq!(plan.servers.rebuild.len(), 8);
+        let steps = plan.cloud_steps();
+        let rebuilds: Vec<&Step> = steps.iter().filter(|step| matches!(step, Step::Rebuild(_))).collect();
+        assert_eq!(rebuilds.len(), 4, "8 servers, 2 at a time: {rebuilds:?}");
+        let small = Plan::for_operation(OperationKind::Update, &recorded[..2], &desired(2), None);
+        assert_eq!(
+            small.rebuild_batches,
+            [vec!["server:db:0".to_owned()], vec!["server:db:1".to_owned()]]
+        );
+        let unknown = [made_from(0, None)];
+        let plan = Plan::for_operation(OperationKind::Update, &unknown, &desired(1), None);
+        assert!(plan.servers.rebuild.is_empty(), "no image recorded, nothing to compare");
+        let scale = Plan::for_operation(OperationKind::Scale, &recorded, &desired(8), Some("db"));
+        assert!(
+            scale.servers.rebuild.is_empty(),
+            "a scale waits for an update to rebuild"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::template::Template;
 /// One change and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
-    /// `create`, `attach`, `delete`, `resize`, `replace` or `prune`.
+    /// `create`, `attach`, `resize`, `rebuild`, `delete`, `replace` or `prune`.
     pub action: &'static str,
     pub key: String,
     pub reason: String,
@@ -101,6 +101,18 @@ impl Plan {
                 .and_then(|resource| resource.attributes["flavor"].as_str());
             let reason = format!("flavor {} -> {flavor}", recorded.unwrap_or("(unknown)"));
             changes.push(change("resize", key, reason));
+        }
+        for key in &self.servers.rebuild {
+            let recorded = record
+                .get(key.as_str())
+                .and_then(|resource| resource.attributes["image"].as_str());
+            let (group, _) = parse_server_key(key).unwrap_or_default();
+            let wanted = desired.vm_config.get(group).map_or("", |group| group.image.as_str());
+            let reason = format!(
+                "image {} -> {wanted}, rebuilt in place",
+                recorded.unwrap_or("(unknown)")
+            );
+            changes.push(change("rebuild", key, reason));
         }
         for key in &self.servers.delete {
             changes.push(change("delete", key, server_delete_reason(key, &record, desired)));

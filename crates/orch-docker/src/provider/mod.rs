@@ -191,7 +191,9 @@ impl Provider for Docker {
             Step::Delete(keys) => work.delete(keys).await,
             Step::Prune(keys) => work.prune(keys).await,
             Step::DeleteAll => work.delete_all().await,
-            Step::Attach(_) | Step::Resize(_) => Err(EngineError::Unsupported("attach volumes or resize in place")),
+            Step::Attach(_) | Step::Resize(_) | Step::Rebuild(_) => {
+                Err(EngineError::Unsupported("attach volumes, resize or rebuild in place"))
+            }
         }
     }
 

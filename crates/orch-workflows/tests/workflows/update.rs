@@ -4,7 +4,19 @@
 use orch_core::{DeploymentStatus, OperationKind, Template};
 use serde_json::{json, Value};
 
-use super::harness;
+use super::{harness, Harness};
+
+/// Updates the deployment to `template` and checks that it completed.
+async fn update_to(h: &Harness, id: &str, template: Value) {
+    let payload = json!({"template_id": null, "template": template, "parameters": {}});
+    let updated = h.operate(id, OperationKind::Update, &payload).await;
+    assert_eq!(
+        updated.status,
+        DeploymentStatus::Completed,
+        "{:?}",
+        updated.status_reason
+    );
+}
 
 fn web(volumes: Value) -> Value {
     json!({
@@ -29,14 +41,7 @@ async fn volumes_added_to_a_group_are_attached_to_the_servers_it_has() {
     };
     let servers_before = servers(&h.inventory().await);
 
-    let payload = json!({"template_id": null, "template": web(json!([{"size_gb": 1}])), "parameters": {}});
-    let updated = h.operate(&id, OperationKind::Update, &payload).await;
-    assert_eq!(
-        updated.status,
-        DeploymentStatus::Completed,
-        "{:?}",
-        updated.status_reason
-    );
+    update_to(&h, &id, web(json!([{"size_gb": 1}]))).await;
     let inventory = h.inventory().await;
     assert_eq!(servers(&inventory), servers_before, "the servers stay as they are");
     let volumes = inventory["volumes"].as_array().unwrap();
@@ -56,4 +61,71 @@ async fn volumes_added_to_a_group_are_attached_to_the_servers_it_has() {
         .filter(|r| r.kind == "volume" && r.status == "in-use")
         .count();
     assert_eq!(in_use, 2, "{recorded:?}");
+}
+
+/// An image change rebuilds the group's servers in place: the same servers (ids, addresses),
+/// now on the new image, in batches; the dry run names each rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_image_change_rebuilds_the_servers_in_place() {
+    let h = harness(|config| config.boot_delay_ms = 200).await;
+    let template = |image: &str| {
+        let mut document = web(json!([]));
+        document["vm_config"]["web"]["count"] = json!(4);
+        document["vm_config"]["web"]["image"] = json!(image);
+        document
+    };
+    let id = h
+        .create(
+            "rebuilt",
+            Template::parse(&template("ubuntu-22.04"), "", None).unwrap(),
+            true,
+        )
+        .await;
+    assert_eq!(h.settle(&id).await.status, DeploymentStatus::Completed);
+    let before = h.inventory().await["servers"].clone();
+    let images: Vec<&Value> = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|server| &server["image"]["id"])
+        .collect();
+    assert!(images.windows(2).all(|pair| pair[0] == pair[1]));
+
+    let recorded: Vec<orch_core::provider::Observed> = (h.store.resources(&id).await.unwrap().into_iter())
+        .map(Into::into)
+        .collect();
+    let desired = Template::parse(&template("cirros"), "", None).unwrap();
+    let plan = orch_core::plan::Plan::for_operation(OperationKind::Update, &recorded, &desired, None);
+    let reasons: Vec<String> = plan
+        .changes(&recorded, &desired)
+        .into_iter()
+        .map(|change| change.reason)
+        .collect();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .all(|reason| reason == "image ubuntu-22.04 -> cirros, rebuilt in place"),
+        "{reasons:?}"
+    );
+
+    update_to(&h, &id, template("cirros")).await;
+    let after = h.inventory().await["servers"].clone();
+    let ids = |servers: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = (servers.as_array().unwrap().iter())
+            .map(|server| server["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&after), ids(&before), "rebuilt in place, not replaced");
+    for server in after.as_array().unwrap() {
+        assert_ne!(&server["image"]["id"], images[0], "{server}");
+        assert_eq!(server["status"], "ACTIVE");
+    }
+    let recorded = h.store.resources(&id).await.unwrap();
+    assert!(
+        (recorded.iter().filter(|r| r.kind == "server")).all(|r| r.attributes["image"] == "cirros"),
+        "{recorded:?}"
+    );
 }
