@@ -397,7 +397,8 @@ fn script(name: &str) -> Vec<Step> {
     ]
 }
 
-/// Steps once the servers are ACTIVE and the volume available. Not here: resize. The
+/// Steps once the servers are ACTIVE and the volume available; a rebuild (ACTIVE is the
+/// state Nova rebuilds from) and a delete mid-rebuild. Not here: resize. The
 /// testbed's fake virt driver fails `confirmResize` (an AttributeError in nova-compute) and
 /// leaves the server in ERROR; resize is tested against fakecloud only.
 fn script_with_active_servers() -> Vec<Step> {
@@ -424,6 +425,12 @@ fn script_with_active_servers() -> Vec<Step> {
         ),
         get("attachments", "compute", "/servers/{server_a}/os-volume_attachments"),
         delete("attached volume", "volume", "/volumes/{volume}"),
+        post(
+            "rebuild",
+            "compute",
+            "/servers/{server_b}/action",
+            json!({"rebuild": {"imageRef": "{image}"}}),
+        ),
         delete("server", "compute", "/servers/{server_b}"),
         get("server being deleted", "compute", "/servers/{server_b}"),
     ]

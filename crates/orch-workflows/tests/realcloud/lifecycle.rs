@@ -114,6 +114,15 @@ fn full_stack() -> Template {
     Template::parse(&document, "", None).unwrap()
 }
 
+async fn server_id(orch: &Orch, id: &str, key: &str) -> String {
+    let resources = orch.store.resources(id).await.unwrap();
+    let server = resources
+        .into_iter()
+        .find(|resource| resource.logical_key == key)
+        .unwrap();
+    server.cloud_id.unwrap()
+}
+
 fn assert_status(deployment: &orch_store::DeploymentRecord, status: DeploymentStatus, cloud: &str, step: &str) {
     assert_eq!(
         deployment.status, status,
@@ -152,16 +161,29 @@ async fn web_app_stack_deploys_scales_updates_and_deletes_leaving_nothing() {
             .collect();
         assert_eq!(web, ["server:web:0"], "{name}: the oldest stays");
 
-        // Update: a cache group joins on a new subnet, and web grows back. (Not a resize: the
+        // Update: a cache group joins on a new subnet, web grows back and gains a volume per
+        // server, and db is rebuilt from another image, in place. (Not a resize: the
         // testbed's fake virt driver fails confirmResize and leaves the server in ERROR.)
+        let db_before = server_id(&orch, &id, "server:db:0").await;
         let mut updated = full_stack().to_value();
         updated["vm_config"]["web"]["count"] = json!(2);
+        updated["vm_config"]["web"]["volumes"] = json!([{"size_gb": 1}]);
+        updated["vm_config"]["db"]["image"] = json!("cirros");
         updated["network_config"]["subnets"]["cache"] = json!("10.0.4.0/24");
         updated["vm_config"]["cache"] = json!({"flavor": "m1.tiny", "image": "cirros", "count": 1});
         let payload = json!({"template_id": null, "template": updated, "parameters": {}});
         orch.request(&id, OperationKind::Update, payload).await;
         assert_status(&orch.settle(&id).await, DeploymentStatus::Completed, &name, "update");
-        assert_eq!(counts(&cloud, &id).await, expected(7, 4, 1, 1), "{name}, update");
+        assert_eq!(counts(&cloud, &id).await, expected(7, 4, 1, 3), "{name}, update");
+        assert_eq!(
+            server_id(&orch, &id, "server:db:0").await,
+            db_before,
+            "{name}: rebuilt in place"
+        );
+        let cirros = cloud.find_image("cirros").await.unwrap();
+        let db = cloud.get_server(&db_before).await.unwrap();
+        assert_eq!(db.image["id"], cirros.id.as_str(), "{name}: db runs the new image");
+        assert_eq!(db.status, "ACTIVE", "{name}");
 
         orch.store
             .delete_deployment(&id, &orch_store::Actor::default())
