@@ -841,3 +841,49 @@ async fn futures_join<T: Send + 'static>(
     }
     out
 }
+
+/// A server on 127.0.0.1 that answers every request with `answer`, counting connections.
+async fn canned(answer: String) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (address, connections)
+}
+
+/// Only configured endpoints are called: a cloud that redirects elsewhere is refused with
+/// what it asked, and nothing (no password, no token) reaches where it pointed.
+#[tokio::test]
+async fn redirects_are_refused_never_followed() {
+    let (elsewhere, reached) = canned("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".to_owned()).await;
+    let redirect = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{elsewhere}/v3/auth/tokens\r\ncontent-length: 0\r\n\r\n"
+    );
+    let (redirecting, _) = canned(redirect).await;
+    let config = CloudConfig::password(&format!("http://{redirecting}/v3"), "admin", "secret", "admin").unwrap();
+    let client = OpenStack::new(config).unwrap();
+    let error = client.list_servers(&ServerFilter::default()).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("redirect") && message.contains(&elsewhere.to_string()),
+        "{message}"
+    );
+    assert!(!message.contains("secret"), "{message}");
+    assert_eq!(
+        reached.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+}

@@ -175,6 +175,20 @@ fn answer(
         };
         return Ok(Reply { status, headers, body });
     }
+    // Redirects are never followed: only configured endpoints are called, and the token
+    // must not travel to wherever a redirect points.
+    if status.is_redirection() {
+        let location = headers
+            .get("location")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("nowhere");
+        return Err(Failure::Fail(CloudError::BadRequest {
+            service: request.service,
+            message: format!(
+                "answered {status}, a redirect to {location}, which orch does not follow; configure the endpoint itself"
+            ),
+        }));
+    }
     let retry_after = headers
         .get("retry-after")
         .and_then(|value| value.to_str().ok())

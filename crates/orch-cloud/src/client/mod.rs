@@ -139,6 +139,8 @@ impl OpenStack {
     /// A client for `config`; authenticates on first use.
     pub fn new(config: CloudConfig) -> Result<Self> {
         let http = reqwest::Client::builder()
+            // Only configured endpoints are called: a redirect is an answer, not a hop.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(config.limits.request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(config.limits.max_concurrency)

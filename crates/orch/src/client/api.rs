@@ -21,8 +21,13 @@ impl Api {
                 .map(|key| key.trim().to_owned())
                 .map_err(|_| anyhow!("no API key: set ORCH_API_KEY or --api-key"))?,
         };
+        // The key goes to ORCH_URL alone: a redirect elsewhere is not followed.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("cannot build the HTTP client")?;
         Ok(Self {
-            http: reqwest::Client::new(),
+            http,
             url: connection.url.trim_end_matches('/').to_owned(),
             key,
         })
