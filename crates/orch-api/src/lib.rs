@@ -164,8 +164,9 @@ pub fn router(state: AppState) -> Router {
     // first, so every response, those of the allowlist and CORS layers included, has an id,
     // an access log line (the trace layer's, in the request's span) and a latency figure.
     .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-    .layer(from_fn_with_state(state.clone(), auth::enforce_ip_allowlist))
+    // The allowlist wraps CORS, so that a preflight from outside the list is refused too.
     .layer(cors)
+    .layer(from_fn_with_state(state.clone(), auth::enforce_ip_allowlist))
     .layer(from_fn(request::record_latency))
     .layer(
         TraceLayer::new_for_http()

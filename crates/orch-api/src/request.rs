@@ -100,7 +100,17 @@ impl<const YAML: bool> FromRequest<AppState> for Body<YAML> {
             .and_then(|value| value.to_str().ok())
             .map(|value| value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
         let is_yaml = match content_type.as_deref() {
-            None | Some("application/json") => false,
+            None if YAML => {
+                return Err(ApiError::UnsupportedMediaType(
+                    "the Content-Type header is missing: send application/json or application/yaml",
+                ))
+            }
+            None => {
+                return Err(ApiError::UnsupportedMediaType(
+                    "the Content-Type header is missing: send application/json",
+                ))
+            }
+            Some("application/json") => false,
             Some("application/yaml" | "application/x-yaml" | "text/yaml") if YAML => true,
             Some(_) if YAML => {
                 return Err(ApiError::UnsupportedMediaType(

@@ -166,6 +166,21 @@ async fn body_limit(db: Db) {
         .await
         .unwrap();
     expect_problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    // No Content-Type at all is not taken for JSON.
+    let response = app
+        .request(Method::POST, "/deployments")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Type header is missing"),
+        "{problem}"
+    );
 }
 db_test!(oversized_and_malformed_bodies_are_refused, body_limit);
 
@@ -203,6 +218,16 @@ async fn ip_allowlist(db: Db) {
         StatusCode::FORBIDDEN,
     )
     .await;
+    // A CORS preflight is no way around the list.
+    let preflight = closed
+        .client
+        .request(Method::OPTIONS, closed.url("/deployments"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::FORBIDDEN);
     let open = spawn_app_with(db, |config| config.ip_allowlist = vec!["127.0.0.0/8".parse().unwrap()]).await;
     assert_eq!(open.get("/deployments").await.status(), StatusCode::OK);
 }
