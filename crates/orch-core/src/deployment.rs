@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::names::check_name;
+use crate::names::{check_name, check_not_an_id};
 use crate::problem::{child, Problems};
 use crate::reader::{self, Object};
 use crate::template::payload::MAX_SECRET_BYTES;
@@ -271,7 +271,7 @@ impl CreateDeploymentRequest {
         };
         let name = object.required("name", &mut problems).and_then(|value| {
             let name = reader::string(value, "/name", &mut problems)?;
-            match check_name(name) {
+            match check_name(name).and_then(|()| check_not_an_id(name)) {
                 Ok(()) => Some(name.to_owned()),
                 Err(rule) => {
                     problems.push("/name", rule);

@@ -18,6 +18,19 @@ pub fn check_name(name: &str) -> Result<(), String> {
     )
 }
 
+/// A name given in a request may not have the form of an id (a UUID: 8-4-4-4-12 hex
+/// digits): ids and names share the same URLs, and such a name would shadow another
+/// record's id. Checked when a name is given, not when a stored record is read.
+pub fn check_not_an_id(name: &str) -> Result<(), String> {
+    let groups: Vec<&str> = name.split('-').collect();
+    let shaped = groups.iter().map(|group| group.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|group| group.chars().all(|c| c.is_ascii_hexdigit()));
+    match shaped {
+        true => Err("must not look like an id (a UUID): ids and names share the same URLs".to_owned()),
+        false => Ok(()),
+    }
+}
+
 /// Keys inside a template (groups, subnets, security groups): 1–32 characters of
 /// `a-z 0-9 _ -`, starting with a lowercase letter.
 pub fn check_key(key: &str) -> Result<(), String> {
@@ -59,6 +72,10 @@ mod tests {
         assert!(check_name("../etc").is_err());
         assert!(check_name(&"a".repeat(63)).is_ok());
         assert!(check_name(&"a".repeat(64)).is_err());
+        assert!(check_not_an_id("019ad6e2-7b9c-7f3e-8a1d-2c4b6e8f0a12").is_err());
+        assert!(check_not_an_id("019AD6E2-7B9C-7F3E-8A1D-2C4B6E8F0A12").is_err());
+        assert!(check_not_an_id("web-app-stack").is_ok());
+        assert!(check_not_an_id("019ad6e2-7b9c-7f3e-8a1d-2c4b6e8f0a1").is_ok());
     }
 
     #[test]

@@ -501,11 +501,27 @@ fn parse_origins(spec: &str) -> Result<Vec<String>, ConfigError> {
 }
 
 /// Secrets are shown only as their shape: a database URL keeps everything but its password.
+/// Query parameters of a database URL that carry a secret (libpq and sqlx read these).
+const SECRET_URL_PARAMETERS: [&str; 4] = ["password", "sslpassword", "passfile", "sslkey"];
+
 fn redact(name: &str, value: &str) -> String {
     if name == "DATABASE_URL" {
         if let Ok(mut url) = url::Url::parse(value) {
             if url.password().is_some() {
                 let _ = url.set_password(Some("***"));
+            }
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(key, value)| {
+                    let secret = SECRET_URL_PARAMETERS.contains(&key.to_ascii_lowercase().as_str());
+                    (
+                        key.into_owned(),
+                        if secret { "***".to_owned() } else { value.into_owned() },
+                    )
+                })
+                .collect();
+            if !pairs.is_empty() {
+                url.query_pairs_mut().clear().extend_pairs(pairs);
             }
             return url.to_string();
         }
@@ -682,6 +698,12 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("postgres://orch:***@db:5432/orch"), "{shown}");
+        // A password in the query string, as libpq and sqlx also read it.
+        let in_query = redact(
+            "DATABASE_URL",
+            "postgres://orch@db/orch?sslmode=require&password=hunter2",
+        );
+        assert_eq!(in_query, "postgres://orch@db/orch?sslmode=require&password=***");
         let config = keyed(&[("DATABASE_URL", "postgres://orch:hunter2@db/orch")])
             .load()
             .unwrap();

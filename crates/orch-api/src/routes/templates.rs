@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
-use orch_core::Template;
+use orch_core::{Problems, Template};
 
 use super::QueryParams;
 use crate::error::{ApiResult, ProblemDocument};
@@ -21,13 +21,20 @@ pub async fn create(
     State(state): State<AppState>,
     Body(body): Body<true>,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<TemplateView>)> {
-    let template = Template::parse(&body, "", None)?;
+    let template = given(&body)?;
     let record = state.store.create_template(&template).await?;
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/templates/{}", record.id)) {
         headers.insert(header::LOCATION, location);
     }
     Ok((StatusCode::CREATED, headers, Json(record.into())))
+}
+
+/// A template as a request gives it: valid, and named so that its name cannot shadow an id.
+fn given(body: &serde_json::Value) -> ApiResult<Template> {
+    let template = Template::parse(body, "", None)?;
+    orch_core::names::check_not_an_id(&template.name).map_err(|rule| Problems::single("/name", rule))?;
+    Ok(template)
 }
 
 #[utoipa::path(get, path = "/templates", tag = "templates",
@@ -69,7 +76,7 @@ pub async fn replace(
     Path(id_or_name): Path<String>,
     Body(body): Body<true>,
 ) -> ApiResult<Json<TemplateView>> {
-    let template = Template::parse(&body, "", None)?;
+    let template = given(&body)?;
     Ok(Json(state.store.replace_template(&id_or_name, &template).await?.into()))
 }
 

@@ -128,6 +128,13 @@ async fn validation(db: Db) {
     )
     .await;
     assert_eq!(pointers(&problem), ["/name", "/rollback", "/colour"]);
+    let id_like = json!({"name": "019ad6e2-7b9c-7f3e-8a1d-2c4b6e8f0a12", "template": "web-app-stack"});
+    let problem = expect_problem(
+        app.post("/deployments", &id_like).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(pointers(&problem), ["/name"], "a name may not shadow an id");
 
     // Parameters are checked against the template: unknown ones, wrong types, bounds.
     let problem = expect_problem(

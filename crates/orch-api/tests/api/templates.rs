@@ -159,6 +159,17 @@ async fn invalid(db: Db) {
     let found = pointers(&problem);
     assert!(found.contains(&"/network_config/subnets/db".to_owned()), "{found:?}");
     assert!(found.contains(&"/vm_config/app/subnet".to_owned()), "{found:?}");
+    // Leading zeros (octal to other tools) and names shaped like ids are refused.
+    let mut octal = web_app_stack();
+    octal["network_config"]["cidr"] = json!("010.000.000.000/16");
+    octal["network_config"]["subnets"] = json!({"web": "10.0.1.0/24", "app": "10.0.2.0/24", "db": "10.0.3.0/24"});
+    let problem = expect_problem(app.post("/templates", &octal).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(pointers(&problem), ["/network_config/cidr"], "{problem}");
+    assert!(problem.to_string().contains("write 10.0.0.0/16"), "{problem}");
+    let mut id_like = web_app_stack();
+    id_like["name"] = json!("019ad6e2-7b9c-7f3e-8a1d-2c4b6e8f0a12");
+    let problem = expect_problem(app.post("/templates", &id_like).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(pointers(&problem), ["/name"], "{problem}");
     let templates: Value = app.get("/templates").await.json().await.unwrap();
     assert_eq!(templates["total"], 0, "nothing is written on a validation error");
     let response = app

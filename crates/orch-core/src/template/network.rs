@@ -14,6 +14,11 @@ use crate::reader::{self, Object};
 pub(super) fn read_cidr(value: &Value, pointer: &str, problems: &mut Problems) -> Option<IpNet> {
     let text = reader::string(value, pointer, problems)?;
     match text.parse::<IpNet>() {
+        // `010.0.0.0/16` is 10.0.0.0/16 here and 8.0.0.0/16 to tools that read octal.
+        Ok(net) if net.to_string() != text => {
+            problems.push(pointer, format!("'{text}' is not written as a CIDR is: write {net}"));
+            None
+        }
         Ok(net) if net.trunc() == net => Some(net),
         Ok(net) => {
             problems.push(pointer, format!("has host bits set; the network is {}", net.trunc()));
@@ -28,7 +33,14 @@ pub(super) fn read_cidr(value: &Value, pointer: &str, problems: &mut Problems) -
 
 pub(super) fn read_ip(value: &Value, pointer: &str, problems: &mut Problems) -> Option<IpAddr> {
     let text = reader::string(value, pointer, problems)?;
-    match text.parse() {
+    match text.parse::<IpAddr>() {
+        Ok(address @ IpAddr::V4(_)) if address.to_string() != text => {
+            problems.push(
+                pointer,
+                format!("'{text}' is not written as an address is: write {address}"),
+            );
+            None
+        }
         Ok(address) => Some(address),
         Err(_) => {
             problems.push(pointer, format!("'{text}' is not an IP address"));
