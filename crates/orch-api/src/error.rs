@@ -13,7 +13,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("the request has {} invalid value(s)", .0.0.len())]
+    #[error("the request has {} invalid value(s){}", .0.0.len(), shown_of(.0.0.len()))]
     Validation(Problems),
     #[error("invalid query parameters")]
     InvalidQuery(Vec<QueryProblem>),
@@ -117,6 +117,17 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Problems listed in one answer: a body with thousands of mistakes gets the first ones and
+/// their count, not an answer ten times its size.
+pub const MAX_PROBLEMS_SHOWN: usize = 100;
+
+fn shown_of(total: usize) -> String {
+    match total > MAX_PROBLEMS_SHOWN {
+        true => format!("; the first {MAX_PROBLEMS_SHOWN} are listed"),
+        false => String::new(),
+    }
+}
+
 impl From<Problems> for ApiError {
     fn from(problems: Problems) -> Self {
         Self::Validation(problems)
@@ -136,7 +147,7 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail: self.to_string(),
             errors: match &self {
-                Self::Validation(problems) => Some(problems.0.clone()),
+                Self::Validation(problems) => Some(problems.0.iter().take(MAX_PROBLEMS_SHOWN).cloned().collect()),
                 _ => None,
             },
             parameters: match &self {

@@ -170,6 +170,22 @@ async fn invalid(db: Db) {
     id_like["name"] = json!("019ad6e2-7b9c-7f3e-8a1d-2c4b6e8f0a12");
     let problem = expect_problem(app.post("/templates", &id_like).await, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(pointers(&problem), ["/name"], "{problem}");
+    // Thousands of mistakes: the first hundred are listed, with the count.
+    let mut noisy = web_app_stack();
+    for n in 0..5_000 {
+        noisy[format!("field_{n}")] = json!(n);
+    }
+    let response = app.post("/templates", &noisy).await;
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 100);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("5000 invalid value(s); the first 100 are listed"),
+        "{}",
+        problem["detail"]
+    );
     let templates: Value = app.get("/templates").await.json().await.unwrap();
     assert_eq!(templates["total"], 0, "nothing is written on a validation error");
     let response = app
