@@ -491,6 +491,11 @@ impl ConfigureRequest {
             .optional("extra_vars")
             .and_then(|value| reader::object(value, "/extra_vars", &mut problems).cloned())
             .unwrap_or_default();
+        for name in extra_vars.keys() {
+            if let Err(rule) = check_extra_var(name) {
+                problems.push(child("/extra_vars", name), rule);
+            }
+        }
         let timeout_seconds = match object.optional("timeout_seconds") {
             Some(value) => reader::integer(
                 value,
@@ -512,6 +517,41 @@ impl ConfigureRequest {
             _ => Err(problems),
         }
     }
+}
+
+/// Variables a request may not set: Ansible's own (`ansible_connection`,
+/// `ansible_ssh_common_args`, `ansible_become_*`, ... would let a write key run code on the
+/// worker or reach other hosts) and its magic variables.
+const RESERVED_VARS: [&str; 12] = [
+    "hostvars",
+    "groups",
+    "group_names",
+    "inventory_hostname",
+    "inventory_hostname_short",
+    "inventory_dir",
+    "inventory_file",
+    "playbook_dir",
+    "role_path",
+    "omit",
+    "play_hosts",
+    "environment",
+];
+
+/// An `extra_vars` name: an identifier (as Ansible's own names are), not one of Ansible's.
+pub fn check_extra_var(name: &str) -> Result<(), String> {
+    let identifier = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128;
+    if !identifier {
+        return Err("must be a variable name: letters, digits and '_', not starting with a digit".into());
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with("ansible_") || RESERVED_VARS.contains(&lower.as_str()) {
+        return Err(format!(
+            "'{name}' is Ansible's own variable, which a request may not set"
+        ));
+    }
+    Ok(())
 }
 
 /// A playbook is named relative to the playbook directory and may not leave it: no absolute
@@ -554,8 +594,10 @@ fn read_inventory(value: &Value, pointer: &str, problems: &mut Problems) -> Opti
             for (index, host) in hosts.iter().enumerate() {
                 let host_pointer = child(&group_pointer, &index.to_string());
                 if let Some(host) = reader::string(host, &host_pointer, problems) {
+                    // A host that starts with '-' would be read as an ssh option.
                     if host.is_empty()
                         || host.len() > 255
+                        || host.starts_with('-')
                         || !host
                             .chars()
                             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'))

@@ -51,6 +51,18 @@ pub enum DeleteOutcome {
     AfterCancel(String),
 }
 
+/// A request as its event shows it: a configure run's `extra_vars` by name only, since any
+/// read key may read events and a variable may hold a password.
+fn redacted(payload: &Value) -> Value {
+    let mut shown = payload.clone();
+    if let Some(vars) = shown.get_mut("extra_vars").and_then(Value::as_object_mut) {
+        for value in vars.values_mut() {
+            *value = Value::from("(redacted)");
+        }
+    }
+    shown
+}
+
 pub(crate) async fn insert_event(
     tx: &mut Transaction<'static, Any>,
     deployment_id: &str,
@@ -322,7 +334,7 @@ impl Store {
             }
             Err(error) => return Err(error.into()),
         };
-        let detail = json!({"operation_id": operation.id, "kind": kind.as_str(), "request": payload});
+        let detail = json!({"operation_id": operation.id, "kind": kind.as_str(), "request": redacted(payload)});
         insert_event(&mut tx, id, "operation.requested", actor, detail, &at).await?;
         tx.commit().await?;
         Ok((self.deployment(id).await?, operation))

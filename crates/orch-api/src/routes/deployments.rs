@@ -402,10 +402,45 @@ pub async fn configure(
     RequestActor(actor): RequestActor,
     Body(body): Body,
 ) -> ApiResult<(StatusCode, Json<OperationAccepted>)> {
-    live_deployment(&state.store, &id).await?;
+    let record = live_deployment(&state.store, &id).await?;
     let request = ConfigureRequest::parse(&body)?;
+    if let Some(inventory) = &request.inventory {
+        let resources = state.store.resources(&id).await?;
+        check_inventory_hosts(inventory, &resources, &record.template)?;
+    }
     let payload = serde_json::to_value(&request).map_err(ApiError::internal)?;
     start_operation(&state, &id, OperationKind::Configure, payload, &actor).await
+}
+
+/// A given inventory names the deployment's own servers, by name or address, or addresses
+/// inside its subnets; Ansible is never pointed at another host.
+fn check_inventory_hosts(
+    inventory: &serde_json::Map<String, Value>,
+    resources: &[orch_store::ResourceRecord],
+    template: &Template,
+) -> Result<(), Problems> {
+    let servers = resources.iter().filter(|resource| resource.kind == "server");
+    let known: Vec<&str> = servers
+        .flat_map(|server| [server.attributes["name"].as_str(), server.attributes["ip"].as_str()])
+        .flatten()
+        .collect();
+    let inside_subnets = |host: &str| {
+        host.parse::<std::net::IpAddr>()
+            .is_ok_and(|address| template.subnets().any(|(_, subnet)| subnet.cidr.contains(&address)))
+    };
+    let mut problems = Problems::default();
+    for (group, hosts) in inventory {
+        for (index, host) in hosts.as_array().into_iter().flatten().enumerate() {
+            let host = host.as_str().unwrap_or_default();
+            if !known.contains(&host) && !inside_subnets(host) {
+                problems.push(
+                    format!("/inventory/{group}/{index}"),
+                    format!("'{host}' is not one of the deployment's servers (by name or address) nor an address in its subnets"),
+                );
+            }
+        }
+    }
+    problems.into_result(())
 }
 
 #[utoipa::path(post, path = "/deployments/{id}/scale", tag = "deployments",

@@ -299,12 +299,17 @@ async fn conflicts(db: Db) {
     expect_problem(patch, StatusCode::CONFLICT).await;
     app.complete_pending_operation(&id, DeploymentStatus::Completed).await;
 
-    let configured = app.post(&format!("/deployments/{id}/configure"), &json!({"playbook": "configure-web.yml", "inventory": {"web_servers": ["10.0.1.10"]}, "extra_vars": {"app_port": 8080}})).await;
+    let configured = app.post(&format!("/deployments/{id}/configure"), &json!({"playbook": "configure-web.yml", "inventory": {"web_servers": ["10.0.1.10"]}, "extra_vars": {"app_port": 8080, "db_password": "hunter2-secret"}})).await;
     assert_eq!(configured.status(), StatusCode::ACCEPTED);
     assert_eq!(configured.json::<Value>().await.unwrap()["status"], "CONFIGURING");
     let operations = app.store.operations(&id).await.unwrap();
     let configure = operations.last().unwrap();
     assert_eq!(configure.payload["extra_vars"]["app_port"], 8080);
+    let events = serde_json::to_string(&events_of(&app, &id).await).unwrap();
+    assert!(
+        !events.contains("hunter2-secret") && events.contains("db_password"),
+        "extra_vars show in events by name only: {events}"
+    );
 
     // The run and its output are readable through the API.
     let run = app
@@ -374,6 +379,35 @@ async fn operation_validation(db: Db) {
         (
             json!({"playbook": "site.yml", "timeout_seconds": 0}),
             "/timeout_seconds",
+        ),
+        // Nothing that would run code on the worker or reach another host.
+        (
+            json!({"playbook": "site.yml", "extra_vars": {"ansible_connection": "local"}}),
+            "/extra_vars/ansible_connection",
+        ),
+        (
+            json!({"playbook": "site.yml", "extra_vars": {"Ansible_SSH_Common_Args": "-o ProxyCommand=x"}}),
+            "/extra_vars/Ansible_SSH_Common_Args",
+        ),
+        (
+            json!({"playbook": "site.yml", "extra_vars": {"hostvars": {}}}),
+            "/extra_vars/hostvars",
+        ),
+        (
+            json!({"playbook": "site.yml", "extra_vars": {"not a name": 1}}),
+            "/extra_vars/not a name",
+        ),
+        (
+            json!({"playbook": "site.yml", "inventory": {"web": ["-oProxyCommand"]}}),
+            "/inventory/web/0",
+        ),
+        (
+            json!({"playbook": "site.yml", "inventory": {"web": ["10.0.1.7", "192.168.99.1"]}}),
+            "/inventory/web/1",
+        ),
+        (
+            json!({"playbook": "site.yml", "inventory": {"web": ["evil.example.com"]}}),
+            "/inventory/web/0",
         ),
     ] {
         let problem = expect_problem(
