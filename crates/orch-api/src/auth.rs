@@ -1,12 +1,15 @@
-//! API keys, scopes, the IP allowlist and the per-key rate limit.
+//! API keys, scopes, the IP allowlist, the per-key rate limit and the limit on failed
+//! authentications per client address.
 //!
 //! Keys are kept only as SHA-256 digests; a presented key is hashed and compared with every
 //! configured digest in constant time, so neither timing nor memory reveals a key. A key's
 //! id (a prefix of its digest) names it in logs and events.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method};
@@ -140,9 +143,16 @@ pub async fn require_api_key(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let caller = presented_key(&request)
-        .and_then(|key| state.config.api_keys.authenticate(key))
-        .ok_or(ApiError::Unauthorized)?;
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip().to_canonical());
+    if let Some(peer) = peer {
+        state.auth_failures.check_blocked(peer)?;
+    }
+    let Some(caller) = presented_key(&request).and_then(|key| state.config.api_keys.authenticate(key)) else {
+        return Err(peer.map_or(ApiError::Unauthorized, |peer| state.auth_failures.failed(peer)));
+    };
     let reads_only = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if caller.scope == Scope::Read && !reads_only {
         return Err(ApiError::Forbidden("this API key may only read (GET)"));
@@ -193,6 +203,62 @@ impl KeyRateLimiter {
                 retry_after_seconds: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
             }
         })
+    }
+}
+
+/// Failed authentications per client address: past the limit (a bucket refilled over a
+/// minute), the address is refused with 429 for everything, a right key included, until
+/// the bucket has room again, so that guessing keys costs time and tells nothing.
+#[derive(Clone)]
+pub struct FailedAuthLimiter {
+    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    blocked: Arc<Mutex<HashMap<IpAddr, Instant>>>,
+}
+
+/// Blocked addresses remembered at most; expired ones are dropped first.
+const MAX_BLOCKED: usize = 10_000;
+
+fn rate_limited(wait: Duration) -> ApiError {
+    ApiError::RateLimited {
+        retry_after_seconds: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+    }
+}
+
+impl FailedAuthLimiter {
+    pub fn per_minute(limit: NonZeroU32) -> Self {
+        Self {
+            limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(limit))),
+            blocked: Arc::default(),
+        }
+    }
+
+    fn check_blocked(&self, peer: IpAddr) -> Result<(), ApiError> {
+        let mut blocked = self.blocked.lock().expect("the lock is never poisoned");
+        match blocked.get(&peer) {
+            Some(until) if *until > Instant::now() => Err(rate_limited(*until - Instant::now())),
+            Some(_) => {
+                blocked.remove(&peer);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failure: 401, or 429 for the one past the limit, which blocks the address.
+    fn failed(&self, peer: IpAddr) -> ApiError {
+        let Err(not_until) = self.limiter.check_key(&peer) else {
+            return ApiError::Unauthorized;
+        };
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let mut blocked = self.blocked.lock().expect("the lock is never poisoned");
+        if blocked.len() >= MAX_BLOCKED {
+            let now = Instant::now();
+            blocked.retain(|_, until| *until > now);
+        }
+        blocked.insert(peer, Instant::now() + wait);
+        metrics::counter!("api_auth_blocked_total").increment(1);
+        tracing::warn!(client = %peer, seconds = wait.as_secs(), "too many failed authentications: the address waits");
+        rate_limited(wait)
     }
 }
 

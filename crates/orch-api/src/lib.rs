@@ -45,6 +45,9 @@ pub mod views;
 pub use auth::{ApiKeys, Scope};
 pub use error::ApiError;
 
+/// Failed authentications an address may make in a minute before it waits.
+pub const AUTH_FAILURES_PER_MINUTE: NonZeroU32 = NonZeroU32::new(30).expect("non-zero");
+
 /// What the API needs to know, already validated by the binary's configuration loader.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -105,6 +108,8 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<ApiConfig>,
     pub rate_limiter: auth::KeyRateLimiter,
+    /// Failed authentications per client address.
+    pub auth_failures: auth::FailedAuthLimiter,
     pub metrics: PrometheusHandle,
     /// Checks beyond the database (Temporal, the cloud), by name.
     pub readiness_checks: Arc<Vec<(String, ReadinessCheck)>>,
@@ -116,6 +121,7 @@ impl AppState {
     pub fn new(store: Store, config: ApiConfig) -> Self {
         Self {
             rate_limiter: auth::KeyRateLimiter::per_minute(config.rate_limit_per_minute),
+            auth_failures: auth::FailedAuthLimiter::per_minute(AUTH_FAILURES_PER_MINUTE),
             store,
             config: Arc::new(config),
             metrics: metrics_handle(),

@@ -142,6 +142,32 @@ async fn rate_limit(db: Db) {
 }
 db_test!(rate_limit_answers_429_with_retry_after, rate_limit);
 
+async fn guessing(db: Db) {
+    let app = spawn_app(db).await;
+    let guess = |key: String| {
+        let request = app.client.get(app.url("/deployments")).header("X-API-Key", key);
+        async move { request.send().await.unwrap() }
+    };
+    let limit = orch_api::AUTH_FAILURES_PER_MINUTE.get();
+    for n in 0..limit {
+        assert_eq!(
+            guess(format!("wrong-key-{n:016}")).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let blocked = guess("wrong-key-once-more-0000".into()).await;
+    assert!(blocked.headers().contains_key("retry-after"));
+    expect_problem(blocked, StatusCode::TOO_MANY_REQUESTS).await;
+    // Blocked means blocked: a right key from the address tells a guesser nothing either.
+    expect_problem(guess(WRITE_KEY.into()).await, StatusCode::TOO_MANY_REQUESTS).await;
+    // Open endpoints still answer.
+    assert_eq!(
+        app.client.get(app.url("/health")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+db_test!(failed_authentications_are_limited_per_address, guessing);
+
 async fn body_limit(db: Db) {
     let app = spawn_app_with(db, |config| config.max_body_bytes = 2048).await;
     let big = json!({"name": "big", "description": "x".repeat(4096), "vm_config": {}, "network_config": {}});
