@@ -143,8 +143,33 @@ fn describe_number(value: &Value) -> &'static str {
     }
 }
 
+/// The most items any array or object of a request may hold, checked before any item is
+/// read, so that no input makes validation slow; most lists have a lower limit of their own.
+pub const MAX_ITEMS: usize = 10_000;
+
+/// The first character of `text` that hides what it says: a control character (except
+/// newline, carriage return and tab when `multiline`), or a bidirectional override or
+/// isolate, which make text read differently from what it holds.
+pub(crate) fn hidden_character(text: &str, multiline: bool) -> Option<char> {
+    text.chars().find(|&c| {
+        let allowed_space = multiline && matches!(c, '\n' | '\r' | '\t');
+        (c.is_control() && !allowed_space)
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
+/// Whether `len` items are within `max`; a problem at `pointer` otherwise.
+pub(crate) fn at_most(len: usize, max: usize, pointer: &str, problems: &mut Problems) -> bool {
+    if len > max {
+        problems.push(pointer, format!("must hold at most {max} items, not {len}"));
+        return false;
+    }
+    true
+}
+
 pub(crate) fn array<'a>(value: &'a Value, pointer: &str, problems: &mut Problems) -> Option<&'a [Value]> {
     match value {
+        Value::Array(items) if !at_most(items.len(), MAX_ITEMS, pointer, problems) => None,
         Value::Array(items) => Some(items),
         other => {
             problems.push(pointer, format!("must be an array, not {}", kind(other)));
@@ -155,6 +180,7 @@ pub(crate) fn array<'a>(value: &'a Value, pointer: &str, problems: &mut Problems
 
 pub(crate) fn object<'a>(value: &'a Value, pointer: &str, problems: &mut Problems) -> Option<&'a Map<String, Value>> {
     match value {
+        Value::Object(map) if !at_most(map.len(), MAX_ITEMS, pointer, problems) => None,
         Value::Object(map) => Some(map),
         other => {
             problems.push(pointer, format!("must be an object, not {}", kind(other)));

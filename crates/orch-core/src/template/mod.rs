@@ -48,6 +48,12 @@ pub const MAX_USER_DATA_BYTES: usize = 48 * 1024;
 pub const MAX_DESCRIPTION_LEN: usize = 1_024;
 /// Longest flavor, image, key pair or volume type name.
 pub const MAX_REF_LEN: usize = 255;
+/// The most server groups, subnets or security groups a template defines.
+pub const MAX_NAMED: usize = 100;
+/// The most security groups one server group lists.
+pub const MAX_GROUPS_PER_SERVER: usize = 32;
+/// The most metadata items a server has (Nova's default quota is 128).
+pub const MAX_METADATA_ITEMS: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Template {
@@ -394,6 +400,9 @@ fn read_named<T>(
     read_item: impl Fn(&Value, &str, &mut Problems) -> Option<T>,
 ) -> Option<BTreeMap<String, T>> {
     let map = reader::object(value, pointer, problems)?;
+    if !reader::at_most(map.len(), MAX_NAMED, pointer, problems) {
+        return None;
+    }
     if let Some(lacking) = empty.filter(|_| map.is_empty()) {
         problems.push(pointer, format!("must define at least one {lacking}"));
         return None;
@@ -534,6 +543,60 @@ mod tests {
 
     fn pointers(problems: &Problems) -> Vec<&str> {
         problems.0.iter().map(|p| p.pointer.as_str()).collect()
+    }
+
+    #[test]
+    fn long_lists_are_refused_before_they_are_read() {
+        let mut value = web_app_stack();
+        let names: Vec<String> = (0..80_000).map(|n| format!("g{n}")).collect();
+        value["vm_config"]["web"]["security_groups"] = json!(names);
+        let mut groups = serde_json::Map::new();
+        for n in 0..40_000 {
+            groups.insert(format!("g{n}"), json!({"rules": []}));
+        }
+        value["security_groups"] = Value::Object(groups);
+        value["vm_config"]["web"]["metadata"] = json!((0..200)
+            .map(|n| (format!("k{n}"), json!("v")))
+            .collect::<serde_json::Map<_, _>>());
+        let started = std::time::Instant::now();
+        let problems = Template::parse(&value, "", None).unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+        let found = pointers(&problems);
+        for pointer in [
+            "/vm_config/web/security_groups",
+            "/security_groups",
+            "/vm_config/web/metadata",
+        ] {
+            assert!(found.contains(&pointer), "{pointer}: {found:?}");
+        }
+        assert!(
+            problems.0.len() < 10,
+            "one problem per list, not one per item: {}",
+            problems.0.len()
+        );
+    }
+
+    #[test]
+    fn hidden_characters_are_refused_in_metadata_and_user_data() {
+        let mut value = web_app_stack();
+        value["vm_config"]["web"]["metadata"] = json!({"role": "web\u{202e}gnp.exe", "a\u{0}b": "x", "ok": "fine"});
+        value["vm_config"]["app"]["user_data"] = json!("#!/bin/sh\necho hi\u{0}\n");
+        value["vm_config"]["db"]["user_data"] = json!("#cloud-config\n\truncmd: [ls]\r\n");
+        let problems = Template::parse(&value, "", None).unwrap_err();
+        let mut found = pointers(&problems);
+        found.sort_unstable();
+        assert_eq!(
+            found,
+            [
+                "/vm_config/app/user_data",
+                "/vm_config/web/metadata/a\u{0}b",
+                "/vm_config/web/metadata/role"
+            ]
+        );
     }
 
     #[test]

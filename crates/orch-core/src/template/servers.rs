@@ -63,16 +63,9 @@ pub(super) fn read_group(value: &Value, pointer: &str, problems: &mut Problems) 
         None => Some(Vec::new()),
     };
     let key_pair = text_field(&mut object, "key_pair", problems);
-    let user_data = object.optional("user_data").and_then(|value| {
-        let pointer = object.pointer_to("user_data");
-        let data = reader::string(value, &pointer, problems)?;
-        if data.len() > MAX_USER_DATA_BYTES {
-            problems.push(pointer, format!("must be at most {MAX_USER_DATA_BYTES} bytes"));
-            None
-        } else {
-            Some(data.to_owned())
-        }
-    });
+    let user_data = object
+        .optional("user_data")
+        .and_then(|value| read_user_data(value, &object.pointer_to("user_data"), problems));
     let metadata = match object.optional("metadata") {
         Some(value) => read_metadata(value, &object.pointer_to("metadata"), problems),
         None => Some(BTreeMap::new()),
@@ -93,13 +86,35 @@ pub(super) fn read_group(value: &Value, pointer: &str, problems: &mut Problems) 
     })
 }
 
+/// Cloud-init data: free text within its size, with nothing in it that hides what it says.
+fn read_user_data(value: &Value, pointer: &str, problems: &mut Problems) -> Option<String> {
+    let data = reader::string(value, pointer, problems)?;
+    if data.len() > MAX_USER_DATA_BYTES {
+        problems.push(pointer, format!("must be at most {MAX_USER_DATA_BYTES} bytes"));
+        return None;
+    }
+    if let Some(c) = reader::hidden_character(data, true) {
+        let code = u32::from(c);
+        problems.push(
+            pointer,
+            format!("holds the character U+{code:04X}, which hides what the text says"),
+        );
+        return None;
+    }
+    Some(data.to_owned())
+}
+
 pub(super) fn read_names(value: &Value, pointer: &str, problems: &mut Problems) -> Option<Vec<String>> {
     let items = reader::array(value, pointer, problems)?;
+    if !reader::at_most(items.len(), MAX_GROUPS_PER_SERVER, pointer, problems) {
+        return None;
+    }
     let mut names = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for (index, item) in items.iter().enumerate() {
         let item_pointer = child(pointer, &index.to_string());
         if let Some(name) = reader::string(item, &item_pointer, problems) {
-            if names.iter().any(|known| known == name) {
+            if !seen.insert(name) {
                 problems.push(item_pointer, format!("'{name}' is listed twice"));
             } else if read_key(name, &item_pointer, problems) {
                 names.push(name.to_owned());
@@ -136,16 +151,29 @@ pub(super) fn read_volumes(value: &Value, pointer: &str, problems: &mut Problems
 
 pub(super) fn read_metadata(value: &Value, pointer: &str, problems: &mut Problems) -> Option<BTreeMap<String, String>> {
     let map = reader::object(value, pointer, problems)?;
+    if !reader::at_most(map.len(), MAX_METADATA_ITEMS, pointer, problems) {
+        return None;
+    }
     let mut metadata = BTreeMap::new();
     for (key, value) in map {
         let item_pointer = child(pointer, key);
         if key.is_empty() || key.len() > 255 {
             problems.push(&item_pointer, "keys must be 1 to 255 characters");
+        } else if reader::hidden_character(key, false).is_some() {
+            problems.push(
+                &item_pointer,
+                "keys may not hold control or bidirectional-override characters",
+            );
         } else if key.starts_with("orch_") {
             problems.push(&item_pointer, "keys starting with 'orch_' are reserved for orch");
         } else if let Some(text) = reader::string(value, &item_pointer, problems) {
             if text.len() > 255 {
                 problems.push(&item_pointer, "values must be at most 255 characters");
+            } else if reader::hidden_character(text, false).is_some() {
+                problems.push(
+                    &item_pointer,
+                    "values may not hold control or bidirectional-override characters",
+                );
             } else {
                 metadata.insert(key.clone(), text.to_owned());
             }
