@@ -17,13 +17,13 @@
 #![warn(clippy::too_many_lines)]
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
 use ipnet::IpNet;
@@ -32,6 +32,7 @@ use orch_store::Store;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::Level;
@@ -40,6 +41,7 @@ pub mod auth;
 pub mod error;
 pub mod request;
 pub mod routes;
+pub mod server;
 pub mod views;
 
 pub use auth::{ApiKeys, Scope};
@@ -64,6 +66,13 @@ pub struct ApiConfig {
     pub default_region: String,
     /// The container hosts a deployment of services may name; the first is the default.
     pub container_hosts: Vec<String>,
+    /// A request's headers must have arrived within this (an idle keep-alive connection is
+    /// closed after it too).
+    pub header_timeout: Duration,
+    /// A request, its body included, must be answered within this (408 otherwise).
+    pub request_timeout: Duration,
+    /// Open connections at most; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl ApiConfig {
@@ -78,6 +87,9 @@ impl ApiConfig {
             metrics_require_auth: false,
             default_region: "RegionOne".into(),
             container_hosts: vec!["local".into()],
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }
@@ -170,6 +182,11 @@ pub fn router(state: AppState) -> Router {
     // first, so every response, those of the allowlist and CORS layers included, has an id,
     // an access log line (the trace layer's, in the request's span) and a latency figure.
     .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+    // The whole request, its body included: a body that trickles in is cut off.
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        state.config.request_timeout,
+    ))
     // The allowlist wraps CORS, so that a preflight from outside the list is refused too.
     .layer(cors)
     .layer(from_fn_with_state(state.clone(), auth::enforce_ip_allowlist))
@@ -238,8 +255,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let limits = server::ConnectionLimits {
+        header_timeout: state.config.header_timeout,
+        max_connections: state.config.max_connections,
+    };
+    server::serve_with_limits(listener, router(state), limits, shutdown).await?;
     store.close().await;
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use orch_api::{ApiConfig, ApiKeys};
@@ -26,6 +27,9 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("CORS_ORIGINS", Some(""), false),
     ("IP_ALLOWLIST", Some(""), false),
     ("MAX_BODY_BYTES", Some("1048576"), false),
+    ("API_HEADER_TIMEOUT_SECONDS", Some("10"), false),
+    ("API_REQUEST_TIMEOUT_SECONDS", Some("60"), false),
+    ("API_MAX_CONNECTIONS", Some("10000"), false),
     ("METRICS_REQUIRE_AUTH", Some("false"), false),
     ("TEMPORAL_HOST", None, false),
     ("TEMPORAL_NAMESPACE", Some("default"), false),
@@ -332,6 +336,7 @@ impl Sources {
         let cors_origins = parse_origins(self.get("CORS_ORIGINS").unwrap_or_default())?;
         let ip_allowlist: Vec<IpNet> = orch_api::auth::parse_ip_allowlist(self.get("IP_ALLOWLIST").unwrap_or_default())
             .map_err(|problem| invalid("IP_ALLOWLIST", problem))?;
+        let (header_timeout, request_timeout, max_connections) = self.load_connection_limits()?;
         Ok(ApiConfig {
             api_keys,
             rate_limit_per_minute,
@@ -341,7 +346,32 @@ impl Sources {
             metrics_require_auth,
             default_region: String::new(),
             container_hosts: Vec::new(),
+            header_timeout,
+            request_timeout,
+            max_connections,
         })
+    }
+
+    /// How long a request's headers and a whole request may take, and how many connections
+    /// may be open at once.
+    fn load_connection_limits(&self) -> Result<(Duration, Duration, usize), ConfigError> {
+        let seconds = |name: &str, range: std::ops::RangeInclusive<u64>| -> Result<Duration, ConfigError> {
+            let value: u64 = self.parse_var(name, "", "a whole number of seconds")?;
+            match range.contains(&value) {
+                true => Ok(Duration::from_secs(value)),
+                false => Err(invalid(
+                    name,
+                    format!("must be {} to {} seconds", range.start(), range.end()),
+                )),
+            }
+        };
+        let header_timeout = seconds("API_HEADER_TIMEOUT_SECONDS", 1..=300)?;
+        let request_timeout = seconds("API_REQUEST_TIMEOUT_SECONDS", 1..=3600)?;
+        let max_connections: usize = self.parse_var("API_MAX_CONNECTIONS", "", "a whole number")?;
+        if !(1..=1_000_000).contains(&max_connections) {
+            return Err(invalid("API_MAX_CONNECTIONS", "must be 1 to 1000000"));
+        }
+        Ok((header_timeout, request_timeout, max_connections))
     }
 
     fn load_logging(&self) -> Result<(String, LogFormat), ConfigError> {
@@ -665,6 +695,9 @@ mod tests {
             ("TEMPORAL_HOST", "nohost", "TEMPORAL_HOST"),
             ("OPENSTACK_AUTH_URL", "ftp://x", "OPENSTACK_AUTH_URL"),
             ("MAX_BODY_BYTES", "10", "MAX_BODY_BYTES"),
+            ("API_HEADER_TIMEOUT_SECONDS", "0", "API_HEADER_TIMEOUT_SECONDS"),
+            ("API_REQUEST_TIMEOUT_SECONDS", "soon", "API_REQUEST_TIMEOUT_SECONDS"),
+            ("API_MAX_CONNECTIONS", "0", "API_MAX_CONNECTIONS"),
             ("OPENSTACK_MAX_CONCURRENCY", "0", "OPENSTACK_MAX_CONCURRENCY"),
             ("OPENSTACK_REQUESTS_PER_SECOND", "fast", "OPENSTACK_REQUESTS_PER_SECOND"),
             ("API_KEYS", "short:write", "API_KEYS"),

@@ -258,3 +258,88 @@ async fn ip_allowlist(db: Db) {
     assert_eq!(open.get("/deployments").await.status(), StatusCode::OK);
 }
 db_test!(ip_allowlist_refuses_other_networks, ip_allowlist);
+
+/// Reads until the server closes the connection, or `within` passes; the bytes read.
+async fn until_closed(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    });
+    read.await.ok().map(|()| answer)
+}
+
+async fn slow_clients(db: Db) {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(db, |config| {
+        config.header_timeout = std::time::Duration::from_secs(1);
+        config.request_timeout = std::time::Duration::from_secs(2);
+        config.max_connections = 4;
+    })
+    .await;
+    let address = app
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let connect = || tokio::net::TcpStream::connect(address.clone());
+    // Headers that never end, and connections that say nothing, hold a slot for a second.
+    let mut partial = connect().await.unwrap();
+    partial.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(connect().await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    // Every slot is taken: a new client waits until one is freed, then is served.
+    let waiting = {
+        let (client, url) = (app.client.clone(), app.url("/health"));
+        tokio::spawn(async move {
+            let asked = std::time::Instant::now();
+            let status = client.get(url).send().await.unwrap().status();
+            (status, asked.elapsed())
+        })
+    };
+    assert!(
+        until_closed(&mut partial, std::time::Duration::from_secs(5))
+            .await
+            .is_some(),
+        "partial headers are cut off"
+    );
+    for stream in &mut idle {
+        assert!(
+            until_closed(stream, std::time::Duration::from_secs(5)).await.is_some(),
+            "an idle connection is closed"
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, waited) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        waited > std::time::Duration::from_millis(500),
+        "it waited for a free slot: {waited:?}"
+    );
+    // A body that trickles in is answered 408 once the request's time is up.
+    let mut trickle = connect().await.unwrap();
+    let head = format!("POST /deployments HTTP/1.1\r\nHost: x\r\nX-API-Key: {WRITE_KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{");
+    trickle.write_all(head.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut trickle, std::time::Duration::from_secs(6))
+        .await
+        .unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+db_test!(slow_and_idle_clients_are_cut_off, slow_clients);
