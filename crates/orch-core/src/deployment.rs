@@ -207,7 +207,27 @@ impl ScaleRequest {
                 }
             }
         }
+        if field == "/vm_type" && problems.is_empty() {
+            check_scaled_layout(template, &vm_type, target_count, &mut problems);
+        }
         problems.into_result(Self { target_count, vm_type })
+    }
+}
+
+/// The deployment as the scale would leave it still fits: its subnet has addresses for every
+/// server, and the total stays within bounds (the rules a template's own counts obey).
+fn check_scaled_layout(template: &Template, group: &str, target_count: u32, problems: &mut Problems) {
+    let mut scaled = template.clone();
+    if let Some(scaled_group) = scaled.vm_config.get_mut(group) {
+        scaled_group.count = target_count;
+        // The bounds were checked against the request above.
+        scaled_group.min_count = 0;
+        scaled_group.max_count = None;
+    }
+    let mut found = Problems::default();
+    crate::template::check_group_bounds(&scaled, "/template", |_| "/target_count".to_owned(), &mut found);
+    for problem in found.0 {
+        problems.push("/target_count", problem.detail);
     }
 }
 
@@ -773,5 +793,21 @@ mod tests {
             let problems = ScaleRequest::parse(&body, &template).unwrap_err();
             assert_eq!(problems.0[0].pointer, pointer, "{body}");
         }
+    }
+
+    #[test]
+    fn a_scale_must_fit_its_subnet() {
+        let template = Template::parse(
+            &json!({"name": "t", "vm_config": {"web": {"flavor": "f", "image": "i", "count": 2}},
+                    "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/28"}}}),
+            "",
+            None,
+        )
+        .unwrap();
+        assert!(ScaleRequest::parse(&json!({"target_count": 5, "vm_type": "web"}), &template).is_ok());
+        let problems = ScaleRequest::parse(&json!({"target_count": 50, "vm_type": "web"}), &template).unwrap_err();
+        assert_eq!(problems.0.len(), 1, "{problems:?}");
+        assert_eq!(problems.0[0].pointer, "/target_count");
+        assert!(problems.0[0].detail.contains("has room for 12 servers"), "{problems:?}");
     }
 }
