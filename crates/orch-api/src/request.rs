@@ -155,3 +155,25 @@ mod tests {
         assert!(Uuid::parse_str(made.header_value().to_str().unwrap()).is_ok());
     }
 }
+
+/// Path parameters, like axum's, but a path that cannot be decoded (`/deployments/%FF`) is a
+/// problem+json 400 like every other error, not a plain-text answer.
+pub struct Path<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::BadRequest(format!(
+                "the path cannot be read: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}

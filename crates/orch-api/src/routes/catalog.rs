@@ -1,12 +1,12 @@
 //! `/catalog`: the services a template can name with `catalog:`.
 
-use axum::extract::Path;
 use axum::Json;
 use orch_core::catalog::{installed, CatalogEntry};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, ProblemDocument};
+use crate::request::Path;
 
 /// An entry in the list.
 #[derive(Debug, Serialize, ToSchema)]

@@ -3,7 +3,7 @@
 //! Every request is validated completely before anything is written; work is recorded as an
 //! operation in the same transaction as the status change, for the workflow layer.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 
 use super::{QueryParams, RequestActor};
 use crate::error::{ApiError, ApiResult, ProblemDocument};
-use crate::request::Body;
+use crate::request::{Body, Path};
 use crate::views::{
     DeleteAccepted, DeploymentAccepted, DeploymentList, DeploymentSummary, DeploymentView, EventList, EventView,
     OperationAccepted,

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::request::Path;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::Json;
 use orch_core::template::payload::DEFAULT_SECRET_LENGTH;

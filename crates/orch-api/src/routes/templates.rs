@@ -1,13 +1,13 @@
 //! `/templates`: reusable deployment templates, in JSON or YAML.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
 use orch_core::{Problems, Template};
 
 use super::QueryParams;
 use crate::error::{ApiResult, ProblemDocument};
-use crate::request::Body;
+use crate::request::{Body, Path};
 use crate::views::{TemplateList, TemplateView};
 use crate::AppState;
 

@@ -166,6 +166,17 @@ async fn fallbacks(db: Db) {
         StatusCode::METHOD_NOT_ALLOWED,
     )
     .await;
+    // A path that cannot be decoded is a problem too, not plain text.
+    for path in ["/deployments/%FF", "/templates/%C3%28", "/catalog/%FF"] {
+        let problem = expect_problem(app.get(path).await, StatusCode::BAD_REQUEST).await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("the path cannot be read"),
+            "{path}: {problem}"
+        );
+    }
     // Request ids: kept when plain, replaced when not, always echoed.
     let kept = app
         .request(Method::GET, "/deployments")
