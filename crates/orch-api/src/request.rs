@@ -143,19 +143,6 @@ impl<const YAML: bool> FromRequest<AppState> for Body<YAML> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_kept_only_when_plain() {
-        assert!(is_plain("abc-123") && is_plain("a.b:c_d"));
-        assert!(!is_plain("a b\"c") && !is_plain("") && !is_plain(&"x".repeat(129)));
-        let made = NewRequestId.make_request_id(&axum::http::Request::new(())).unwrap();
-        assert!(Uuid::parse_str(made.header_value().to_str().unwrap()).is_ok());
-    }
-}
-
 /// Path parameters, like axum's, but a path that cannot be decoded (`/deployments/%FF`) is a
 /// problem+json 400 like every other error, not a plain-text answer.
 pub struct Path<T>(pub T);
@@ -175,5 +162,18 @@ where
                 rejection.body_text()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_only_when_plain() {
+        assert!(is_plain("abc-123") && is_plain("a.b:c_d"));
+        assert!(!is_plain("a b\"c") && !is_plain("") && !is_plain(&"x".repeat(129)));
+        let made = NewRequestId.make_request_id(&axum::http::Request::new(())).unwrap();
+        assert!(Uuid::parse_str(made.header_value().to_str().unwrap()).is_ok());
     }
 }
