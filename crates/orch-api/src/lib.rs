@@ -42,6 +42,7 @@ pub mod error;
 pub mod request;
 pub mod routes;
 pub mod server;
+pub mod tls;
 pub mod views;
 
 pub use auth::{ApiKeys, Scope};
@@ -73,6 +74,8 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// Open connections at most; more wait to be accepted.
     pub max_connections: usize,
+    /// When set, the API is served over TLS only.
+    pub tls: Option<tls::TlsConfig>,
 }
 
 impl ApiConfig {
@@ -90,6 +93,7 @@ impl ApiConfig {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            tls: None,
         }
     }
 }
@@ -259,7 +263,8 @@ pub async fn serve(
         header_timeout: state.config.header_timeout,
         max_connections: state.config.max_connections,
     };
-    server::serve_with_limits(listener, router(state), limits, shutdown).await?;
+    let tls = state.config.tls.clone();
+    server::serve_with_limits(listener, router(state), limits, tls, shutdown).await?;
     store.close().await;
     Ok(())
 }

@@ -22,6 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use crate::tls::TlsConfig;
+
 /// How long requests in flight may take to finish once shutdown begins.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -34,13 +36,17 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` until `shutdown` resolves; with `tls`, over TLS only.
 pub async fn serve_with_limits(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if let Some(tls) = &tls {
+        tls.reload_on_hangup();
+    }
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only, as axum is built here; hyper's own builder, since the version-detecting
@@ -80,13 +86,32 @@ pub async fn serve_with_limits(
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             request.map(Body::new)
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+        let handshake_deadline = limits.header_timeout;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let _permit = permit;
+            let service = TowerToHyperService::new(service);
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                    // The handshake has the headers' deadline: a silent client holds no slot.
+                    let Ok(Ok(stream)) = tokio::time::timeout(handshake_deadline, acceptor.accept(stream)).await else {
+                        tracing::debug!(%peer, "TLS handshake failed or timed out");
+                        return;
+                    };
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(%error, "connection ended");
             }
-            drop(permit);
         });
     }
     drop(listener);

@@ -30,6 +30,8 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("API_HEADER_TIMEOUT_SECONDS", Some("10"), false),
     ("API_REQUEST_TIMEOUT_SECONDS", Some("60"), false),
     ("API_MAX_CONNECTIONS", Some("10000"), false),
+    ("TLS_CERT_FILE", None, false),
+    ("TLS_KEY_FILE", None, false),
     ("METRICS_REQUIRE_AUTH", Some("false"), false),
     ("TEMPORAL_HOST", None, false),
     ("TEMPORAL_NAMESPACE", Some("default"), false),
@@ -337,6 +339,7 @@ impl Sources {
         let ip_allowlist: Vec<IpNet> = orch_api::auth::parse_ip_allowlist(self.get("IP_ALLOWLIST").unwrap_or_default())
             .map_err(|problem| invalid("IP_ALLOWLIST", problem))?;
         let (header_timeout, request_timeout, max_connections) = self.load_connection_limits()?;
+        let tls = self.load_tls()?;
         Ok(ApiConfig {
             api_keys,
             rate_limit_per_minute,
@@ -349,7 +352,27 @@ impl Sources {
             header_timeout,
             request_timeout,
             max_connections,
+            tls,
         })
+    }
+
+    /// `TLS_CERT_FILE` and `TLS_KEY_FILE`, both or neither, read now so that a bad file
+    /// stops orch at start with its name.
+    fn load_tls(&self) -> Result<Option<orch_api::tls::TlsConfig>, ConfigError> {
+        match (self.non_empty("TLS_CERT_FILE"), self.non_empty("TLS_KEY_FILE")) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => {
+                let files = orch_api::tls::TlsFiles {
+                    cert: PathBuf::from(cert),
+                    key: PathBuf::from(key),
+                };
+                orch_api::tls::TlsConfig::load(files)
+                    .map(Some)
+                    .map_err(|why| invalid("TLS_CERT_FILE", why))
+            }
+            (Some(_), None) => Err(invalid("TLS_KEY_FILE", "is needed with TLS_CERT_FILE")),
+            (None, Some(_)) => Err(invalid("TLS_CERT_FILE", "is needed with TLS_KEY_FILE")),
+        }
     }
 
     /// How long a request's headers and a whole request may take, and how many connections
@@ -698,6 +721,8 @@ mod tests {
             ("API_HEADER_TIMEOUT_SECONDS", "0", "API_HEADER_TIMEOUT_SECONDS"),
             ("API_REQUEST_TIMEOUT_SECONDS", "soon", "API_REQUEST_TIMEOUT_SECONDS"),
             ("API_MAX_CONNECTIONS", "0", "API_MAX_CONNECTIONS"),
+            ("TLS_CERT_FILE", "/nonexistent/cert.pem", "TLS_KEY_FILE"),
+            ("TLS_KEY_FILE", "/nonexistent/key.pem", "TLS_CERT_FILE"),
             ("OPENSTACK_MAX_CONCURRENCY", "0", "OPENSTACK_MAX_CONCURRENCY"),
             ("OPENSTACK_REQUESTS_PER_SECOND", "fast", "OPENSTACK_REQUESTS_PER_SECOND"),
             ("API_KEYS", "short:write", "API_KEYS"),

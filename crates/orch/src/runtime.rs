@@ -151,7 +151,8 @@ async fn run(
     };
     state.readiness_checks = Arc::new(checks);
     // The first line on stdout is the address, so scripts and tests can use port 0.
-    println!("orch listening on http://{bound}");
+    let scheme = if config.api.tls.is_some() { "https" } else { "http" };
+    println!("orch listening on {scheme}://{bound}");
     if let Some(banner) = extras.banner {
         eprintln!("{banner}");
     }

@@ -227,3 +227,139 @@ fn serve_checks_regions_and_readiness_with_the_configured_cloud() {
         assert_eq!(ready["checks"]["cloud"]["status"], "failing");
     });
 }
+
+/// A certificate for 127.0.0.1 issued by a fresh CA, written as `cert.pem` and `key.pem` in
+/// `dir` (the openssl CLI, from Debian's package); the CA's PEM text, which a client trusts.
+fn issued_certificate(dir: &std::path::Path) -> Vec<u8> {
+    let run = |args: &[&str]| {
+        let made = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+        assert!(
+            made.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=orch-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    std::fs::read(dir.join("ca.pem")).unwrap()
+}
+
+/// Whether a client that trusts only `pem` is answered 200 on `/health`.
+async fn trusted_by(url: &str, pem: &[u8]) -> bool {
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap())
+        .build()
+        .unwrap();
+    client
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .is_ok_and(|answer| answer.status() == 200)
+}
+
+/// `TLS_CERT_FILE` and `TLS_KEY_FILE`: the API over TLS only, and a renewed certificate
+/// served after SIGHUP without a restart; a bad file stops orch at start, naming it.
+#[test]
+fn serve_speaks_tls_and_reloads_its_certificate_on_sighup() {
+    let dir = scratch_dir();
+    let first = issued_certificate(&dir);
+    let mut child = Running(
+        orch()
+            .current_dir(&dir)
+            .env("API_KEYS", format!("{KEY}:write"))
+            .env("API_PORT", "0")
+            .env("TLS_CERT_FILE", dir.join("cert.pem"))
+            .env("TLS_KEY_FILE", dir.join("key.pem"))
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = common::listening_url(&mut child);
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        assert!(trusted_by(&url, &first).await, "served with the first certificate");
+        let plain = reqwest::get(url.replace("https://", "http://") + "/health").await;
+        assert!(
+            plain.is_err() || plain.is_ok_and(|answer| answer.status() != 200),
+            "no plain HTTP"
+        );
+    });
+    let second = issued_certificate(&dir);
+    let hangup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hangup.success());
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !trusted_by(&url, &second).await {
+            assert!(Instant::now() < deadline, "the renewed certificate is never served");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!trusted_by(&url, &first).await, "the old certificate is gone");
+    });
+    drop(child);
+
+    std::fs::write(dir.join("key.pem"), "not a key").unwrap();
+    let refused = orch()
+        .current_dir(&dir)
+        .env("API_KEYS", format!("{KEY}:write"))
+        .env("TLS_CERT_FILE", dir.join("cert.pem"))
+        .env("TLS_KEY_FILE", dir.join("key.pem"))
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("TLS_CERT_FILE") && said.contains("key.pem"), "{said}");
+}
