@@ -21,6 +21,28 @@ fn orch() -> Command {
     command
 }
 
+/// `orch serve` on port 0 in `dir` with a write key and `env`; the process and its URL.
+fn serve(dir: &std::path::Path, env: &[(&str, String)], stderr: Stdio) -> (Running, String) {
+    let mut command = orch();
+    command
+        .current_dir(dir)
+        .env("API_KEYS", format!("{KEY}:write"))
+        .env("API_PORT", "0");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = Running(
+        command
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
+    let url = common::listening_url(&mut child);
+    (child, url)
+}
+
 /// A fresh working directory per test, so `./data` and `.env` are the test's own.
 fn scratch_dir() -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -97,19 +119,7 @@ fn config_command_shows_sources_without_secrets() {
 #[test]
 fn serve_answers_and_stops_gracefully_on_sigterm() {
     let dir = scratch_dir();
-    let mut child = Running(
-        orch()
-            .current_dir(&dir)
-            .env("API_KEYS", format!("{KEY}:write"))
-            .env("API_PORT", "0")
-            .env("LOG_LEVEL", "trace")
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let url = common::listening_url(&mut child);
+    let (mut child, url) = serve(&dir, &[("LOG_LEVEL", "trace".into())], Stdio::piped());
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -307,20 +317,11 @@ async fn trusted_by(url: &str, pem: &[u8]) -> bool {
 fn serve_speaks_tls_and_reloads_its_certificate_on_sighup() {
     let dir = scratch_dir();
     let first = issued_certificate(&dir);
-    let mut child = Running(
-        orch()
-            .current_dir(&dir)
-            .env("API_KEYS", format!("{KEY}:write"))
-            .env("API_PORT", "0")
-            .env("TLS_CERT_FILE", dir.join("cert.pem"))
-            .env("TLS_KEY_FILE", dir.join("key.pem"))
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = common::listening_url(&mut child);
+    let tls = [
+        ("TLS_CERT_FILE", dir.join("cert.pem").display().to_string()),
+        ("TLS_KEY_FILE", dir.join("key.pem").display().to_string()),
+    ];
+    let (child, url) = serve(&dir, &tls, Stdio::null());
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
