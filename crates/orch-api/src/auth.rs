@@ -137,16 +137,45 @@ fn presented_key(request: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The client's address: the TCP peer, or, when the peer is one of `TRUSTED_PROXIES`, the
+/// nearest address in `X-Forwarded-For` that is not a trusted proxy (read right to left, so
+/// a client cannot put an address of its choosing in front of the proxies' own).
+pub fn client_address(request: &Request, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip().to_canonical())?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
+        .collect();
+    Some(
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .or(forwarded.first())
+            .copied()
+            .unwrap_or(peer),
+    )
+}
+
 /// Authenticates the caller, enforces the scope and the per-key rate limit.
 pub async fn require_api_key(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip().to_canonical());
+    let peer = client_address(&request, &state.config.trusted_proxies);
     if let Some(peer) = peer {
         state.auth_failures.check_blocked(peer)?;
     }
@@ -163,18 +192,15 @@ pub async fn require_api_key(
     Ok(next.run(request).await)
 }
 
-/// Refuses peers outside `IP_ALLOWLIST` when one is configured. The TCP peer address is used:
-/// `X-Forwarded-For` can be forged by anyone.
+/// Refuses clients outside `IP_ALLOWLIST` when one is configured. `X-Forwarded-For` counts
+/// only when the TCP peer is a trusted proxy: anyone can write the header.
 pub async fn enforce_ip_allowlist(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     if !state.config.ip_allowlist.is_empty() {
-        let peer: Option<IpAddr> = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| address.ip().to_canonical());
+        let peer = client_address(&request, &state.config.trusted_proxies);
         let allowed = peer.is_some_and(|ip| state.config.ip_allowlist.iter().any(|net| net.contains(&ip)));
         if !allowed {
             return Err(ApiError::Forbidden("your address is not in the IP allowlist"));

@@ -60,6 +60,9 @@ pub struct ApiConfig {
     pub cors_origins: Vec<String>,
     /// When not empty, only these networks may connect.
     pub ip_allowlist: Vec<IpNet>,
+    /// Proxies whose `X-Forwarded-For` names the client (for the allowlist and the limit on
+    /// failed authentications); the header is ignored from anyone else.
+    pub trusted_proxies: Vec<IpNet>,
     pub max_body_bytes: usize,
     /// Whether `/metrics` needs an API key.
     pub metrics_require_auth: bool,
@@ -86,6 +89,7 @@ impl ApiConfig {
             rate_limit_per_minute: NonZeroU32::new(100).expect("non-zero"),
             cors_origins: Vec::new(),
             ip_allowlist: Vec::new(),
+            trusted_proxies: Vec::new(),
             max_body_bytes: 1024 * 1024,
             metrics_require_auth: false,
             default_region: "RegionOne".into(),

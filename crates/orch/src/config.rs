@@ -26,6 +26,7 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("LOG_FORMAT", Some("json"), false),
     ("CORS_ORIGINS", Some(""), false),
     ("IP_ALLOWLIST", Some(""), false),
+    ("TRUSTED_PROXIES", Some(""), false),
     ("MAX_BODY_BYTES", Some("1048576"), false),
     ("API_HEADER_TIMEOUT_SECONDS", Some("10"), false),
     ("API_REQUEST_TIMEOUT_SECONDS", Some("60"), false),
@@ -338,6 +339,9 @@ impl Sources {
         let cors_origins = parse_origins(self.get("CORS_ORIGINS").unwrap_or_default())?;
         let ip_allowlist: Vec<IpNet> = orch_api::auth::parse_ip_allowlist(self.get("IP_ALLOWLIST").unwrap_or_default())
             .map_err(|problem| invalid("IP_ALLOWLIST", problem))?;
+        let trusted_proxies: Vec<IpNet> =
+            orch_api::auth::parse_ip_allowlist(self.get("TRUSTED_PROXIES").unwrap_or_default())
+                .map_err(|problem| invalid("TRUSTED_PROXIES", problem))?;
         let (header_timeout, request_timeout, max_connections) = self.load_connection_limits()?;
         let tls = self.load_tls()?;
         Ok(ApiConfig {
@@ -345,6 +349,7 @@ impl Sources {
             rate_limit_per_minute,
             cors_origins,
             ip_allowlist,
+            trusted_proxies,
             max_body_bytes,
             metrics_require_auth,
             default_region: String::new(),
@@ -714,6 +719,7 @@ mod tests {
             ("LOG_FORMAT", "xml", "LOG_FORMAT"),
             ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
             ("IP_ALLOWLIST", "10.0.0.0/40", "IP_ALLOWLIST"),
+            ("TRUSTED_PROXIES", "the-load-balancer", "TRUSTED_PROXIES"),
             ("CORS_ORIGINS", "https://a.example/path", "CORS_ORIGINS"),
             ("TEMPORAL_HOST", "nohost", "TEMPORAL_HOST"),
             ("OPENSTACK_AUTH_URL", "ftp://x", "OPENSTACK_AUTH_URL"),

@@ -4,7 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::db_test;
-use crate::harness::{expect_problem, spawn_app, spawn_app_with, Db, READ_KEY, WRITE_KEY};
+use crate::harness::{expect_problem, spawn_app, spawn_app_with, Db, TestApp, READ_KEY, WRITE_KEY};
 
 async fn auth_matrix(db: Db) {
     let app = spawn_app(db).await;
@@ -343,3 +343,33 @@ async fn slow_clients(db: Db) {
     );
 }
 db_test!(slow_and_idle_clients_are_cut_off, slow_clients);
+
+async fn proxies(db: Db) {
+    let behind = |forwarded: &'static str, app: &TestApp| {
+        let request = app
+            .request(Method::GET, "/deployments")
+            .header("x-forwarded-for", forwarded);
+        async move { request.send().await.unwrap().status() }
+    };
+    // The header names the client only when the peer (here 127.0.0.1) is a trusted proxy,
+    // and only the address the proxy itself saw: what a client wrote in front counts not.
+    let trusting = spawn_app_with(db.clone(), |config| {
+        config.ip_allowlist = vec!["10.0.0.0/8".parse().unwrap()];
+        config.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    assert_eq!(behind("10.1.2.3", &trusting).await, StatusCode::OK);
+    assert_eq!(behind("192.168.1.1", &trusting).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        behind("10.9.9.9, 192.168.1.1", &trusting).await,
+        StatusCode::FORBIDDEN,
+        "a forged hop in front"
+    );
+    let trusting_none = spawn_app_with(db, |config| config.ip_allowlist = vec!["10.0.0.0/8".parse().unwrap()]).await;
+    assert_eq!(
+        behind("10.1.2.3", &trusting_none).await,
+        StatusCode::FORBIDDEN,
+        "the header alone is not believed"
+    );
+}
+db_test!(forwarded_addresses_count_only_from_trusted_proxies, proxies);
