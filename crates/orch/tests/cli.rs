@@ -138,6 +138,17 @@ fn serve_answers_and_stops_gracefully_on_sigterm() {
             .await
             .unwrap();
         assert_eq!(listed.status(), 200);
+        let template = serde_json::json!({"name": "audited", "vm_config": {"web": {"flavor": "m1.small", "image": "cirros", "count": 1}},
+                                          "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}});
+        let stored = client
+            .post(format!("{url}/templates"))
+            .header("X-API-Key", KEY)
+            .header("X-Request-Id", "audit-me-1")
+            .json(&template)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stored.status(), 201);
     });
     assert!(dir.join("data/orch.db").exists(), "SQLite under ./data by default");
 
@@ -163,6 +174,14 @@ fn serve_answers_and_stops_gracefully_on_sigterm() {
         "JSON logs carry the request id: {logs}"
     );
     assert!(!logs.contains(KEY), "the API key never reaches the logs");
+    let audit = logs
+        .lines()
+        .find(|line| line.contains("\"orch::audit\"") && line.contains("template.created"))
+        .unwrap_or_else(|| panic!("no audit line for the template write: {logs}"));
+    assert!(
+        audit.contains("audit-me-1") && audit.contains("\"key_id\"") && audit.contains("audited"),
+        "{audit}"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
 use orch_core::{Problems, Template};
 
-use super::QueryParams;
+use super::{QueryParams, RequestActor};
 use crate::error::{ApiResult, ProblemDocument};
 use crate::request::{Body, Path};
 use crate::views::{TemplateList, TemplateView};
@@ -19,10 +19,12 @@ use crate::AppState;
               (status = 422, body = ProblemDocument, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
+    RequestActor(actor): RequestActor,
     Body(body): Body<true>,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<TemplateView>)> {
     let template = given(&body)?;
     let record = state.store.create_template(&template).await?;
+    audit("template.created", &record.id, &record.template.name, &actor);
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/templates/{}", record.id)) {
         headers.insert(header::LOCATION, location);
@@ -74,10 +76,13 @@ pub async fn get(State(state): State<AppState>, Path(id_or_name): Path<String>) 
 pub async fn replace(
     State(state): State<AppState>,
     Path(id_or_name): Path<String>,
+    RequestActor(actor): RequestActor,
     Body(body): Body<true>,
 ) -> ApiResult<Json<TemplateView>> {
     let template = given(&body)?;
-    Ok(Json(state.store.replace_template(&id_or_name, &template).await?.into()))
+    let record = state.store.replace_template(&id_or_name, &template).await?;
+    audit("template.replaced", &record.id, &record.template.name, &actor);
+    Ok(Json(record.into()))
 }
 
 #[utoipa::path(delete, path = "/templates/{id_or_name}", tag = "templates",
@@ -86,7 +91,26 @@ pub async fn replace(
     responses((status = 204, description = "Deleted"),
               (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
               (status = 409, description = "A live deployment uses it", body = ProblemDocument, content_type = "application/problem+json")))]
-pub async fn delete(State(state): State<AppState>, Path(id_or_name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id_or_name): Path<String>,
+    RequestActor(actor): RequestActor,
+) -> ApiResult<StatusCode> {
     state.store.delete_template(&id_or_name).await?;
+    audit("template.deleted", &id_or_name, &id_or_name, &actor);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Templates have no history of their own: each write is an audit line (target
+/// `orch::audit`) naming who (the key's id), what, and the request id; never the content.
+fn audit(action: &str, id: &str, name: &str, actor: &orch_store::Actor) {
+    tracing::info!(
+        target: "orch::audit",
+        action,
+        template_id = id,
+        template = name,
+        key_id = actor.key_id.as_deref().unwrap_or("-"),
+        request_id = actor.request_id.as_deref().unwrap_or("-"),
+        "template written"
+    );
 }
