@@ -557,13 +557,7 @@ async fn soft_delete(db: Db) {
 
     // PENDING and never picked up: deleted at once, history kept.
     let id = app.create_deployment("short-lived").await;
-    let response = app
-        .request(Method::DELETE, &format!("/deployments/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let body: Value = response.json().await.unwrap();
+    let body = delete_of(&app, &id).await;
     assert_eq!(body["status"], "DELETED");
     let deployment: Value = app.get(&format!("/deployments/{id}")).await.json().await.unwrap();
     assert_eq!(deployment["status"], "DELETED");
@@ -594,12 +588,7 @@ async fn soft_delete(db: Db) {
     // COMPLETED: a delete operation for the workflow layer.
     let id = app.create_deployment("long-lived").await;
     app.complete_pending_operation(&id, DeploymentStatus::Completed).await;
-    let response = app
-        .request(Method::DELETE, &format!("/deployments/{id}"))
-        .send()
-        .await
-        .unwrap();
-    let body: Value = response.json().await.unwrap();
+    let body = delete_of(&app, &id).await;
     assert_eq!(body["status"], "DELETING");
     assert!(body["operation_id"].is_string());
     app.complete_pending_operation(&id, DeploymentStatus::Deleted).await;

@@ -67,12 +67,12 @@ impl Plan {
                 format!("subnet '{name}' is in the template and not made yet"),
             ));
         }
-        let servers_of = |group: &str| {
-            (record.values())
-                .filter(|resource| resource.kind == "server")
-                .filter(|resource| parse_server_key(&resource.key).is_some_and(|(of, _)| of == group))
-                .count()
-        };
+        // Counted once, not once per change: a plan may create thousands.
+        let servers = members_per_owner(
+            record.values().copied().filter(|resource| resource.kind == "server"),
+            parse_server_key,
+        );
+        let servers_of = |group: &str| servers.get(group).copied().unwrap_or(0);
         for key in &self.servers.create {
             let (group, _) = parse_server_key(key).unwrap_or_default();
             let wanted = desired.vm_config.get(group).map_or(0, |group| group.count);
@@ -125,11 +125,8 @@ impl Plan {
     }
 
     fn service_changes(&self, record: &BTreeMap<&str, &Observed>, desired: &Template) -> Vec<Change> {
-        let instances_of = |service: &str| {
-            (record.keys())
-                .filter(|key| parse_container_key(key).is_some_and(|(of, _)| of == service))
-                .count()
-        };
+        let instances = members_per_owner(record.values().copied(), parse_container_key);
+        let instances_of = |service: &str| instances.get(service).copied().unwrap_or(0);
         let mut changes = Vec::new();
         for key in self.services.create.iter().flatten() {
             let (service, _) = parse_container_key(key).unwrap_or_default();
@@ -168,6 +165,20 @@ impl Plan {
         }
         changes
     }
+}
+
+/// How many recorded members each group or service has, by `parse` of their keys.
+fn members_per_owner<'a>(
+    resources: impl Iterator<Item = &'a Observed>,
+    parse: impl Fn(&str) -> Option<(&str, u32)>,
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for resource in resources {
+        if let Some((owner, _)) = parse(&resource.key) {
+            *counts.entry(owner.to_owned()).or_insert(0) += 1;
+        }
+    }
+    counts
 }
 
 fn server_delete_reason(key: &str, record: &BTreeMap<&str, &Observed>, desired: &Template) -> String {
