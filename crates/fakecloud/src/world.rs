@@ -45,6 +45,8 @@ pub struct Server {
     pub user_data: Option<String>,
     /// (asked at, done at) of the last rebuild: REBUILD in between.
     pub rebuild: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Shut off (`os-stop`, or a test playing someone outside orch): SHUTOFF.
+    pub stopped: bool,
 }
 
 impl Server {
@@ -55,6 +57,8 @@ impl Server {
             "ERROR"
         } else if self.rebuild.is_some_and(|(_, done)| now < done) {
             "REBUILD"
+        } else if self.stopped {
+            "SHUTOFF"
         } else if self.resized_at.is_some() && !self.resize_confirmed {
             "VERIFY_RESIZE"
         } else {

@@ -267,6 +267,15 @@ impl OpenStack {
             .map(|_| ())
     }
 
+    /// Starts a server that is shut off (`os-start`).
+    #[tracing::instrument(skip(self))]
+    pub async fn start_server(&self, id: &str) -> Result<()> {
+        let path = format!("/servers/{id}/action");
+        self.send(Call::new(Service::Compute, Method::POST, &path).json(json!({"os-start": null})))
+            .await
+            .map(|_| ())
+    }
+
     #[tracing::instrument(skip(self))]
     pub async fn confirm_resize(&self, id: &str) -> Result<()> {
         let path = format!("/servers/{id}/action");

@@ -110,6 +110,10 @@ pub struct ManagedResource {
     pub name: String,
     pub deployment_id: Option<String>,
     pub logical_key: Option<String>,
+    /// A server's or volume's status; empty for the rest.
+    pub status: String,
+    /// A server's flavor, by name.
+    pub flavor: Option<String>,
 }
 
 /// Looks for the resource, creates it when absent, and after an ambiguous failure (the
@@ -190,6 +194,8 @@ fn managed<T: NeutronResource>(resource: &T) -> ManagedResource {
         name: resource.name().to_owned(),
         deployment_id: deployment_of(resource.tags()),
         logical_key: key_of(resource.tags()).map(str::to_owned),
+        status: String::new(),
+        flavor: None,
     }
 }
 
@@ -499,6 +505,8 @@ impl OpenStack {
                 name: server.name.clone(),
                 deployment_id: deployment_of(&server.tags),
                 logical_key: key_of(&server.tags).map(str::to_owned),
+                status: server.status.clone(),
+                flavor: server.flavor["original_name"].as_str().map(str::to_owned),
             },
         )))
     }
@@ -515,6 +523,8 @@ impl OpenStack {
                 name: volume.name.clone().unwrap_or_default(),
                 deployment_id: volume.metadata.get("orch_deployment").cloned(),
                 logical_key: volume.metadata.get("orch_key").cloned(),
+                status: volume.status.clone(),
+                flavor: None,
             })
             .collect())
     }

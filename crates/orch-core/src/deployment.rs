@@ -278,6 +278,8 @@ pub struct CreateDeploymentRequest {
     /// Where the services run (default: the first configured container host).
     pub container_host: Option<String>,
     pub rollback: bool,
+    /// Whether each reconcile pass that finds drift repairs it at once (default: it reports).
+    pub auto_heal: bool,
     /// Values of the template's secrets, by name (checked against the template once it is
     /// resolved); never stored but sealed, never shown.
     pub secrets: BTreeMap<String, SecretString>,
@@ -318,12 +320,18 @@ impl CreateDeploymentRequest {
             Some(value) => reader::boolean(value, "/rollback", &mut problems),
             None => Some(true),
         };
+        let auto_heal = match object.optional("auto_heal") {
+            Some(value) => reader::boolean(value, "/auto_heal", &mut problems),
+            None => Some(false),
+        };
         let secrets = object
             .optional("secrets")
             .map_or(Some(BTreeMap::new()), |value| read_secret_values(value, &mut problems));
         object.finish(&mut problems);
-        match (name, template, parameters, rollback, secrets) {
-            (Some(name), Some(template), Some(parameters), Some(rollback), Some(secrets)) if problems.is_empty() => {
+        match (name, template, parameters, rollback.zip(auto_heal), secrets) {
+            (Some(name), Some(template), Some(parameters), Some((rollback, auto_heal)), Some(secrets))
+                if problems.is_empty() =>
+            {
                 Ok(Self {
                     name,
                     template,
@@ -331,6 +339,7 @@ impl CreateDeploymentRequest {
                     cloud_region,
                     container_host,
                     rollback,
+                    auto_heal,
                     secrets,
                 })
             }

@@ -8,6 +8,7 @@
 //! - [`deployment`]: statuses, operation kinds, scale and configure requests.
 //! - [`names`]: the safe character sets for names.
 //! - [`problem`]: validation problems located by JSON pointers.
+//! - [`reconcile`]: which marked resources are orphans, and how a deployment drifted.
 
 // Functions stay short enough to read at once (the threshold is in clippy.toml).
 #![warn(clippy::too_many_lines)]
@@ -21,6 +22,7 @@ pub mod plan;
 pub mod problem;
 pub mod provider;
 mod reader;
+pub mod reconcile;
 pub mod template;
 
 pub use deployment::{

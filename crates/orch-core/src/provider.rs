@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::plan::Step;
+use crate::reconcile::Marked;
 use crate::template::Template;
 
 /// A resource as the provider holds it (or as the store recorded it), under its logical key.
@@ -140,6 +141,15 @@ pub trait Provider: Clone + Send + Sync + 'static {
         report: &impl Report,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// What the provider holds of the deployment, found by key.
+    /// What the provider holds of the deployment, found by key, with each resource's own
+    /// status (and a server's `flavor` among its attributes), for drift.
     fn observe(&self, deployment_id: &str) -> impl Future<Output = Result<Vec<Observed>, Self::Error>> + Send;
+
+    /// Everything in this region or on this host that carries orch's deployment mark,
+    /// whichever deployment it names.
+    fn marked(&self) -> impl Future<Output = Result<Vec<Marked>, Self::Error>> + Send;
+
+    /// Removes `orphans`, dependents first. Each is looked for by id; one already gone is
+    /// not an error.
+    fn remove_orphans(&self, orphans: &[Marked]) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }

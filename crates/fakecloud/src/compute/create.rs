@@ -272,6 +272,7 @@ fn boot(world: &mut World, config: &FakeConfig, request: &ServerRequest, count: 
             resized_at: None,
             resize_confirmed: false,
             previous_flavor: None,
+            stopped: false,
             volumes: Vec::new(),
             user_data: request.user_data.clone(),
             rebuild: None,

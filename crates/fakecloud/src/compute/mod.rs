@@ -367,6 +367,20 @@ async fn server_action(
     if let Some(rebuild) = body.get("rebuild") {
         return rebuild_server(server, &id, rebuild, &config, now);
     }
+    for (action, from, stopped) in [("os-start", "SHUTOFF", false), ("os-stop", "ACTIVE", true)] {
+        if body.get(action).is_some() {
+            if status != from {
+                let verb = action.trim_start_matches("os-");
+                let state = status.to_lowercase();
+                return fail(
+                    StatusCode::CONFLICT,
+                    format!("Cannot '{verb}' instance {id} while it is in vm_state {state}"),
+                );
+            }
+            server.stopped = stopped;
+            return StatusCode::ACCEPTED.into_response();
+        }
+    }
     if body.get("confirmResize").is_some() || body.get("revertResize").is_some() {
         if status != "VERIFY_RESIZE" {
             return fail(
@@ -389,11 +403,11 @@ async fn server_action(
     fail(StatusCode::BAD_REQUEST, "There is no such action.")
 }
 
-/// Nova's `rebuild`: a server that is ACTIVE or in ERROR (SHUTOFF too, which fakecloud has
-/// not) takes the new image and is REBUILD for as long as a boot takes.
+/// Nova's `rebuild`: a server that is ACTIVE, SHUTOFF or in ERROR takes the new image and is
+/// REBUILD for as long as a boot takes (a shut-off one comes back ACTIVE, as in Nova).
 fn rebuild_server(server: &mut Server, id: &str, rebuild: &Value, config: &FakeConfig, now: DateTime<Utc>) -> Response {
     let status = server.status(now);
-    if !matches!(status, "ACTIVE" | "ERROR") {
+    if !matches!(status, "ACTIVE" | "ERROR" | "SHUTOFF") {
         return fail(
             StatusCode::CONFLICT,
             format!(
@@ -412,6 +426,7 @@ fn rebuild_server(server: &mut Server, id: &str, rebuild: &Value, config: &FakeC
     }
     server.image_id = image_id;
     server.fails = false;
+    server.stopped = false;
     server.rebuild = Some((now, now + chrono::Duration::milliseconds(config.boot_delay_ms as i64)));
     StatusCode::ACCEPTED.into_response()
 }

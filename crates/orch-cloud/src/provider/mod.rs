@@ -12,11 +12,15 @@ mod volumes;
 
 use orch_core::plan::Step;
 use orch_core::provider::{Classified, Observed, Provider, RecordFailed, Report, Target};
+use orch_core::reconcile::Marked;
 use orch_core::template::Template;
 use serde_json::Value;
 
+use crate::compute::ServerFilter;
 use crate::error::Result;
-use crate::{CloudError, OpenStack, ResourceKey};
+use crate::managed::MANAGED_TAG;
+use crate::teardown::Patience;
+use crate::{CloudError, ManagedResource, OpenStack, ResourceKey};
 
 impl Classified for CloudError {
     fn kind(&self) -> &'static str {
@@ -49,6 +53,7 @@ impl Provider for OpenStack {
             Step::Attach(keys) => volumes::attach(self, target, keys, report).await,
             Step::Resize(keys) => members::resize(self, target, keys, report).await,
             Step::Rebuild(keys) => rebuild::rebuild(self, target, keys, report).await,
+            Step::Start(keys) => rebuild::start(self, target, keys, report).await,
             Step::Delete(keys) => remove::delete(self, target, keys, report).await,
             Step::Prune(keys) => remove::prune(self, target, keys, report).await,
             Step::DeleteAll => remove::delete(self, target, &[], report).await,
@@ -64,15 +69,54 @@ impl Provider for OpenStack {
             .into_iter()
             .map(|resource| {
                 let key = resource.logical_key.unwrap_or_else(|| resource.name.clone());
-                Observed::new(
-                    &key,
-                    resource.kind,
-                    &resource.id,
-                    "present",
-                    serde_json::json!({"name": resource.name}),
-                )
+                let status = match resource.status.is_empty() {
+                    true => "present",
+                    false => resource.status.as_str(),
+                };
+                let attributes = serde_json::json!({"name": resource.name, "flavor": resource.flavor});
+                Observed::new(&key, resource.kind, &resource.id, status, attributes)
             })
             .collect())
+    }
+
+    async fn marked(&self) -> Result<Vec<Marked>> {
+        let found = self.list_managed().await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|resource| {
+                Some(Marked {
+                    kind: resource.kind.to_owned(),
+                    deployment_id: resource.deployment_id?,
+                    id: resource.id,
+                    name: resource.name,
+                    key: resource.logical_key,
+                })
+            })
+            .collect())
+    }
+
+    async fn remove_orphans(&self, orphans: &[Marked]) -> Result<()> {
+        let doomed: Vec<ManagedResource> = orphans
+            .iter()
+            .filter_map(|orphan| {
+                Some(ManagedResource {
+                    kind: crate::teardown::DELETE_ORDER
+                        .into_iter()
+                        .find(|kind| *kind == orphan.kind)?,
+                    id: orphan.id.clone(),
+                    name: orphan.name.clone(),
+                    deployment_id: Some(orphan.deployment_id.clone()),
+                    logical_key: orphan.key.clone(),
+                    status: String::new(),
+                    flavor: None,
+                })
+            })
+            .collect();
+        let scope = ServerFilter {
+            tags: vec![MANAGED_TAG.to_owned()],
+            ..ServerFilter::default()
+        };
+        self.tear_down(&doomed, &scope, Patience::default()).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! Rebuild: servers whose group now names another image are rebuilt from it in place (Nova
 //! `rebuild`: the same id, ports, addresses and volumes). One step is one batch: every
 //! server of it is rebuilt, then each is waited for, so the planner's batch size is how many
-//! servers of a group are out at once.
+//! servers of a group are out at once. A server shut off outside orch is started again.
 
 use orch_core::provider::{Observed, Report, Target};
 use serde_json::json;
@@ -43,8 +43,9 @@ pub(super) async fn rebuild(
         let spec = spec_of(target.desired, server_key)?;
         let image = cloud.find_image(&spec.image).await?;
         let server = cloud.get_server(server_id).await?;
-        // A retried step finds the rebuild under way, or done.
-        if image_of(&server) != image.id && server.status == "ACTIVE" {
+        // A retried step finds the rebuild under way, or done. A server in ERROR is rebuilt
+        // from the image it has (Nova allows it), which is how orch repairs it in place.
+        if (image_of(&server) != image.id && server.status == "ACTIVE") || server.status == "ERROR" {
             cloud.rebuild_server(server_id, &image.id).await?;
         }
         asked.push((server_key, server_id, spec, image.id));
@@ -54,6 +55,37 @@ pub(super) async fn rebuild(
         let made = target.recorded_attributes(server_key);
         let flavor = made.map_or(json!(spec.flavor), |made| made["flavor"].clone());
         let attributes = json!({"group": spec.group, "index": spec.index, "name": server.name, "ip": server.ip(), "flavor": flavor, "image": spec.image});
+        report
+            .record(Observed::new(server_key, "server", server_id, "ACTIVE", attributes))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Starts the servers shut off outside orch, and waits for each to be ACTIVE.
+pub(super) async fn start(cloud: &OpenStack, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
+    for server_key in keys {
+        let Some(server_id) = target.recorded_id(server_key) else {
+            continue;
+        };
+        // A retried step finds the server starting, or started.
+        if cloud.get_server(server_id).await?.status == "SHUTOFF" {
+            cloud.start_server(server_id).await?;
+        }
+        let judge = |server: &Server, _: bool| match server.status.as_str() {
+            "ACTIVE" => Progress::Done,
+            "ERROR" => Progress::Failed("went to ERROR while starting".into()),
+            _ => Progress::Wait,
+        };
+        let change = Change {
+            goal: "started".to_owned(),
+            judge: &judge,
+        };
+        until_changed(cloud, server_id, change, report).await?;
+        let mut attributes = target.recorded_attributes(server_key).cloned().unwrap_or_default();
+        if !attributes.is_object() {
+            attributes = json!({});
+        }
         report
             .record(Observed::new(server_key, "server", server_id, "ACTIVE", attributes))
             .await?;

@@ -175,6 +175,8 @@ fn with_recorded(mut found: Vec<ManagedResource>, recorded: &[Observed], deploym
                 name: resource.attributes["name"].as_str().unwrap_or_default().to_owned(),
                 deployment_id: Some(deployment_id.to_owned()),
                 logical_key: Some(resource.key.clone()),
+                status: String::new(),
+                flavor: None,
             });
         }
     }
@@ -192,6 +194,8 @@ mod tests {
             name: name.to_owned(),
             deployment_id: Some("d1".into()),
             logical_key: key.map(str::to_owned),
+            status: String::new(),
+            flavor: None,
         }
     }
 

@@ -144,10 +144,13 @@ pub struct ServerPlan {
     /// attached before a crash): they get them.
     #[serde(default)]
     pub attach: Vec<String>,
-    /// Servers whose group names another image than they were made from: rebuilt in
-    /// batches of at most a quarter of their group.
+    /// Servers whose group names another image than they were made from, or recorded in
+    /// `ERROR` (a reconcile saw it): rebuilt in batches of at most a quarter of their group.
     #[serde(default)]
     pub rebuild: Vec<String>,
+    /// Servers recorded `SHUTOFF` (a reconcile saw them stopped outside orch): started.
+    #[serde(default)]
+    pub start: Vec<String>,
 }
 
 impl ServerPlan {
@@ -157,7 +160,18 @@ impl ServerPlan {
             && self.resize.is_empty()
             && self.attach.is_empty()
             && self.rebuild.is_empty()
+            && self.start.is_empty()
     }
+}
+
+/// Servers that stay and whose recorded status is `status`.
+fn recorded_in(recorded: &[Observed], desired: &DesiredState, status: &str) -> Vec<String> {
+    let wanted = desired.server_keys();
+    recorded
+        .iter()
+        .filter(|resource| resource.kind == "server" && resource.status == status && wanted.contains(&resource.key))
+        .map(|resource| resource.key.clone())
+        .collect()
 }
 
 /// Servers that exist and stay whose recorded image is not their group's. A server recorded
@@ -259,6 +273,8 @@ pub enum Step {
     /// Rebuild these members in place from their desired image, all at once (one batch),
     /// each ready before the step ends.
     Rebuild(Vec<String>),
+    /// Start these members, stopped outside orch, each ready before the step ends.
+    Start(Vec<String>),
     /// Replace these members with their desired spec one at a time, each ready before the
     /// next goes (a changed container image or setting).
     Replace(Vec<String>),
@@ -338,11 +354,19 @@ impl Plan {
             .extend(parts_without_members(recorded, &existing, &desired_state));
         servers.attach = lacking_volumes(recorded, &existing, &desired_state);
         servers.rebuild = image_changed(recorded, &desired_state);
+        for broken in recorded_in(recorded, &desired_state, "ERROR") {
+            if !servers.rebuild.contains(&broken) {
+                servers.rebuild.push(broken);
+            }
+        }
+        servers.start = recorded_in(recorded, &desired_state, "SHUTOFF");
+        servers.resize.retain(|(key, _)| !servers.start.contains(key));
         match kind {
             OperationKind::Create => {
                 servers.delete.clear();
                 servers.resize.clear();
                 servers.rebuild.clear();
+                servers.start.clear();
             }
             OperationKind::Scale => {
                 let in_group =
@@ -352,6 +376,7 @@ impl Plan {
                 servers.attach.retain(in_group);
                 servers.resize.clear();
                 servers.rebuild.clear();
+                servers.start.clear();
             }
             _ => {}
         }
@@ -416,6 +441,9 @@ impl Plan {
             steps.push(Step::Resize(
                 self.servers.resize.iter().map(|(key, _)| key.clone()).collect(),
             ));
+        }
+        if !self.servers.start.is_empty() {
+            steps.push(Step::Start(self.servers.start.clone()));
         }
         steps.extend(self.rebuild_batches.iter().cloned().map(Step::Rebuild));
         if !self.servers.delete.is_empty() {
@@ -536,6 +564,30 @@ mod tests {
             scale.servers.rebuild.is_empty(),
             "a scale waits for an update to rebuild"
         );
+    }
+
+    #[test]
+    fn a_server_recorded_in_error_is_rebuilt_and_one_shut_off_is_started() {
+        let server = |index: u32, status: &str| {
+            let attributes = json!({"flavor": "m1.large", "image": "cirros"});
+            Observed::new(&format!("server:db:{index}"), "server", "s", status, attributes)
+        };
+        let mut desired = template(0, "m1.small");
+        desired.vm_config.get_mut("db").unwrap().count = 3;
+        let recorded = [server(0, "ACTIVE"), server(1, "ERROR"), server(2, "SHUTOFF")];
+        let plan = Plan::for_operation(OperationKind::Update, &recorded, &desired, None);
+        assert_eq!(plan.servers.rebuild, ["server:db:1"]);
+        assert_eq!(plan.servers.start, ["server:db:2"]);
+        let steps = plan.cloud_steps();
+        assert!(steps.contains(&Step::Start(vec!["server:db:2".into()])), "{steps:?}");
+        assert!(steps.contains(&Step::Rebuild(vec!["server:db:1".into()])), "{steps:?}");
+        let actions: Vec<&str> = plan.changes(&recorded, &desired).iter().map(|c| c.action).collect();
+        assert!(
+            actions.contains(&"start") && actions.contains(&"rebuild"),
+            "{actions:?}"
+        );
+        let create = Plan::for_operation(OperationKind::Create, &recorded, &desired, None);
+        assert!(create.servers.start.is_empty() && create.servers.rebuild.is_empty());
     }
 
     #[test]

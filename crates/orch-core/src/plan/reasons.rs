@@ -14,7 +14,7 @@ use crate::template::Template;
 /// One change and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
-    /// `create`, `attach`, `resize`, `rebuild`, `delete`, `replace` or `prune`.
+    /// `create`, `attach`, `resize`, `rebuild`, `start`, `delete`, `replace` or `prune`.
     pub action: &'static str,
     pub key: String,
     pub reason: String,
@@ -34,6 +34,18 @@ fn exist(n: usize) -> String {
         1 => "1 exists".to_owned(),
         n => format!("{n} exist"),
     }
+}
+
+/// Why a server is rebuilt: it is in ERROR, or its group names another image.
+fn rebuild_reason(key: &str, record: &BTreeMap<&str, &Observed>, desired: &Template) -> String {
+    let recorded = record.get(key);
+    let (group, _) = parse_server_key(key).unwrap_or_default();
+    let wanted = desired.vm_config.get(group).map_or("", |group| group.image.as_str());
+    if recorded.is_some_and(|resource| resource.status == "ERROR") {
+        return format!("in ERROR; rebuilt in place from {wanted}");
+    }
+    let image = recorded.and_then(|resource| resource.attributes["image"].as_str());
+    format!("image {} -> {wanted}, rebuilt in place", image.unwrap_or("(unknown)"))
 }
 
 fn change(action: &'static str, key: &str, reason: String) -> Change {
@@ -103,16 +115,10 @@ impl Plan {
             changes.push(change("resize", key, reason));
         }
         for key in &self.servers.rebuild {
-            let recorded = record
-                .get(key.as_str())
-                .and_then(|resource| resource.attributes["image"].as_str());
-            let (group, _) = parse_server_key(key).unwrap_or_default();
-            let wanted = desired.vm_config.get(group).map_or("", |group| group.image.as_str());
-            let reason = format!(
-                "image {} -> {wanted}, rebuilt in place",
-                recorded.unwrap_or("(unknown)")
-            );
-            changes.push(change("rebuild", key, reason));
+            changes.push(change("rebuild", key, rebuild_reason(key, &record, desired)));
+        }
+        for key in &self.servers.start {
+            changes.push(change("start", key, "shut off outside orch; started".to_owned()));
         }
         for key in &self.servers.delete {
             changes.push(change("delete", key, server_delete_reason(key, &record, desired)));

@@ -10,6 +10,7 @@ use bollard::models::{ContainerSummary, Network, Volume};
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder};
 use orch_core::plan::Step;
 use orch_core::provider::{Observed, Provider, Report, Target};
+use orch_core::reconcile::Marked;
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -22,6 +23,7 @@ pub mod events;
 mod health;
 mod images;
 mod instances;
+mod orphans;
 mod payload;
 mod shared;
 
@@ -124,9 +126,18 @@ pub(crate) struct Labelled {
 }
 
 pub(crate) async fn labelled(engine: &Engine, deployment_id: &str) -> Result<Labelled, EngineError> {
-    let filters = owned_by(deployment_id);
+    labelled_with(engine, deployment_id, owned_by(deployment_id)).await
+}
+
+/// Everything the engine holds that matches the label `filters`; `what` names the listing
+/// in errors.
+pub(crate) async fn labelled_with(
+    engine: &Engine,
+    what: &str,
+    filters: HashMap<String, Vec<String>>,
+) -> Result<Labelled, EngineError> {
     let containers = engine
-        .call("containers.list", deployment_id, |docker| {
+        .call("containers.list", what, |docker| {
             let options = ListContainersOptionsBuilder::default()
                 .all(true)
                 .filters(&filters)
@@ -135,13 +146,13 @@ pub(crate) async fn labelled(engine: &Engine, deployment_id: &str) -> Result<Lab
         })
         .await?;
     let networks = engine
-        .call("networks.list", deployment_id, |docker| {
+        .call("networks.list", what, |docker| {
             let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
             async move { docker.list_networks(Some(options)).await }
         })
         .await?;
     let volumes = engine
-        .call("volumes.list", deployment_id, |docker| {
+        .call("volumes.list", what, |docker| {
             let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
             async move { docker.list_volumes(Some(options)).await }
         })
@@ -191,9 +202,9 @@ impl Provider for Docker {
             Step::Delete(keys) => work.delete(keys).await,
             Step::Prune(keys) => work.prune(keys).await,
             Step::DeleteAll => work.delete_all().await,
-            Step::Attach(_) | Step::Resize(_) | Step::Rebuild(_) => {
-                Err(EngineError::Unsupported("attach volumes, resize or rebuild in place"))
-            }
+            Step::Attach(_) | Step::Resize(_) | Step::Rebuild(_) | Step::Start(_) => Err(EngineError::Unsupported(
+                "attach volumes, resize, rebuild or start in place",
+            )),
         }
     }
 
@@ -237,6 +248,14 @@ impl Provider for Docker {
             )
         }));
         Ok(observed)
+    }
+
+    async fn marked(&self) -> Result<Vec<Marked>, EngineError> {
+        orphans::marked(self.engine()?).await
+    }
+
+    async fn remove_orphans(&self, orphans: &[Marked]) -> Result<(), EngineError> {
+        orphans::remove(self.engine()?, orphans).await
     }
 }
 

@@ -17,6 +17,7 @@ use orch_core::template::ServiceClass;
 use serde_json::json;
 
 use super::{labelled, owned_by, Work};
+use crate::client::Engine;
 use crate::error::EngineError;
 use crate::spec::{labels, network_name, volume_key, volume_name, LABEL_KEY};
 
@@ -126,24 +127,11 @@ impl<R: Report> Work<'_, R> {
     }
 
     pub(crate) async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
-        let removed = self
-            .engine
-            .call("volumes.remove", name, |docker| async move {
-                let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-                docker.remove_volume(name, Some(options)).await
-            })
-            .await;
-        gone_already(removed)
+        remove_volume(self.engine, name).await
     }
 
     async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
-        let removed = self
-            .engine
-            .call("networks.remove", id, |docker| async move {
-                docker.remove_network(id).await
-            })
-            .await;
-        gone_already(removed)
+        remove_network(self.engine, id).await
     }
 
     /// Networks and shared volumes an update no longer needs.
@@ -203,13 +191,37 @@ impl<R: Report> Work<'_, R> {
 
     /// Removes a container (stopping it first) with its anonymous volumes.
     pub(crate) async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
-        let removed = self
-            .engine
-            .call("containers.remove", id, |docker| async move {
-                let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-                docker.remove_container(id, Some(options)).await
-            })
-            .await;
-        gone_already(removed)
+        remove_container(self.engine, id).await
     }
+}
+
+/// Removes a container (stopping it first) with its anonymous volumes; one already gone is
+/// not an error.
+pub(crate) async fn remove_container(engine: &Engine, id: &str) -> Result<(), EngineError> {
+    let removed = engine
+        .call("containers.remove", id, |docker| async move {
+            let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+            docker.remove_container(id, Some(options)).await
+        })
+        .await;
+    gone_already(removed)
+}
+
+pub(crate) async fn remove_volume(engine: &Engine, name: &str) -> Result<(), EngineError> {
+    let removed = engine
+        .call("volumes.remove", name, |docker| async move {
+            let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+            docker.remove_volume(name, Some(options)).await
+        })
+        .await;
+    gone_already(removed)
+}
+
+pub(crate) async fn remove_network(engine: &Engine, id: &str) -> Result<(), EngineError> {
+    let removed = engine
+        .call("networks.remove", id, |docker| async move {
+            docker.remove_network(id).await
+        })
+        .await;
+    gone_already(removed)
 }

@@ -433,6 +433,31 @@ fn script_with_active_servers() -> Vec<Step> {
         ),
         delete("server", "compute", "/servers/{server_b}"),
         get("server being deleted", "compute", "/servers/{server_b}"),
+        post(
+            "start an active server",
+            "compute",
+            "/servers/{server_a}/action",
+            json!({"os-start": null}),
+        ),
+        post(
+            "stop",
+            "compute",
+            "/servers/{server_a}/action",
+            json!({"os-stop": null}),
+        ),
+    ]
+}
+
+/// Steps once server A is SHUTOFF (someone stopped it behind orch's back): a repair starts it.
+fn script_with_a_stopped_server() -> Vec<Step> {
+    vec![
+        get("stopped server", "compute", "/servers/{server_a}"),
+        post(
+            "start",
+            "compute",
+            "/servers/{server_a}/action",
+            json!({"os-start": null}),
+        ),
     ]
 }
 
@@ -557,6 +582,12 @@ async fn fakecloud_answers_every_call_orch_makes_as_the_real_cloud_does() {
             .await;
     }
     run_both(&mut fake, &mut real, &script_with_active_servers(), &mut report).await;
+    for target in [&fake, &real] {
+        target
+            .wait("compute", "/servers/{server_a}", "/server/status", "SHUTOFF")
+            .await;
+    }
+    run_both(&mut fake, &mut real, &script_with_a_stopped_server(), &mut report).await;
     clean_up(&real).await;
     clean_up(&fake).await;
     println!("accepted differences:\n  {}", report.accepted.join("\n  "));
