@@ -79,6 +79,9 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// When set, the API is served over TLS only.
     pub tls: Option<tls::TlsConfig>,
+    /// How long a resource stays orphaned before `GET /orphans` lists it and a cleanup may
+    /// remove it.
+    pub orphan_grace_seconds: u64,
 }
 
 impl ApiConfig {
@@ -98,6 +101,7 @@ impl ApiConfig {
             request_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             tls: None,
+            orphan_grace_seconds: 600,
         }
     }
 }

@@ -209,6 +209,13 @@ pub struct DeploymentView {
     /// Where the services run; empty without services.
     pub container_host: String,
     pub rollback: bool,
+    /// Whether each reconcile pass repairs drift at once.
+    pub auto_heal: bool,
+    /// Whether the last reconcile pass found resources drifted (`GET .../drift` lists them).
+    pub drifted: bool,
+    pub drift_count: i64,
+    /// When a reconcile pass last compared the deployment with its providers.
+    pub drift_checked_at: Option<String>,
     pub resources: ResourcesView,
     /// The operation in flight, if any.
     pub operation: Option<OperationView>,
@@ -265,6 +272,10 @@ impl DeploymentView {
             cloud_region: record.cloud_region,
             container_host: record.container_host,
             rollback: record.rollback,
+            auto_heal: record.auto_heal,
+            drifted: record.drift_count > 0,
+            drift_count: record.drift_count,
+            drift_checked_at: record.drift_checked_at,
             resources: ResourcesView::from_records(resources),
             operation: operation.map(OperationView::from),
             secrets: Vec::new(),

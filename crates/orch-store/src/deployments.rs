@@ -24,6 +24,8 @@ pub struct NewDeployment {
     pub cloud_region: String,
     pub container_host: String,
     pub rollback: bool,
+    /// Whether reconcile repairs its drift at once.
+    pub auto_heal: bool,
     /// Its secrets, sealed as they are stored.
     pub secrets: Vec<crate::secrets::NewSecret>,
 }
@@ -144,7 +146,7 @@ impl Store {
         let at = now();
         let mut tx = self.begin().await?;
         let sql = format!(
-            "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $9, $9, NULL, $10)"
+            "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $9, $9, NULL, $10, $11, 0, NULL)"
         );
         let insert = sqlx::query(&sql)
             .bind(&id)
@@ -157,6 +159,7 @@ impl Store {
             .bind(i64::from(new.rollback))
             .bind(&at)
             .bind(&new.container_host)
+            .bind(i64::from(new.auto_heal))
             .execute(&mut *tx);
         match timed("deployments.insert", insert).await {
             Ok(_) => {}
@@ -191,6 +194,7 @@ impl Store {
             "cloud_region": new.cloud_region,
             "container_host": new.container_host,
             "rollback": new.rollback,
+            "auto_heal": new.auto_heal,
         });
         insert_event(&mut tx, &id, "deployment.created", actor, detail, &at).await?;
         tx.commit().await?;
@@ -205,6 +209,9 @@ impl Store {
             cloud_region: new.cloud_region.clone(),
             container_host: new.container_host.clone(),
             rollback: new.rollback,
+            auto_heal: new.auto_heal,
+            drift_count: 0,
+            drift_checked_at: None,
             created_at: at.clone(),
             updated_at: at,
             deleted_at: None,

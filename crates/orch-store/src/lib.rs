@@ -26,6 +26,7 @@ mod cancel;
 pub mod configuration_runs;
 pub mod deployments;
 pub mod leases;
+pub mod reconcile;
 pub mod records;
 pub mod resources;
 pub mod secrets;

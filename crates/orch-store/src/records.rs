@@ -77,12 +77,17 @@ pub struct DeploymentRecord {
     pub container_host: String,
     /// Whether a failed deploy deletes what it created.
     pub rollback: bool,
+    /// Whether a reconcile pass that finds drift repairs it at once.
+    pub auto_heal: bool,
+    /// Resources the last reconcile pass found drifted, and when it looked.
+    pub drift_count: i64,
+    pub drift_checked_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     pub deleted_at: Option<String>,
 }
 
-pub(crate) const DEPLOYMENT_COLUMNS: &str = "id, name, status, status_reason, template_id, template, parameters, cloud_region, rollback, created_at, updated_at, deleted_at, container_host";
+pub(crate) const DEPLOYMENT_COLUMNS: &str = "id, name, status, status_reason, template_id, template, parameters, cloud_region, rollback, created_at, updated_at, deleted_at, container_host, auto_heal, drift_count, drift_checked_at";
 
 impl DeploymentRecord {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self> {
@@ -100,6 +105,9 @@ impl DeploymentRecord {
             cloud_region: row.try_get("cloud_region")?,
             container_host: row.try_get("container_host")?,
             rollback: flag(row, "rollback")?,
+            auto_heal: flag(row, "auto_heal")?,
+            drift_count: row.try_get("drift_count")?,
+            drift_checked_at: row.try_get("drift_checked_at")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             deleted_at: row.try_get("deleted_at")?,

@@ -21,6 +21,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::failure::{activity_failure, OrchFailure, StoreFailure};
 use crate::report::{heartbeat, StoreReport};
+use crate::sweep::{drift_of, write_drift, SweepSettings};
 
 /// What the activities work with: the database and the providers.
 pub struct OrchActivities {
@@ -28,6 +29,8 @@ pub struct OrchActivities {
     /// `None` for a worker of containers alone: a cloud step then fails, not retried.
     pub cloud: Option<OpenStack>,
     pub containers: Docker,
+    /// How the reconcile pass judges orphans.
+    pub sweep: SweepSettings,
 }
 
 /// Which operation a workflow carries out.
@@ -91,7 +94,7 @@ fn store_failure(error: orch_store::StoreError) -> Failure {
 /// but living attempt as alive (and does not start a second one beside it), and a dead
 /// worker's attempt as dead within the heartbeat timeout. A cancelled activity stops at the
 /// next beat.
-async fn keep_alive<T>(
+pub(crate) async fn keep_alive<T>(
     ctx: &ActivityContext,
     work: impl std::future::Future<Output = Result<T, ActivityError>>,
 ) -> Result<T, ActivityError> {
@@ -191,6 +194,9 @@ impl OrchActivities {
     async fn steps(&self, operation: &OperationRef) -> Result<Vec<Planned>, Failure> {
         let record = self.operation(&operation.operation_id).await?;
         let deployment = self.deployment(&operation.deployment_id).await?;
+        if record.kind == OperationKind::Update && record.payload["repair"] == true {
+            self.refresh(&deployment).await?;
+        }
         let template = Self::desired(&record, &deployment)?;
         let recorded = observed(self.store.resources(&deployment.id).await.map_err(store_failure)?);
         let scale_group = match record.kind {
@@ -202,6 +208,29 @@ impl OrchActivities {
             _ => None,
         };
         Ok(Plan::for_operation(record.kind, &recorded, &template, scale_group.as_deref()).steps())
+    }
+
+    /// Before a repair is planned: what each provider holds now, written into the records
+    /// where it differs, so that the plan repairs exactly that.
+    async fn refresh(&self, deployment: &DeploymentRecord) -> Result<(), Failure> {
+        let recorded = observed(self.store.resources(&deployment.id).await.map_err(store_failure)?);
+        let mut found = Vec::new();
+        if deployment.template.uses_containers() {
+            let host = self.containers.in_region(&deployment.container_host).await;
+            let host = host.map_err(|error| OrchFailure::of_provider(&error))?;
+            let drift = drift_of(&host, &deployment.id, &recorded, Backend::Containers).await;
+            found.extend(drift.map_err(|error| OrchFailure::of_provider(&error))?);
+        }
+        if let (true, Some(cloud)) = (deployment.template.uses_cloud(), &self.cloud) {
+            let region = cloud.in_region(&deployment.cloud_region).await;
+            let region = region.map_err(|error| OrchFailure::of_provider(&error))?;
+            let drift = drift_of(&region, &deployment.id, &recorded, Backend::Cloud).await;
+            found.extend(drift.map_err(|error| OrchFailure::of_provider(&error))?);
+        }
+        tracing::info!(deployment_id = %deployment.id, drift = ?found, "repairing");
+        write_drift(&self.store, &deployment.id, &recorded, &found)
+            .await
+            .map_err(store_failure)
     }
 
     /// Hands one step to the provider it is for.

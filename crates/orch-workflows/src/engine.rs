@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use orch_core::OperationKind;
+use orch_store::reconcile::{run_kind, ReconcileRun};
 use orch_store::{OperationRecord, Store};
 use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::{
@@ -14,6 +15,7 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::activities::{OperationRef, OrchActivities};
 use crate::configure::{AnsibleSettings, ConfigureActivities, ConfigureWorkflow};
+use crate::sweep::{PassInput, ReconcileWorkflow, SweepActivities};
 use crate::workflows::{DeleteWorkflow, DeployWorkflow, ScaleWorkflow, UpdateWorkflow};
 
 /// The task queue orch's workers poll.
@@ -63,9 +65,16 @@ pub async fn run_worker(
         store: activities.store.clone(),
         ansible,
     };
+    let sweep = SweepActivities {
+        store: activities.store.clone(),
+        cloud: activities.cloud.clone(),
+        containers: activities.containers.clone(),
+        settings: activities.sweep,
+    };
     let options = WorkerOptions::new(task_queue)
         .register_activities(activities)
         .register_activities(configure)
+        .register_activities(sweep)
         .register_workflow::<DeployWorkflow>()
         .map_err(|e| worker_error(&e))?
         .register_workflow::<DeleteWorkflow>()
@@ -75,6 +84,8 @@ pub async fn run_worker(
         .register_workflow::<UpdateWorkflow>()
         .map_err(|e| worker_error(&e))?
         .register_workflow::<ConfigureWorkflow>()
+        .map_err(|e| worker_error(&e))?
+        .register_workflow::<ReconcileWorkflow>()
         .map_err(|e| worker_error(&e))?
         .build();
     let mut worker = Worker::new(&runtime, client, options).map_err(|e| worker_error(&e))?;
@@ -138,8 +149,155 @@ pub async fn start_operation(
     }
 }
 
-/// Starts every pending operation's workflow; returns how many it started.
+/// The workflow id of a reconcile run asked for through the API.
+pub fn run_workflow_id(run_id: &str) -> String {
+    format!("orch-reconcile-{run_id}")
+}
+
+/// Starts the workflow of one recorded reconcile run, idempotently.
+async fn start_run(client: &Client, task_queue: &str, run: &ReconcileRun) -> Result<(), EngineError> {
+    let id = run_workflow_id(&run.id);
+    let input = PassInput {
+        run_id: Some(run.id.clone()),
+        kind: run.kind.clone(),
+        locations: Vec::new(),
+    };
+    let options = WorkflowStartOptions::new(task_queue, &id)
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .build();
+    match client.start_workflow(ReconcileWorkflow::run, input, options).await {
+        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+        Err(error) => Err(EngineError::Start {
+            workflow_id: id,
+            message: error.to_string(),
+        }),
+    }
+}
+
+/// The schedule of one location's reconcile pass for the orch whose workers poll
+/// `task_queue` (two installations may share a Temporal namespace).
+pub fn schedule_id(task_queue: &str, location: &str) -> String {
+    format!("orch-reconcile-{task_queue}-{location}")
+}
+
+/// Makes sure each location has its schedule, every `interval`: made when missing, its
+/// interval set when it has another. Any number of replicas may ask at once; Temporal keeps
+/// one schedule per id, so the pass runs once per interval, not once per replica, and a
+/// pass still running when the next is due makes the next one skip.
+pub async fn ensure_schedules(
+    client: &Client,
+    task_queue: &str,
+    locations: &[String],
+    interval: Duration,
+) -> Result<(), EngineError> {
+    use temporalio_client::schedules::{
+        CreateScheduleOptions, ScheduleAction, ScheduleError, ScheduleOverlapPolicy, ScheduleSpec,
+    };
+    for location in locations {
+        let id = schedule_id(task_queue, location);
+        let failed = |error: ScheduleError| EngineError::Start {
+            workflow_id: id.clone(),
+            message: error.to_string(),
+        };
+        let input = PassInput {
+            run_id: None,
+            kind: run_kind::RECONCILE.to_owned(),
+            locations: vec![location.clone()],
+        };
+        let action = ScheduleAction::start_workflow(ReconcileWorkflow::run, input, task_queue, id.clone());
+        let options = CreateScheduleOptions::builder()
+            .action(action)
+            .spec(ScheduleSpec::from_interval(interval))
+            .overlap_policy(ScheduleOverlapPolicy::Skip)
+            .note(format!("orch's reconcile pass of {location}"))
+            .build();
+        match client.create_schedule(id.clone(), options).await {
+            Ok(_) => tracing::info!(schedule = %id, ?interval, "reconcile schedule created"),
+            Err(ScheduleError::Rpc(status)) if status.code() == temporalio_client::tonic::Code::AlreadyExists => {
+                let handle = client.get_schedule_handle(id.clone());
+                let description = handle.describe(Default::default()).await.map_err(failed)?;
+                let every: Vec<Duration> = description
+                    .raw()
+                    .schedule
+                    .as_ref()
+                    .and_then(|schedule| schedule.spec.as_ref())
+                    .map(|spec| {
+                        spec.interval
+                            .iter()
+                            .filter_map(|i| i.interval.as_ref())
+                            .map(|d| Duration::new(d.seconds as u64, d.nanos as u32))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if every != [interval] {
+                    let spec = ScheduleSpec::from_interval(interval);
+                    handle
+                        .update(
+                            move |update| {
+                                update.set_spec(spec);
+                            },
+                            Default::default(),
+                        )
+                        .await
+                        .map_err(failed)?;
+                    tracing::info!(schedule = %id, ?interval, "reconcile schedule's interval changed");
+                }
+            }
+            Err(error) => return Err(failed(error)),
+        }
+    }
+    Ok(())
+}
+
+/// Keeps a schedule for every location: `configured` ones and, as deployments name new
+/// regions or hosts, those too (looked for every minute), until `shutdown`.
+pub async fn run_schedules(
+    store: Store,
+    client: Client,
+    task_queue: String,
+    configured: Vec<String>,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut ensured: Vec<String> = Vec::new();
+    tokio::pin!(shutdown);
+    loop {
+        match crate::sweep::all_locations(&store, &configured).await {
+            Ok(places) => {
+                let new: Vec<String> = places.into_iter().filter(|place| !ensured.contains(place)).collect();
+                match ensure_schedules(&client, &task_queue, &new, interval).await {
+                    Ok(()) => ensured.extend(new),
+                    Err(error) => tracing::warn!(%error, "cannot make the reconcile schedules; trying again"),
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list the locations to reconcile"),
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
+}
+
+/// Starts every pending operation's and reconcile run's workflow; returns how many it
+/// started.
 pub async fn relay_once(store: &Store, client: &Client, task_queue: &str) -> Result<usize, EngineError> {
+    let runs = store.pending_runs(50).await.map_err(|error| EngineError::Start {
+        workflow_id: "-".into(),
+        message: error.to_string(),
+    })?;
+    let mut started = 0;
+    for run in &runs {
+        match start_run(client, task_queue, run).await {
+            Ok(()) => started += 1,
+            Err(error) => tracing::warn!(error = %error, "relay could not start a reconcile run; it is retried"),
+        }
+    }
+    started += relay_operations(store, client, task_queue).await?;
+    Ok(started)
+}
+
+async fn relay_operations(store: &Store, client: &Client, task_queue: &str) -> Result<usize, EngineError> {
     let pending = store
         .pending_operations(200)
         .await

@@ -36,6 +36,23 @@ pub(crate) enum OrchFailure {
     /// A cancel was asked for the operation: its forward steps stop.
     #[error("cancelled")]
     Cancelled,
+    /// A provider's failure outside a step (a look before planning), with its kind.
+    #[error("{message}")]
+    Provider {
+        kind: &'static str,
+        retryable: bool,
+        message: String,
+    },
+}
+
+impl OrchFailure {
+    pub(crate) fn of_provider(error: &(impl Classified + Display)) -> Self {
+        Self::Provider {
+            kind: error.kind(),
+            retryable: error.is_retryable(),
+            message: error.to_string(),
+        }
+    }
 }
 
 impl Classified for OrchFailure {
@@ -44,6 +61,7 @@ impl Classified for OrchFailure {
             Self::Invalid(_) => "invalid",
             Self::Store(store) => store.kind(),
             Self::Cancelled => "cancelled",
+            Self::Provider { kind, .. } => kind,
         }
     }
 
@@ -51,6 +69,7 @@ impl Classified for OrchFailure {
         match self {
             Self::Invalid(_) | Self::Cancelled => false,
             Self::Store(store) => store.is_retryable(),
+            Self::Provider { retryable, .. } => *retryable,
         }
     }
 }

@@ -9,7 +9,10 @@
 //!   `failure` keeps each error's kind across the activity boundary; `report` records what
 //!   a provider reports the moment it reports it.
 //! - [`devserver`]: a local Temporal dev server as a child process.
-//! - [`engine`]: Temporal connection, worker, and the relay that starts recorded operations.
+//! - [`engine`]: Temporal connection, worker, and the relay that starts recorded operations
+//!   and reconcile runs, and the reconcile schedules.
+//! - [`sweep`]: `ReconcileWorkflow`: orphans, drift and their cleanup, per location.
+//! - [`reconcile`]: the container watcher that repairs lost instances at once.
 
 // Functions stay short enough to read at once (the threshold is in clippy.toml).
 #![warn(clippy::too_many_lines)]
@@ -21,12 +24,13 @@ pub mod engine;
 mod failure;
 pub mod reconcile;
 mod report;
+pub mod sweep;
 pub mod workflows;
 
 pub use activities::OrchActivities;
 pub use configure::AnsibleSettings;
 pub use engine::{
-    check_temporal, connect, history_length, relay_once, run_relay, run_worker, start_operation, workflow_id,
-    WorkerThread, DEFAULT_TASK_QUEUE,
+    check_temporal, connect, ensure_schedules, history_length, relay_once, run_relay, run_schedules, run_worker,
+    run_workflow_id, schedule_id, start_operation, workflow_id, WorkerThread, DEFAULT_TASK_QUEUE,
 };
 pub use temporalio_client::Client as TemporalClient;

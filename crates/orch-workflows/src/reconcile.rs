@@ -10,18 +10,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use orch_core::provider::Provider;
-use orch_core::{DeploymentStatus, OperationKind};
+use orch_core::reconcile::STOPPED_CONTAINER;
 use orch_docker::{Docker, EngineError};
-use orch_store::deployments::DeploymentFilter;
 use orch_store::{Actor, DeploymentRecord, Store, StoreError};
 use serde_json::json;
 use tokio::sync::mpsc;
-
-/// Engine states in which an instance no longer serves and the engine will not bring it
-/// back by itself (a restarting or paused one is left to the engine).
-const STOPPED: [&str; 4] = ["exited", "dead", "created", "removing"];
-/// Deployments read per page.
-const PAGE: i64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -42,27 +35,15 @@ impl Reconciler {
     /// was asked for.
     pub async fn pass(&self) -> Result<Vec<String>, ReconcileError> {
         let mut repaired = Vec::new();
-        let mut offset = 0;
-        loop {
-            let filter = DeploymentFilter {
-                status: Some(DeploymentStatus::Completed),
-                name: None,
-                limit: PAGE,
-                offset,
-            };
-            let page = self.store.deployments(&filter).await?;
-            for deployment in page.items.iter().filter(|d| d.template.uses_containers()) {
-                match self.check(deployment).await {
-                    Ok(true) => repaired.push(deployment.id.clone()),
-                    Ok(false) => {}
-                    Err(error) => tracing::warn!(deployment_id = %deployment.id, %error, "cannot reconcile"),
-                }
+        let live = crate::sweep::completed_deployments(&self.store, |d| d.template.uses_containers()).await?;
+        for deployment in &live {
+            match self.check(deployment).await {
+                Ok(true) => repaired.push(deployment.id.clone()),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(deployment_id = %deployment.id, %error, "cannot reconcile"),
             }
-            if page.items.len() < PAGE as usize {
-                return Ok(repaired);
-            }
-            offset += PAGE;
         }
+        Ok(repaired)
     }
 
     /// Compares one deployment; on drift, forgets the lost instances (their leases stay, so
@@ -84,7 +65,9 @@ impl Reconciler {
             .filter(|resource| resource.kind == "container")
             .filter_map(|resource| match running.get(&resource.logical_key) {
                 None => Some((resource.logical_key, "gone".to_owned())),
-                Some(state) if STOPPED.contains(&state.as_str()) => Some((resource.logical_key, state.clone())),
+                Some(state) if STOPPED_CONTAINER.contains(&state.as_str()) => {
+                    Some((resource.logical_key, state.clone()))
+                }
                 Some(_) => None,
             })
             .collect();
@@ -99,20 +82,11 @@ impl Reconciler {
         self.store
             .record_event(&deployment.id, "containers.drifted", json!({"instances": drifted}))
             .await?;
-        let payload = json!({
-            "template": deployment.template.to_value(),
-            "template_id": deployment.template_id,
-            "parameters": deployment.parameters,
-        });
         let actor = Actor {
             key_id: Some("reconciler".to_owned()),
             request_id: None,
         };
-        match self
-            .store
-            .request_operation(&deployment.id, OperationKind::Update, &payload, &actor)
-            .await
-        {
+        match self.store.request_repair(&deployment.id, &actor).await {
             Ok(_) => Ok(true),
             // Another operation started meanwhile: it works from the same records.
             Err(StoreError::Conflict(_)) => Ok(false),

@@ -9,6 +9,8 @@ mod common;
 mod containers;
 #[path = "workflows/real_services.rs"]
 mod real_services;
+#[path = "workflows/reconcile.rs"]
+mod reconcile;
 #[path = "workflows/update.rs"]
 mod update;
 

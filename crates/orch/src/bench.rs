@@ -213,6 +213,7 @@ impl Running {
             store: store.clone(),
             cloud,
             containers,
+            sweep: orch_workflows::sweep::SweepSettings::default(),
         };
         let worker = WorkerThread::spawn(
             temporal_host.to_owned(),

@@ -62,7 +62,8 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("CONTAINER_IMAGE_PULL", Some("missing"), false),
     ("ORCH_SECRET_KEY", None, true),
     ("ORCH_SECRET_KEY_PREVIOUS", None, true),
-    ("RECONCILE_INTERVAL_SECONDS", Some("30"), false),
+    ("RECONCILE_INTERVAL_SECONDS", Some("300"), false),
+    ("ORPHAN_GRACE_SECONDS", Some("600"), false),
     ("CATALOG_DIR", None, false),
 ];
 
@@ -119,8 +120,8 @@ pub struct Config {
     pub cloud_limits: CloudLimits,
     /// Where containerised services may run.
     pub container_hosts: orch_docker::ContainerHosts,
-    /// How often the worker compares the container hosts with the store (besides watching
-    /// their events).
+    /// How often the reconcile pass runs per location (its Temporal Schedule), and the worker
+    /// compares the container hosts with the store (besides watching their events).
     pub reconcile_interval: std::time::Duration,
     /// Operators' catalog entries, from `CATALOG_DIR`.
     pub catalog: orch_core::catalog::Catalog,
@@ -234,9 +235,13 @@ impl Sources {
         let ansible = self.load_ansible()?;
         let container_hosts = self.load_container_hosts()?;
         let catalog = self.load_catalog()?;
-        let reconcile_seconds: u64 = self.parse_var("RECONCILE_INTERVAL_SECONDS", "30", "a number of seconds")?;
-        if reconcile_seconds == 0 {
-            return Err(invalid("RECONCILE_INTERVAL_SECONDS", "must be at least 1"));
+        let reconcile_seconds: u64 = self.parse_var("RECONCILE_INTERVAL_SECONDS", "300", "a number of seconds")?;
+        if !(1..=86_400).contains(&reconcile_seconds) {
+            return Err(invalid("RECONCILE_INTERVAL_SECONDS", "must be from 1 to 86400 (a day)"));
+        }
+        let orphan_grace_seconds: u64 = self.parse_var("ORPHAN_GRACE_SECONDS", "600", "a number of seconds")?;
+        if orphan_grace_seconds > 30 * 86_400 {
+            return Err(invalid("ORPHAN_GRACE_SECONDS", "must be at most 2592000 (30 days)"));
         }
         let default_region = match &openstack {
             Some(cloud) => cloud.region_name.clone(),
@@ -260,6 +265,7 @@ impl Sources {
                     )
                     .map(str::to_owned)
                     .collect(),
+                orphan_grace_seconds,
                 ..api
             },
             log_level,
@@ -358,6 +364,7 @@ impl Sources {
             request_timeout,
             max_connections,
             tls,
+            orphan_grace_seconds: 600,
         })
     }
 

@@ -88,6 +88,8 @@ async fn ensure_deployment(state: &AppState) -> anyhow::Result<String> {
             cloud_region: None,
             container_host: Some(orch_docker::DEFAULT_HOST.to_owned()),
             rollback: true,
+            // orch watches its own stack: a stopped Prometheus is started again.
+            auto_heal: true,
             secrets: std::collections::BTreeMap::new(),
         };
         let (record, _) = record_deployment(state, request, &actor()).await.map_err(failed)?;

@@ -142,6 +142,18 @@ async fn run(
                     let _ = relay_stopped.await;
                 },
             );
+            let configured = orch_workflows::sweep::configured_locations(
+                cloud.as_ref(),
+                &orch_docker::Docker::new(config.container_hosts.clone()),
+            );
+            tokio::spawn(orch_workflows::run_schedules(
+                store.clone(),
+                client.clone(),
+                config.temporal_task_queue.clone(),
+                configured,
+                config.reconcile_interval,
+                shutdown_signal(),
+            ));
             Some(tokio::spawn(relay))
         }
         None => {
@@ -190,6 +202,12 @@ fn spawn_reconciler(config: &Config, store: &orch_store::Store, containers: &orc
     tokio::spawn(reconciler.run(crate::shutdown_signal()));
 }
 
+fn sweep_settings(config: &Config) -> orch_workflows::sweep::SweepSettings {
+    orch_workflows::sweep::SweepSettings {
+        orphan_grace_seconds: config.api.orphan_grace_seconds,
+    }
+}
+
 /// `orch worker`: executes workflows and activities until SIGTERM.
 pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<()> {
     if cloud.is_none() {
@@ -208,6 +226,7 @@ pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<
         store,
         cloud,
         containers,
+        sweep: sweep_settings(&config),
     };
     orch_workflows::run_worker(
         client,
@@ -268,6 +287,7 @@ pub async fn dev(
             store,
             cloud: Some(cloud.clone()),
             containers,
+            sweep: sweep_settings(&config),
         },
         config.ansible.clone(),
     );

@@ -48,6 +48,9 @@ struct CreateDeploymentBody {
     parameters: Option<Value>,
     /// Whether a failed deploy deletes what it created (default true).
     rollback: Option<bool>,
+    /// Whether every reconcile pass that finds drift repairs it at once (default false:
+    /// drift is reported, and `POST /deployments/{id}/reconcile` repairs it).
+    auto_heal: Option<bool>,
     /// Values of the template's secrets by name: required for those it declares
     /// `supplied`, optional for the others (generated when absent). Never shown again.
     #[schema(value_type = Option<Object>)]
@@ -206,6 +209,7 @@ pub async fn record_deployment(
         cloud_region,
         container_host,
         rollback: request.rollback,
+        auto_heal: request.auto_heal,
         secrets,
     };
     Ok(state.store.create_deployment(&new, actor).await?)
@@ -521,7 +525,16 @@ pub async fn cancel(
     live_deployment(&state.store, &id).await?;
     let operation = state.store.request_cancel(&id, false, &actor).await?;
     tracing::info!(deployment_id = %id, operation_id = %operation.id, "cancel requested");
-    let record = state.store.deployment(&id).await?;
+    operation_accepted(&state.store, &id, operation).await
+}
+
+/// `202` with the deployment's status as it is now that `operation` was asked for.
+pub(crate) async fn operation_accepted(
+    store: &Store,
+    id: &str,
+    operation: OperationRecord,
+) -> ApiResult<(StatusCode, Json<OperationAccepted>)> {
+    let record = store.deployment(id).await?;
     let accepted = OperationAccepted {
         deployment_id: record.id,
         status: record.status,

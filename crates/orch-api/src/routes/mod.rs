@@ -15,6 +15,7 @@ use crate::AppState;
 
 pub mod catalog;
 pub mod deployments;
+pub mod reconcile;
 pub mod secrets;
 pub mod system;
 pub mod templates;
@@ -31,6 +32,7 @@ pub const MAX_LIMIT: i64 = 100;
         (name = "deployments", description = "Deployments and their operations"),
         (name = "templates", description = "Reusable deployment templates"),
         (name = "catalog", description = "Ready-made services a template names with `catalog:`"),
+        (name = "reconcile", description = "Reconcile passes, orphaned resources and their cleanup"),
         (name = "system", description = "Health, readiness and metrics")
     )
 )]
@@ -65,6 +67,12 @@ pub fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::configurations))
         .routes(routes!(deployments::configuration))
         .routes(routes!(deployments::events))
+        .routes(routes!(reconcile::drift))
+        .routes(routes!(reconcile::repair))
+        .routes(routes!(reconcile::reconcile_now))
+        .routes(routes!(reconcile::run))
+        .routes(routes!(reconcile::orphans))
+        .routes(routes!(reconcile::cleanup))
         .routes(routes!(secrets::reveal))
         .routes(routes!(templates::create, templates::list))
         .routes(routes!(templates::get, templates::replace, templates::delete))

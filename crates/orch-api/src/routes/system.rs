@@ -73,14 +73,19 @@ fn check_view(result: Result<(), String>) -> CheckView {
 #[utoipa::path(get, path = "/metrics", tag = "system",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    // Counted from the database at scrape time, so every replica reports the same truth.
+    // Counted from the database at scrape time, so every replica reports the same truth;
+    // read before any gauge is set, so the gauges are set and rendered without a pause.
     let counts = state.store.count_by_status().await?;
+    let orphans = state.store.orphan_counts(state.config.orphan_grace_seconds).await?;
     for status in DeploymentStatus::ALL {
         let total = counts
             .iter()
             .find(|(counted, _)| *counted == status)
             .map_or(0, |(_, total)| *total);
         metrics::gauge!("deployments_total", "status" => status.as_str()).set(total as f64);
+    }
+    for (location, kind, total) in orphans {
+        metrics::gauge!("orch_orphaned_resources", "kind" => kind, "region" => location).set(total as f64);
     }
     state.metrics.run_upkeep();
     Ok((

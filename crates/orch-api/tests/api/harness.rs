@@ -156,6 +156,12 @@ impl TestApp {
             .header("X-API-Key", WRITE_KEY)
     }
 
+    /// `/metrics` as Prometheus text.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.request(Method::GET, path).send().await.unwrap()
     }

@@ -4,6 +4,7 @@
 mod harness;
 
 mod deployments;
+mod reconcile;
 mod secrets;
 mod security;
 mod services;

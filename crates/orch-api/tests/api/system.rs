@@ -51,15 +51,7 @@ async fn metrics(db: Db) {
     app.create_seed_template().await;
     let id = app.create_deployment("metered").await;
     assert_eq!(app.get(&format!("/deployments/{id}")).await.status(), StatusCode::OK);
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     assert!(
         text.contains(r#"api_request_duration_seconds_bucket{endpoint="/deployments/{id}",method="GET",status="200""#),
         "route templates label the endpoint:\n{text}"
@@ -121,20 +113,26 @@ async fn openapi(db: Db) {
         ("GET", "/deployments/{id}"),
         ("GET", "/deployments/{id}/configurations"),
         ("GET", "/deployments/{id}/configurations/{run}"),
+        ("GET", "/deployments/{id}/drift"),
         ("GET", "/deployments/{id}/events"),
         ("GET", "/deployments/{id}/plan"),
         ("GET", "/health"),
         ("GET", "/health/ready"),
         ("GET", "/metrics"),
+        ("GET", "/orphans"),
+        ("GET", "/reconcile/{id}"),
         ("GET", "/templates"),
         ("GET", "/templates/{id_or_name}"),
         ("PATCH", "/deployments/{id}"),
         ("POST", "/deployments"),
         ("POST", "/deployments/{id}/cancel"),
         ("POST", "/deployments/{id}/configure"),
+        ("POST", "/deployments/{id}/reconcile"),
         ("POST", "/deployments/{id}/retry"),
         ("POST", "/deployments/{id}/scale"),
         ("POST", "/deployments/{id}/secrets/{name}/reveal"),
+        ("POST", "/orphans/cleanup"),
+        ("POST", "/reconcile"),
         ("POST", "/templates"),
         ("PUT", "/templates/{id_or_name}"),
     ];

@@ -91,6 +91,8 @@ pub fn unique() -> String {
 /// The store, a Temporal client and a worker of orch's workflows for one cloud.
 pub struct Orch {
     pub store: Store,
+    /// The store's database, for a test that must change what orch never changes itself.
+    pub database_url: String,
     pub client: temporalio_client::Client,
     pub task_queue: String,
     /// How long [`Orch::settle`] waits for an operation.
@@ -108,7 +110,8 @@ impl Orch {
         init_logging();
         let dir = std::env::temp_dir().join(format!("orch-wf-{}", unique()));
         let keys = SecretKeys::parse(&SecretKeys::random_hex(), &[]).unwrap();
-        let store = Store::connect(&format!("sqlite://{}/orch.db", dir.display()), &StoreOptions::default())
+        let database_url = format!("sqlite://{}/orch.db", dir.display());
+        let store = Store::connect(&database_url, &StoreOptions::default())
             .await
             .unwrap()
             .with_secret_keys(Some(std::sync::Arc::new(keys)));
@@ -120,6 +123,9 @@ impl Orch {
             store: store.clone(),
             cloud: Some(cloud),
             containers,
+            // The default grace: tests age the orphans they make themselves, so that a cleanup
+            // never takes what a test beside them is making on the shared engine.
+            sweep: orch_workflows::sweep::SweepSettings::default(),
         };
         let queue = task_queue.clone();
         // The worker's future is not Send: it runs on a thread of its own.
@@ -139,6 +145,7 @@ impl Orch {
         });
         Self {
             store,
+            database_url,
             client,
             task_queue,
             patience: Duration::from_secs(90),
@@ -147,7 +154,12 @@ impl Orch {
     }
 
     pub async fn create(&self, name: &str, template: Template, rollback: bool) -> String {
-        self.create_with(name, template, rollback, Vec::new()).await
+        self.create_with(name, template, rollback, Vec::new(), false).await
+    }
+
+    /// [`Orch::create`] of a deployment whose drift each reconcile pass repairs.
+    pub async fn create_auto_healing(&self, name: &str, template: Template) -> String {
+        self.create_with(name, template, true, Vec::new(), true).await
     }
 
     /// [`Orch::create`] with the template's secrets generated, as the API makes them.
@@ -159,10 +171,17 @@ impl Orch {
                 value: generate_value(spec.length.unwrap_or(32)),
             })
             .collect();
-        self.create_with(name, template, true, secrets).await
+        self.create_with(name, template, true, secrets, false).await
     }
 
-    async fn create_with(&self, name: &str, template: Template, rollback: bool, secrets: Vec<NewSecret>) -> String {
+    async fn create_with(
+        &self,
+        name: &str,
+        template: Template,
+        rollback: bool,
+        secrets: Vec<NewSecret>,
+        auto_heal: bool,
+    ) -> String {
         let cloud_region = if template.uses_cloud() { "RegionOne" } else { "" };
         let container_host = if template.uses_containers() { "local" } else { "" };
         let new = NewDeployment {
@@ -173,6 +192,7 @@ impl Orch {
             cloud_region: cloud_region.into(),
             container_host: container_host.into(),
             rollback,
+            auto_heal,
             secrets,
         };
         self.store

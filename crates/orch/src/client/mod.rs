@@ -1,9 +1,11 @@
-//! The command-line client: `orch deploy|get|list|events|delete|scale|configure|templates`
+//! The command-line client: `orch deploy|get|list|events|delete|scale|configure|reconcile|
+//! orphans|drift|templates`
 //! against a running orch (`ORCH_URL`, `ORCH_API_KEY`). `--wait` follows an operation with a
 //! progress bar per resource kind and exits non-zero, printing the cause, when it fails.
 
 mod api;
 mod follow;
+mod reconcile;
 mod show;
 
 use anyhow::{anyhow, bail, Context};
@@ -14,6 +16,8 @@ use orch_core::Template;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 use show::print;
+
+pub use reconcile::OrphansCommand;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -52,6 +56,9 @@ pub enum ClientCommand {
         /// Keep what was created when the deploy fails, for inspection.
         #[arg(long)]
         no_rollback: bool,
+        /// Repair drift at every reconcile pass (default: report it).
+        #[arg(long)]
+        auto_heal: bool,
         /// Follow the deploy until it completes or fails.
         #[arg(long)]
         wait: bool,
@@ -79,6 +86,24 @@ pub enum ClientCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Run a reconcile pass over every location now (orphans and drift); with a deployment,
+    /// repair that deployment's drift.
+    Reconcile {
+        deployment: Option<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List the resources carrying orch's marks that no deployment holds (past their grace
+    /// period); `orch orphans cleanup` removes them.
+    Orphans {
+        #[command(subcommand)]
+        action: Option<OrphansCommand>,
+        /// Only this location, e.g. cloud:RegionOne or containers:local.
+        #[arg(long)]
+        location: Option<String>,
+    },
+    /// How a deployment differs from what its providers hold, as the last pass saw it.
+    Drift { deployment: String },
     /// Delete a deployment and everything it created; an operation in flight is cancelled
     /// first.
     Delete {
@@ -199,10 +224,12 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
             params,
             region,
             no_rollback,
+            auto_heal,
             wait: follow,
         } => {
             let template = template_value(&template)?;
-            let mut body = json!({"name": name, "template": template, "parameters": pairs(&params, "--param")?, "rollback": !no_rollback});
+            let mut body = json!({"name": name, "template": template, "parameters": pairs(&params, "--param")?,
+                                  "rollback": !no_rollback, "auto_heal": auto_heal});
             if let Some(region) = region {
                 body["cloud_region"] = json!(region);
             }
@@ -222,6 +249,9 @@ pub async fn run(command: ClientCommand, connection: Connection) -> anyhow::Resu
             deployment,
             wait: follow,
         } => cancel(&api, output, &deployment, follow).await?,
+        command @ (ClientCommand::Reconcile { .. } | ClientCommand::Orphans { .. } | ClientCommand::Drift { .. }) => {
+            reconcile::run(&api, output, command).await?
+        }
         ClientCommand::Scale {
             deployment,
             group,

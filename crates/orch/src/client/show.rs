@@ -132,6 +132,71 @@ pub(super) fn plan(plan: &Value) -> String {
     table(&columns, changes.iter().map(|change| cells(change, &columns)))
 }
 
+/// Orphans, oldest first; or that there are none.
+pub(super) fn orphans(list: &Value) -> String {
+    if items(list).next().is_none() {
+        return format!("no orphans (orphaned for {} s or more)", list["grace_seconds"]);
+    }
+    let columns = [
+        "location",
+        "kind",
+        "id",
+        "name",
+        "deployment_tag",
+        "reason",
+        "first_seen",
+    ];
+    table(&columns, items(list).map(|orphan| cells(orphan, &columns)))
+}
+
+/// A deployment's drift; or that it has none.
+pub(super) fn drift(drift: &Value) -> String {
+    let checked = text(drift, "checked_at");
+    if items(drift).next().is_none() {
+        return format!("no drift (last looked: {checked})");
+    }
+    let columns = ["logical_key", "kind", "resource_id", "problem", "first_seen_at"];
+    let found = table(&columns, items(drift).map(|item| cells(item, &columns)));
+    format!(
+        "{found}
+last looked: {checked}; `orch reconcile NAME` repairs it"
+    )
+}
+
+/// What a reconcile pass or a cleanup found and did, per location.
+pub(super) fn run(run: &Value) -> String {
+    let columns = [
+        "location",
+        "orphans",
+        "new_orphans",
+        "removed",
+        "drifted",
+        "healed",
+        "error",
+    ];
+    let places = run["result"]["locations"].as_object().into_iter().flatten();
+    let rows = places.map(|(_, place)| {
+        let count = |key: &str| place[key].as_array().map_or(0, Vec::len).to_string();
+        vec![
+            text(place, "location"),
+            text(place, "orphans"),
+            text(place, "new_orphans"),
+            count("removed"),
+            count("drifted"),
+            count("healed"),
+            text(place, "error"),
+        ]
+    });
+    format!(
+        "{} {}: {}
+{}",
+        run["kind"].as_str().unwrap_or("run"),
+        text(run, "id"),
+        text(run, "state"),
+        table(&columns, rows)
+    )
+}
+
 pub(super) fn templates(page: &Value) -> String {
     let columns = ["id", "name", "version"];
     table(&columns, items(page).map(|template| cells(template, &columns)))
