@@ -54,6 +54,7 @@ impl Provider for OpenStack {
             Step::Resize(keys) => members::resize(self, target, keys, report).await,
             Step::Rebuild(keys) => rebuild::rebuild(self, target, keys, report).await,
             Step::Start(keys) => rebuild::start(self, target, keys, report).await,
+            Step::Evict(keys) => remove::evict(self, target, keys, report).await,
             Step::Delete(keys) => remove::delete(self, target, keys, report).await,
             Step::Prune(keys) => remove::prune(self, target, keys, report).await,
             Step::DeleteAll => remove::delete(self, target, &[], report).await,

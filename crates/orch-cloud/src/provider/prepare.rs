@@ -46,7 +46,7 @@ async fn ensure_subnets(
         let (subnet, _) = cloud
             .ensure_subnet(&key(target.deployment_id, &logical_key)?, &request)
             .await?;
-        let attributes = json!({"name": subnet.name, "cidr": subnet.cidr});
+        let attributes = json!({"name": subnet.name, "cidr": subnet.cidr, "gateway_ip": subnet.gateway_ip});
         report_active(report, &logical_key, "subnet", &subnet.id, attributes).await?;
         subnets.push((name.clone(), subnet.id));
     }

@@ -16,9 +16,27 @@ use crate::teardown::{Patience, DELETE_ORDER};
 use crate::{CloudError, ManagedResource, OpenStack};
 
 pub(super) async fn delete(cloud: &OpenStack, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
+    delete_members(cloud, target, Going::new(keys, target.deployment_id), keys, report).await
+}
+
+/// Deletes the members' servers and ports; their volumes stay (detached by the delete) for
+/// the servers made again in their place.
+pub(super) async fn evict(cloud: &OpenStack, target: Target<'_>, keys: &[String], report: &impl Report) -> Result<()> {
+    let mut going = Going::new(keys, target.deployment_id);
+    going.servers.clear();
+    going.volume_names.clear();
+    delete_members(cloud, target, going, keys, report).await
+}
+
+async fn delete_members(
+    cloud: &OpenStack,
+    target: Target<'_>,
+    going: Going,
+    keys: &[String],
+    report: &impl Report,
+) -> Result<()> {
     let id = target.deployment_id;
     let found = cloud.list_by_deployment(id).await?;
-    let going = Going::new(keys, id);
     let doomed: Vec<ManagedResource> = with_recorded(found, target.recorded, id)
         .into_iter()
         .filter(|resource| keys.is_empty() || going.takes(resource))

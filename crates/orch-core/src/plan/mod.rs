@@ -13,6 +13,7 @@ use crate::deployment::OperationKind;
 use crate::provider::Observed;
 use crate::template::{SecurityRule, Template};
 
+mod moves;
 mod reasons;
 mod services;
 
@@ -151,6 +152,10 @@ pub struct ServerPlan {
     /// Servers recorded `SHUTOFF` (a reconcile saw them stopped outside orch): started.
     #[serde(default)]
     pub start: Vec<String>,
+    /// Servers made again, keeping their volumes: on a subnet that is replaced, or on
+    /// another subnet than their group names now.
+    #[serde(default)]
+    pub recreate: Vec<String>,
 }
 
 impl ServerPlan {
@@ -161,6 +166,7 @@ impl ServerPlan {
             && self.attach.is_empty()
             && self.rebuild.is_empty()
             && self.start.is_empty()
+            && self.recreate.is_empty()
     }
 }
 
@@ -273,6 +279,9 @@ pub enum Step {
     /// Rebuild these members in place from their desired image, all at once (one batch),
     /// each ready before the step ends.
     Rebuild(Vec<String>),
+    /// Delete these members but keep their volumes: they are made again later in the same
+    /// plan (on a replaced or another subnet) and get their volumes back.
+    Evict(Vec<String>),
     /// Start these members, stopped outside orch, each ready before the step ends.
     Start(Vec<String>),
     /// Replace these members with their desired spec one at a time, each ready before the
@@ -297,6 +306,10 @@ pub struct Plan {
     pub subnets_to_create: Vec<String>,
     /// Shared resources an update drops: keys recorded that the template no longer has.
     pub prune: Vec<String>,
+    /// Subnets (and their router interfaces) deleted before `Prepare` makes them again with
+    /// the CIDR or gateway the template now gives them.
+    #[serde(default)]
+    pub replace_subnets: Vec<String>,
     /// `servers.rebuild`, in the batches they are rebuilt in, one step each.
     #[serde(default)]
     pub rebuild_batches: Vec<Vec<String>>,
@@ -380,15 +393,26 @@ impl Plan {
             }
             _ => {}
         }
-        let subnets_to_create = desired_state
+        let mut subnets_to_create: Vec<String> = desired_state
             .subnets
             .iter()
             .filter(|name| !recorded.iter().any(|resource| resource.key == format!("subnet:{name}")))
             .cloned()
             .collect();
-        let prune = match kind {
-            OperationKind::Update => dropped_shared(recorded, desired),
-            _ => Vec::new(),
+        let (prune, replace_subnets) = match kind {
+            OperationKind::Update => {
+                let replaced = moves::replaced_subnets(recorded, desired);
+                let moved = moves::moved_servers(recorded, &desired_state, &replaced);
+                servers.recreate = moved.into_keys().collect();
+                let again = |key: &String| !servers.recreate.contains(key);
+                servers.rebuild.retain(again);
+                servers.start.retain(again);
+                servers.attach.retain(again);
+                servers.resize.retain(|(key, _)| again(key));
+                subnets_to_create.extend(replaced.keys().cloned());
+                (dropped_shared(recorded, desired), replaced_keys(recorded, &replaced))
+            }
+            _ => (Vec::new(), Vec::new()),
         };
         let rebuild_batches = rebuild_batches(&servers.rebuild, &desired_state);
         Self {
@@ -397,6 +421,7 @@ impl Plan {
             servers,
             subnets_to_create,
             prune,
+            replace_subnets,
             ..Self::default()
         }
     }
@@ -423,15 +448,29 @@ impl Plan {
             return vec![Step::DeleteAll];
         }
         let mut steps = Vec::new();
+        // What is made again goes first: its servers (volumes kept), then the subnets that
+        // are replaced, which Prepare then makes anew.
+        if !self.servers.recreate.is_empty() {
+            steps.push(Step::Evict(self.servers.recreate.clone()));
+        }
+        if !self.replace_subnets.is_empty() {
+            steps.push(Step::Prune(self.replace_subnets.clone()));
+        }
         if self.prepare {
             steps.push(Step::Prepare);
         }
-        let create = &self.servers.create;
+        let create: Vec<String> = self
+            .servers
+            .create
+            .iter()
+            .chain(&self.servers.recreate)
+            .cloned()
+            .collect();
         if !create.is_empty() {
             steps.extend([
                 Step::Create(create.clone()),
                 Step::Wait(create.clone()),
-                Step::Attach(create.clone()),
+                Step::Attach(create),
             ]);
         }
         if !self.servers.attach.is_empty() {
@@ -454,6 +493,19 @@ impl Plan {
         }
         steps
     }
+}
+
+/// The recorded keys of the replaced subnets and of their router interfaces.
+fn replaced_keys(recorded: &[Observed], replaced: &BTreeMap<String, String>) -> Vec<String> {
+    let keys: BTreeSet<String> = replaced
+        .keys()
+        .flat_map(|name| [format!("router-interface:{name}"), format!("subnet:{name}")])
+        .collect();
+    recorded
+        .iter()
+        .filter(|resource| keys.contains(&resource.key))
+        .map(|resource| resource.key.clone())
+        .collect()
 }
 
 /// Members that never came to be but left parts behind (a port made in bulk before its

@@ -14,7 +14,8 @@ use crate::template::Template;
 /// One change and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
-    /// `create`, `attach`, `resize`, `rebuild`, `start`, `delete`, `replace` or `prune`.
+    /// `create`, `attach`, `resize`, `rebuild`, `start`, `recreate`, `delete`, `replace` or
+    /// `prune`.
     pub action: &'static str,
     pub key: String,
     pub reason: String,
@@ -114,12 +115,7 @@ impl Plan {
             let reason = format!("flavor {} -> {flavor}", recorded.unwrap_or("(unknown)"));
             changes.push(change("resize", key, reason));
         }
-        for key in &self.servers.rebuild {
-            changes.push(change("rebuild", key, rebuild_reason(key, &record, desired)));
-        }
-        for key in &self.servers.start {
-            changes.push(change("start", key, "shut off outside orch; started".to_owned()));
-        }
+        changes.extend(self.in_place_changes(recorded, &record, desired));
         for key in &self.servers.delete {
             changes.push(change("delete", key, server_delete_reason(key, &record, desired)));
         }
@@ -127,6 +123,36 @@ impl Plan {
             changes.push(change("prune", key, prune_reason(key, desired)));
         }
         changes.extend(self.service_changes(&record, desired));
+        changes
+    }
+
+    /// Servers changed where they stand, or made again: rebuilt, replaced subnets and the
+    /// servers made again on them (or on their group's new subnet), started.
+    fn in_place_changes(
+        &self,
+        recorded: &[Observed],
+        record: &BTreeMap<&str, &Observed>,
+        desired: &Template,
+    ) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for key in &self.servers.rebuild {
+            changes.push(change("rebuild", key, rebuild_reason(key, record, desired)));
+        }
+        let replaced = super::moves::replaced_subnets(recorded, desired);
+        for (name, why) in &replaced {
+            let key = format!("subnet:{name}");
+            if self.replace_subnets.contains(&key) {
+                changes.push(change("replace", &key, why.clone()));
+            }
+        }
+        let moved = super::moves::moved_servers(recorded, &super::DesiredState::of(desired), &replaced);
+        for key in &self.servers.recreate {
+            let why = moved.get(key).cloned().unwrap_or_default();
+            changes.push(change("recreate", key, format!("{why}; made again, its volumes kept")));
+        }
+        for key in &self.servers.start {
+            changes.push(change("start", key, "shut off outside orch; started".to_owned()));
+        }
         changes
     }
 

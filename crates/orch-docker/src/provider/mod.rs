@@ -202,9 +202,9 @@ impl Provider for Docker {
             Step::Delete(keys) => work.delete(keys).await,
             Step::Prune(keys) => work.prune(keys).await,
             Step::DeleteAll => work.delete_all().await,
-            Step::Attach(_) | Step::Resize(_) | Step::Rebuild(_) | Step::Start(_) => Err(EngineError::Unsupported(
-                "attach volumes, resize, rebuild or start in place",
-            )),
+            Step::Attach(_) | Step::Resize(_) | Step::Rebuild(_) | Step::Start(_) | Step::Evict(_) => Err(
+                EngineError::Unsupported("attach volumes, resize, rebuild, start or evict in place"),
+            ),
         }
     }
 

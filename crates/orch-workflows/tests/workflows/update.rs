@@ -1,5 +1,7 @@
 //! Updates that change what existing servers have: volumes a group gains are made and
-//! attached to the servers it already has, which stay as they are.
+//! attached to the servers it already has, which stay as they are; an image change rebuilds
+//! them; a subnet's new range replaces it, and its servers (and those of a group that moved
+//! to another subnet) are made again with their volumes.
 
 use orch_core::{DeploymentStatus, OperationKind, Template};
 use serde_json::{json, Value};
@@ -127,5 +129,93 @@ async fn an_image_change_rebuilds_the_servers_in_place() {
     assert!(
         (recorded.iter().filter(|r| r.kind == "server")).all(|r| r.attributes["image"] == "cirros"),
         "{recorded:?}"
+    );
+}
+
+fn two_tier(web_cidr: &str, db_subnet: &str, subnets: Value) -> Value {
+    let mut subnets = subnets;
+    subnets["web"] = json!(web_cidr);
+    json!({
+      "name": "moving",
+      "vm_config": {
+        "web": {"flavor": "m1.small", "image": "cirros", "count": 1, "volumes": [{"size_gb": 1}]},
+        "db": {"flavor": "m1.small", "image": "cirros", "count": 1, "subnet": db_subnet}
+      },
+      "network_config": {"cidr": "10.0.0.0/16", "subnets": subnets}
+    })
+}
+
+/// The ranges of the subnets the cloud holds, sorted.
+fn subnet_cidrs(inventory: &Value) -> Vec<String> {
+    let mut cidrs: Vec<String> = (inventory["subnets"].as_array().unwrap().iter())
+        .map(|subnet| subnet["cidr"].as_str().unwrap().to_owned())
+        .collect();
+    cidrs.sort();
+    cidrs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_cidr_replaces_the_subnet_and_a_moved_group_leaves_the_dropped_one() {
+    let h = harness(|_| {}).await;
+    let before = two_tier("10.0.1.0/24", "db", json!({"db": "10.0.3.0/24"}));
+    let id = h
+        .create("moving", Template::parse(&before, "", None).unwrap(), true)
+        .await;
+    assert_eq!(h.settle(&id).await.status, DeploymentStatus::Completed);
+    let volume_before = h.inventory().await["volumes"][0]["id"].clone();
+
+    // web's subnet gets another range; db moves to a new subnet and its old one goes.
+    let after = two_tier("10.0.5.0/24", "data", json!({"data": "10.0.4.0/24"}));
+    let plan = h.store.resources(&id).await.unwrap();
+    let recorded: Vec<orch_core::provider::Observed> = plan.into_iter().map(Into::into).collect();
+    let desired = Template::parse(&after, "", None).unwrap();
+    let plan = orch_core::plan::Plan::for_operation(OperationKind::Update, &recorded, &desired, None);
+    let mut changes: Vec<(String, String)> = plan
+        .changes(&recorded, &desired)
+        .into_iter()
+        .map(|change| (change.action.to_owned(), change.key))
+        .collect();
+    changes.sort();
+    let expected = [
+        ("create", "subnet:data"),
+        ("create", "subnet:web"),
+        ("prune", "router-interface:db"),
+        ("prune", "subnet:db"),
+        ("recreate", "server:db:0"),
+        ("recreate", "server:web:0"),
+        ("replace", "subnet:web"),
+    ];
+    let expected: Vec<(String, String)> = expected.iter().map(|(a, k)| (a.to_string(), k.to_string())).collect();
+    assert_eq!(changes, expected, "the dry run lists exactly these");
+
+    update_to(&h, &id, after).await;
+    let inventory = h.inventory().await;
+    assert_eq!(subnet_cidrs(&inventory), ["10.0.4.0/24", "10.0.5.0/24"]);
+    let servers = inventory["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 2, "{servers:?}");
+    let addresses: Vec<String> = servers
+        .iter()
+        .flat_map(|server| server["addresses"].as_object().unwrap().values())
+        .flat_map(|addresses| addresses.as_array().unwrap().iter())
+        .map(|address| address["addr"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(addresses.len(), 2, "{addresses:?}");
+    assert!(addresses.iter().any(|ip| ip.starts_with("10.0.5.")), "{addresses:?}");
+    assert!(addresses.iter().any(|ip| ip.starts_with("10.0.4.")), "{addresses:?}");
+    let volumes = inventory["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(volumes[0]["id"], volume_before, "the volume is kept");
+    assert_eq!(volumes[0]["status"], "in-use", "and attached to the new server");
+    let recorded = h.store.resources(&id).await.unwrap();
+    assert!(!recorded.iter().any(|r| r.logical_key == "subnet:db"), "{recorded:?}");
+    let again = orch_core::plan::Plan::for_operation(
+        OperationKind::Update,
+        &recorded.into_iter().map(Into::into).collect::<Vec<_>>(),
+        &desired,
+        None,
+    );
+    assert!(
+        again.servers.is_empty() && again.replace_subnets.is_empty(),
+        "{again:?}"
     );
 }
