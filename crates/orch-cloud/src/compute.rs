@@ -258,30 +258,36 @@ impl OpenStack {
             .map(|_| ())
     }
 
+    /// One of a server's actions (`POST /servers/{id}/action`).
+    async fn server_action(&self, id: &str, body: Value) -> Result<()> {
+        let path = format!("/servers/{id}/action");
+        self.send(Call::new(Service::Compute, Method::POST, &path).json(body))
+            .await
+            .map(|_| ())
+    }
+
     /// Rebuilds a server from another image; it keeps its id, ports and volumes.
     #[tracing::instrument(skip(self))]
     pub async fn rebuild_server(&self, id: &str, image_id: &str) -> Result<()> {
-        let path = format!("/servers/{id}/action");
-        self.send(Call::new(Service::Compute, Method::POST, &path).json(json!({"rebuild": {"imageRef": image_id}})))
-            .await
-            .map(|_| ())
+        self.server_action(id, json!({"rebuild": {"imageRef": image_id}})).await
     }
 
     /// Starts a server that is shut off (`os-start`).
     #[tracing::instrument(skip(self))]
     pub async fn start_server(&self, id: &str) -> Result<()> {
-        let path = format!("/servers/{id}/action");
-        self.send(Call::new(Service::Compute, Method::POST, &path).json(json!({"os-start": null})))
-            .await
-            .map(|_| ())
+        self.server_action(id, json!({"os-start": null})).await
+    }
+
+    /// Shuts a server off (`os-stop`). orch never stops a server itself; its tests play
+    /// someone who does.
+    #[tracing::instrument(skip(self))]
+    pub async fn stop_server(&self, id: &str) -> Result<()> {
+        self.server_action(id, json!({"os-stop": null})).await
     }
 
     #[tracing::instrument(skip(self))]
     pub async fn confirm_resize(&self, id: &str) -> Result<()> {
-        let path = format!("/servers/{id}/action");
-        self.send(Call::new(Service::Compute, Method::POST, &path).json(json!({"confirmResize": null})))
-            .await
-            .map(|_| ())
+        self.server_action(id, json!({"confirmResize": null})).await
     }
 
     /// Merges `metadata` into the server's metadata.

@@ -243,6 +243,7 @@ fn render_server_at(world: &World, server: &Server, now: DateTime<Utc>, base_url
         "BUILD" => ("building", 0),
         "ERROR" => ("error", 0),
         "VERIFY_RESIZE" => ("resized", 1),
+        "SHUTOFF" => ("stopped", 4),
         _ => ("active", 1),
     };
     let task_state = if server.deleted_at.is_some() {
@@ -264,7 +265,7 @@ fn render_server_at(world: &World, server: &Server, now: DateTime<Utc>, base_url
             {"rel": "self", "href": format!("{base_url}/compute/v2.1/servers/{}", server.id)},
             {"rel": "bookmark", "href": format!("{base_url}/compute/servers/{}", server.id)}
         ],
-        "OS-DCF:diskConfig": "MANUAL", "progress": if status == "BUILD" { 0 } else { 100 },
+        "OS-DCF:diskConfig": "MANUAL",
         "OS-EXT-AZ:availability_zone": "nova", "config_drive": "", "key_name": server.key_name,
         "OS-SRV-USG:launched_at": if status == "BUILD" { Value::Null } else { json!(timestamp(server.active_at)) },
         "OS-SRV-USG:terminated_at": null,
@@ -275,6 +276,10 @@ fn render_server_at(world: &World, server: &Server, now: DateTime<Utc>, base_url
     });
     if version >= (2, 26) {
         rendered["tags"] = json!(server.tags);
+    }
+    // As Nova's view: progress only while a server runs or changes.
+    if ["ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"].contains(&status) {
+        rendered["progress"] = json!(if status == "BUILD" { 0 } else { 100 });
     }
     if status == "ERROR" {
         rendered["fault"] = json!({"code": 500, "created": timestamp(server.active_at), "message": "No valid host was found. There are not enough hosts available."});

@@ -240,6 +240,39 @@ impl Orch {
         }
     }
 
+    /// Asks for a reconcile run of `kind` (`reconcile` or `cleanup`), starts it and waits
+    /// for its end.
+    pub async fn reconcile_run(&self, kind: &str) -> orch_store::reconcile::ReconcileRun {
+        let run = self.store.request_run(kind, &Actor::default()).await.unwrap();
+        relay_once(&self.store, &self.client, &self.task_queue).await.unwrap();
+        self.until_run_finished(&run.id).await
+    }
+
+    pub async fn until_run_finished(&self, id: &str) -> orch_store::reconcile::ReconcileRun {
+        let deadline = Instant::now() + self.patience;
+        loop {
+            let run = self.store.run(id).await.unwrap();
+            if run.finished_at.is_some() {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "run {id} still {}", run.state);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Makes the orphans with these ids look first seen long ago, past any grace period:
+    /// a test removes only the orphans it made, never those of the tests beside it.
+    pub async fn age_orphans(&self, ids: &[&str]) {
+        let pool = sqlx::SqlitePool::connect(&self.database_url).await.unwrap();
+        for id in ids {
+            sqlx::query("UPDATE orphans SET first_seen_at = '2000-01-01T00:00:00.000000Z' WHERE resource_id = $1")
+                .bind(*id)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+
     /// The actions of the deployment's events, oldest first.
     pub async fn event_actions(&self, id: &str) -> Vec<String> {
         self.store

@@ -13,7 +13,7 @@ use orch_core::{DeploymentStatus, OperationKind, Template};
 use orch_workflows::AnsibleSettings;
 use serde_json::{json, Value};
 
-async fn orch(cloud: &str) -> Orch {
+pub(crate) async fn orch(cloud: &str) -> Orch {
     let mut orch = Orch::start(client(cloud), AnsibleSettings::default()).await;
     orch.patience = Duration::from_secs(600);
     orch
@@ -81,7 +81,7 @@ async fn counts(cloud: &OpenStack, deployment_id: &str) -> BTreeMap<&'static str
     held.into_iter().map(|(kind, names)| (kind, names.len())).collect()
 }
 
-async fn assert_nothing_left(cloud: &OpenStack, deployment_id: &str) {
+pub(crate) async fn assert_nothing_left(cloud: &OpenStack, deployment_id: &str) {
     let held = holdings(cloud, deployment_id).await;
     let left: Vec<_> = held.iter().filter(|(_, names)| !names.is_empty()).collect();
     assert!(left.is_empty(), "left on the cloud: {left:?}");
@@ -114,7 +114,7 @@ fn full_stack() -> Template {
     Template::parse(&document, "", None).unwrap()
 }
 
-async fn server_id(orch: &Orch, id: &str, key: &str) -> String {
+pub(crate) async fn server_id(orch: &Orch, id: &str, key: &str) -> String {
     let resources = orch.store.resources(id).await.unwrap();
     let server = resources
         .into_iter()
@@ -123,7 +123,12 @@ async fn server_id(orch: &Orch, id: &str, key: &str) -> String {
     server.cloud_id.unwrap()
 }
 
-fn assert_status(deployment: &orch_store::DeploymentRecord, status: DeploymentStatus, cloud: &str, step: &str) {
+pub(crate) fn assert_status(
+    deployment: &orch_store::DeploymentRecord,
+    status: DeploymentStatus,
+    cloud: &str,
+    step: &str,
+) {
     assert_eq!(
         deployment.status, status,
         "{cloud}, {step}: {:?}",

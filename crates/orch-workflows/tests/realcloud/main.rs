@@ -1,4 +1,5 @@
-//! orch against a real OpenStack: its end-to-end suite (`lifecycle`), and the contract that
+//! orch against a real OpenStack: its end-to-end suite (`lifecycle`, `reconcile`: drift made
+//! behind orch's back repaired, an orphan removed), and the contract that
 //! keeps fakecloud as strict as the real services (`contract`). The suite: deploy, scale out and in, update, a
 //! failed deploy with compensation, and delete, each followed by a look through the cloud's
 //! own API that nothing orch made is left and nothing exists twice. Plus the figures of
@@ -14,6 +15,7 @@
 mod common;
 mod contract;
 mod lifecycle;
+mod reconcile;
 
 use std::collections::BTreeMap;
 

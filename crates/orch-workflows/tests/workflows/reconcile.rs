@@ -32,42 +32,17 @@ fn outsider(h: &Harness) -> OpenStack {
     OpenStack::new(CloudConfig::password(&h.cloud.auth_url(), "admin", "fakecloud", "admin").unwrap()).unwrap()
 }
 
-/// Asks for a run of `kind`, starts it and waits for its end.
-async fn run(h: &Harness, kind: &str) -> ReconcileRun {
-    let run = h.store.request_run(kind, &Actor::default()).await.unwrap();
-    orch_workflows::relay_once(&h.store, &h.client, &h.task_queue)
-        .await
-        .unwrap();
-    until_finished(h, &run.id).await
-}
-
-async fn until_finished(h: &Harness, id: &str) -> ReconcileRun {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let run = h.store.run(id).await.unwrap();
-        if run.finished_at.is_some() {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "run {id} still {}", run.state);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The orphans the store knows (in their grace period or not).
 async fn known_orphans(h: &Harness, location: &str) -> Vec<OrphanRecord> {
     h.store.orphans(0, Some(location)).await.unwrap()
 }
 
-/// Makes the orphans with these ids look first seen long ago: past any grace period.
+async fn run(h: &Harness, kind: &str) -> ReconcileRun {
+    h.reconcile_run(kind).await
+}
+
 async fn age(h: &Harness, ids: &[&str]) {
-    let pool = sqlx::SqlitePool::connect(&h.database_url).await.unwrap();
-    for id in ids {
-        sqlx::query("UPDATE orphans SET first_seen_at = '2000-01-01T00:00:00.000000Z' WHERE resource_id = $1")
-            .bind(*id)
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
+    h.age_orphans(ids).await;
 }
 
 fn network_ids(inventory: &serde_json::Value) -> Vec<String> {
@@ -377,7 +352,7 @@ async fn replicas_share_one_schedule_per_location_and_it_runs_the_pass() {
             .await
             .unwrap();
         if let Some((run_id,)) = row {
-            break until_finished(&h, &run_id).await;
+            break h.until_run_finished(&run_id).await;
         }
         assert!(Instant::now() < deadline, "the schedule started no pass");
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,0 +1,119 @@
+//! Reconcile on a real cloud: a server deleted and one shut off behind orch's back are found
+//! as drift and repaired, and a tagged network of no deployment is found and removed.
+
+use std::time::{Duration, Instant};
+
+use orch_cloud::{OpenStack, ResourceKey};
+use orch_core::{DeploymentStatus, Template};
+use orch_store::reconcile::run_kind;
+use serde_json::json;
+
+use crate::lifecycle::{assert_nothing_left, assert_status, orch, server_id};
+use crate::{client, clouds, ONE_AT_A_TIME};
+
+fn small() -> Template {
+    Template::parse(
+        &json!({"name": "drifting", "vm_config": {"web": {"flavor": "m1.tiny", "image": "cirros", "count": 2}},
+                "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}}),
+        "",
+        None,
+    )
+    .unwrap()
+}
+
+/// Waits until the server's status is `status`, or it is gone (`None`).
+async fn until_server(cloud: &OpenStack, id: &str, status: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let now = match cloud.get_server(id).await {
+            Ok(server) if server.status != "DELETED" => Some(server.status),
+            Ok(_) | Err(orch_cloud::CloudError::NotFound { .. }) => None,
+            Err(error) => panic!("{error}"),
+        };
+        if now.as_deref() == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "server {id} is {now:?}, not {status:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a real OpenStack: ORCH_TEST_CLOUDS"]
+async fn drift_is_repaired_and_an_orphan_removed_on_the_real_cloud() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    for name in clouds() {
+        let cloud = client(&name);
+        let orch = orch(&name).await;
+        let id = orch.create("real-drift", small(), true).await;
+        assert_status(&orch.settle(&id).await, DeploymentStatus::Completed, &name, "deploy");
+        let (gone, stopped) = (
+            server_id(&orch, &id, "server:web:0").await,
+            server_id(&orch, &id, "server:web:1").await,
+        );
+        cloud.delete_server(&gone).await.unwrap();
+        cloud.stop_server(&stopped).await.unwrap();
+        let stranger = format!("0190aaaa-0000-7000-8000-{:012}", std::process::id());
+        let (stray, _) = cloud
+            .ensure_network(&ResourceKey::new(&stranger, "network").unwrap())
+            .await
+            .unwrap();
+        until_server(&cloud, &gone, None).await;
+        until_server(&cloud, &stopped, Some("SHUTOFF")).await;
+
+        let pass = orch.reconcile_run(run_kind::RECONCILE).await;
+        let location = format!("cloud:{}", cloud.region());
+        assert_eq!(
+            pass.result["locations"][&location]["drifted"],
+            json!([id]),
+            "{name}: {}",
+            pass.result
+        );
+        let drift: Vec<(String, String)> = (orch.store.drift(&id).await.unwrap().into_iter())
+            .map(|found| (found.logical_key, found.problem))
+            .collect();
+        let expected = [("server:web:0", "gone"), ("server:web:1", "stopped")];
+        assert_eq!(
+            drift,
+            expected.map(|(key, problem)| (key.to_owned(), problem.to_owned())),
+            "{name}"
+        );
+        let orphans = orch.store.orphans(0, Some(&location)).await.unwrap();
+        assert!(
+            orphans.iter().any(|orphan| orphan.resource_id == stray.id),
+            "{name}: {orphans:?}"
+        );
+
+        orch.store
+            .request_repair(&id, &orch_store::Actor::default())
+            .await
+            .unwrap();
+        assert_status(&orch.settle(&id).await, DeploymentStatus::Completed, &name, "repair");
+        let made_again = server_id(&orch, &id, "server:web:0").await;
+        assert_ne!(made_again, gone, "{name}");
+        for server in [&made_again, &stopped] {
+            assert_eq!(cloud.get_server(server).await.unwrap().status, "ACTIVE", "{name}");
+        }
+
+        orch.age_orphans(&[&stray.id]).await;
+        let cleanup = orch.reconcile_run(run_kind::CLEANUP).await;
+        let removed = &cleanup.result["locations"][&location]["removed"];
+        assert!(
+            removed.as_array().unwrap().contains(&json!(stray.id)),
+            "{name}: {}",
+            cleanup.result
+        );
+        let left = cloud.list_networks(&[]).await.unwrap();
+        assert!(
+            !left.iter().any(|network| network.id == stray.id),
+            "{name}: the orphan is gone"
+        );
+
+        orch.store
+            .delete_deployment(&id, &orch_store::Actor::default())
+            .await
+            .unwrap();
+        assert_status(&orch.settle(&id).await, DeploymentStatus::Deleted, &name, "delete");
+        assert_nothing_left(&cloud, &id).await;
+    }
+}
