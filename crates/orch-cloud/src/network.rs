@@ -109,6 +109,25 @@ pub struct SecurityGroupRule {
 }
 
 impl SecurityGroupRule {
+    /// The traffic the rule allows, as one line: what is recorded of the rules orch made and
+    /// compared with what the cloud holds, for drift.
+    pub fn signature(&self) -> String {
+        let ports = |port: Option<u32>| port.map_or("*".to_owned(), |port| port.to_string());
+        let remote = match (&self.remote_ip_prefix, &self.remote_group_id) {
+            (Some(prefix), _) => prefix.clone(),
+            (None, Some(group)) => format!("group:{group}"),
+            (None, None) => "any".to_owned(),
+        };
+        format!(
+            "{} {} {} {}-{} {remote}",
+            self.direction,
+            self.ethertype.as_deref().unwrap_or("IPv4"),
+            self.protocol.as_deref().unwrap_or("any"),
+            ports(self.port_range_min),
+            ports(self.port_range_max),
+        )
+    }
+
     /// Whether two rules allow the same traffic (Neutron's duplicate check).
     pub fn same_as(&self, other: &SecurityGroupRule) -> bool {
         self.direction == other.direction
@@ -454,6 +473,12 @@ impl OpenStack {
 
     pub async fn delete_security_group(&self, id: &str) -> Result<()> {
         self.neutron_delete("security-groups", id).await
+    }
+
+    /// Deletes one rule. orch never does (a dropped group goes whole); its tests play someone
+    /// who does.
+    pub async fn delete_security_group_rule(&self, id: &str) -> Result<()> {
+        self.neutron_delete("security-group-rules", id).await
     }
 
     /// Creates a rule unless an identical one exists (Neutron answers 409 for a duplicate,

@@ -128,6 +128,8 @@ pub enum Problem {
     Stopped { state: String },
     /// A server running another flavor than the one recorded.
     Resized { recorded: String, actual: String },
+    /// A security group lacking rules orch made in it.
+    RulesMissing { rules: Vec<String> },
 }
 
 impl Problem {
@@ -137,6 +139,7 @@ impl Problem {
             Self::Error => "error",
             Self::Stopped { .. } => "stopped",
             Self::Resized { .. } => "resized",
+            Self::RulesMissing { .. } => "rules_missing",
         }
     }
 }
@@ -208,6 +211,15 @@ fn problem_of(recorded: &Observed, found: &Observed) -> Option<Problem> {
                 actual: actual.to_owned(),
             })
         }
+        "security_group" => {
+            let held: HashSet<&str> = strings(&found.attributes["rules"])?.into_iter().collect();
+            let missing: Vec<String> = strings(&recorded.attributes["rules"])?
+                .into_iter()
+                .filter(|rule| !held.contains(rule))
+                .map(str::to_owned)
+                .collect();
+            (!missing.is_empty()).then_some(Problem::RulesMissing { rules: missing })
+        }
         "container" => STOPPED_CONTAINER
             .contains(&found.status.as_str())
             .then(|| Problem::Stopped {
@@ -215,6 +227,11 @@ fn problem_of(recorded: &Observed, found: &Observed) -> Option<Problem> {
             }),
         _ => None,
     }
+}
+
+/// A JSON array of strings; `None` for anything else (nothing recorded to compare).
+fn strings(value: &Value) -> Option<Vec<&str>> {
+    value.as_array()?.iter().map(Value::as_str).collect()
 }
 
 #[cfg(test)]
@@ -324,5 +341,44 @@ mod tests {
             expected.map(|(key, problem)| (key.to_owned(), problem)).to_vec()
         );
         assert!(drift(&observed[..1], &observed[..1]).is_empty());
+    }
+
+    #[test]
+    fn a_security_group_missing_a_rule_orch_made_drifted() {
+        let group = |rules: Value| {
+            Observed::new(
+                "security-group:web",
+                "security_group",
+                "g",
+                "ACTIVE",
+                json!({"rules": rules}),
+            )
+        };
+        let recorded = [group(json!([
+            "ingress IPv4 tcp 22-22 0.0.0.0/0",
+            "ingress IPv4 tcp 443-443 0.0.0.0/0"
+        ]))];
+        // The cloud's own egress rules are not orch's concern.
+        let whole = [group(json!([
+            "egress IPv4 any *-* any",
+            "ingress IPv4 tcp 22-22 0.0.0.0/0",
+            "ingress IPv4 tcp 443-443 0.0.0.0/0"
+        ]))];
+        assert!(drift(&recorded, &whole).is_empty());
+        let found = drift(&recorded, &[group(json!(["ingress IPv4 tcp 22-22 0.0.0.0/0"]))]);
+        assert_eq!(
+            found[0].problem,
+            Problem::RulesMissing {
+                rules: vec!["ingress IPv4 tcp 443-443 0.0.0.0/0".into()]
+            }
+        );
+        let unrecorded = [Observed::new(
+            "security-group:web",
+            "security_group",
+            "g",
+            "ACTIVE",
+            json!({}),
+        )];
+        assert!(drift(&unrecorded, &whole).is_empty(), "made before orch recorded rules");
     }
 }

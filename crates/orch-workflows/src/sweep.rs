@@ -187,8 +187,9 @@ pub(crate) async fn drift_of<P: Provider>(
 
 /// Writes what drift found into the records, so that the planner repairs it: what is gone is
 /// forgotten (and made again), a server's status and flavor are what the cloud says (an
-/// `ERROR` one is rebuilt, a `SHUTOFF` one started, a resized one resized back), and a
-/// stopped container is forgotten (and made again, on its leased ports).
+/// `ERROR` one is rebuilt, a `SHUTOFF` one started, a resized one resized back), a stopped
+/// container is forgotten (and made again, on its leased ports), and a security group's
+/// missing rules are left to `Prepare`, which makes them.
 pub(crate) async fn write_drift(
     store: &Store,
     deployment_id: &str,
@@ -204,6 +205,8 @@ pub(crate) async fn write_drift(
                 store.mark_resource_deleted(deployment_id, &finding.key).await?;
                 continue;
             }
+            // The update's Prepare makes every rule of the template that is missing.
+            (Problem::RulesMissing { .. }, _) => continue,
             (Problem::Error, _) => ("ERROR".to_owned(), resource.attributes.clone()),
             (Problem::Stopped { state }, _) => (state.clone(), resource.attributes.clone()),
             (Problem::Resized { actual, .. }, _) => {

@@ -10,6 +10,8 @@ mod rebuild;
 mod remove;
 mod volumes;
 
+use std::collections::HashMap;
+
 use orch_core::plan::Step;
 use orch_core::provider::{Classified, Observed, Provider, RecordFailed, Report, Target};
 use orch_core::reconcile::Marked;
@@ -19,6 +21,7 @@ use serde_json::Value;
 use crate::compute::ServerFilter;
 use crate::error::Result;
 use crate::managed::MANAGED_TAG;
+use crate::network::{SecurityGroup, SecurityGroupRule};
 use crate::teardown::Patience;
 use crate::{CloudError, ManagedResource, OpenStack, ResourceKey};
 
@@ -66,6 +69,7 @@ impl Provider for OpenStack {
 
     async fn observe(&self, deployment_id: &str) -> Result<Vec<Observed>> {
         let found = self.list_by_deployment(deployment_id).await?;
+        let rules = self.rules_of(&found).await?;
         Ok(found
             .into_iter()
             .map(|resource| {
@@ -74,7 +78,10 @@ impl Provider for OpenStack {
                     true => "present",
                     false => resource.status.as_str(),
                 };
-                let attributes = serde_json::json!({"name": resource.name, "flavor": resource.flavor});
+                let mut attributes = serde_json::json!({"name": resource.name, "flavor": resource.flavor});
+                if let Some(rules) = rules.get(&resource.id) {
+                    attributes["rules"] = serde_json::json!(rules);
+                }
                 Observed::new(&key, resource.kind, &resource.id, status, attributes)
             })
             .collect())
@@ -118,6 +125,24 @@ impl Provider for OpenStack {
             ..ServerFilter::default()
         };
         self.tear_down(&doomed, &scope, Patience::default()).await
+    }
+}
+
+impl OpenStack {
+    /// The signatures of the rules of the security groups among `found`, by group id.
+    async fn rules_of(&self, found: &[ManagedResource]) -> Result<HashMap<String, Vec<String>>> {
+        if !found.iter().any(|resource| resource.kind == "security_group") {
+            return Ok(HashMap::new());
+        }
+        let scope = [("project_id", self.project_id().await?)];
+        let groups: Vec<SecurityGroup> = self.list_neutron(&scope).await?;
+        Ok(groups
+            .into_iter()
+            .map(|group| {
+                let rules = group.security_group_rules.iter().map(SecurityGroupRule::signature);
+                (group.id, rules.collect())
+            })
+            .collect())
     }
 }
 

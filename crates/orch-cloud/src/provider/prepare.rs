@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use orch_core::provider::{Report, Target};
-use orch_core::template::{SecurityRule, Template};
+use orch_core::template::SecurityRule;
 use serde_json::json;
 
 use super::{key, report_active};
@@ -22,7 +22,7 @@ pub(super) async fn prepare(cloud: &OpenStack, target: Target<'_>, report: &impl
         ensure_router(cloud, target, &subnets, report).await?;
     }
     let groups = ensure_security_groups(cloud, target, report).await?;
-    ensure_rules(cloud, target.desired, &groups).await
+    ensure_rules(cloud, target, &groups, report).await
 }
 
 /// The subnets, as (name, id).
@@ -110,14 +110,26 @@ async fn ensure_security_groups(
     Ok(groups)
 }
 
-/// Rules of one group conflict with each other: created one after another.
-async fn ensure_rules(cloud: &OpenStack, template: &Template, groups: &HashMap<String, String>) -> Result<()> {
-    for (name, group) in &template.security_groups {
+/// Rules of one group conflict with each other: created one after another. Each group is
+/// recorded again with its rules' signatures, which the reconcile pass compares with the
+/// cloud's.
+async fn ensure_rules(
+    cloud: &OpenStack,
+    target: Target<'_>,
+    groups: &HashMap<String, String>,
+    report: &impl Report,
+) -> Result<()> {
+    for (name, group) in &target.desired.security_groups {
+        let mut signatures = Vec::new();
         for rule in &group.rules {
-            cloud
-                .ensure_security_group_rule(&rule_request(&groups[name], rule, groups))
-                .await?;
+            let request = rule_request(&groups[name], rule, groups);
+            cloud.ensure_security_group_rule(&request).await?;
+            signatures.push(request.signature());
         }
+        let logical_key = format!("security-group:{name}");
+        let made = key(target.deployment_id, &logical_key)?.name();
+        let attributes = json!({"name": made, "rules": signatures});
+        report_active(report, &logical_key, "security_group", &groups[name], attributes).await?;
     }
     Ok(())
 }

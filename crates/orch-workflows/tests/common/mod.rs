@@ -294,6 +294,16 @@ impl Drop for Orch {
     }
 }
 
+/// The ingress rules of a security group, from the cloud.
+pub async fn ingress_rules(cloud: &OpenStack, group_id: &str) -> Vec<orch_cloud::network::SecurityGroupRule> {
+    let groups = cloud
+        .list_security_groups(&[("id", group_id.to_owned())])
+        .await
+        .unwrap();
+    let rules = groups.into_iter().next().unwrap().security_group_rules;
+    rules.into_iter().filter(|rule| rule.direction == "ingress").collect()
+}
+
 /// Seed 001's three-tier stack.
 pub fn web_app_stack() -> Template {
     Template::parse(

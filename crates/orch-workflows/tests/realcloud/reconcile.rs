@@ -1,5 +1,6 @@
-//! Reconcile on a real cloud: a server deleted and one shut off behind orch's back are found
-//! as drift and repaired, and a tagged network of no deployment is found and removed.
+//! Reconcile on a real cloud: a server deleted, one shut off and a security group rule
+//! deleted behind orch's back are found as drift and repaired, and a tagged network of no
+//! deployment is found and removed.
 
 use std::time::{Duration, Instant};
 
@@ -8,13 +9,18 @@ use orch_core::{DeploymentStatus, Template};
 use orch_store::reconcile::run_kind;
 use serde_json::json;
 
+use crate::common::ingress_rules;
+
 use crate::lifecycle::{assert_nothing_left, assert_status, orch, server_id};
 use crate::{client, clouds, ONE_AT_A_TIME};
 
 fn small() -> Template {
     Template::parse(
-        &json!({"name": "drifting", "vm_config": {"web": {"flavor": "m1.tiny", "image": "cirros", "count": 2}},
-                "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}}),
+        &json!({"name": "drifting", "vm_config": {"web": {"flavor": "m1.tiny", "image": "cirros", "count": 2, "security_groups": ["web"]}},
+                "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}},
+                "security_groups": {"web": {"rules": [
+                    {"protocol": "tcp", "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "10.0.0.0/8"},
+                    {"protocol": "tcp", "port_range_min": 443, "port_range_max": 443, "remote_group": "web"}]}}}),
         "",
         None,
     )
@@ -53,6 +59,11 @@ async fn drift_is_repaired_and_an_orphan_removed_on_the_real_cloud() {
         );
         cloud.delete_server(&gone).await.unwrap();
         cloud.stop_server(&stopped).await.unwrap();
+        let group = server_id(&orch, &id, "security-group:web").await;
+        assert_eq!(ingress_rules(&cloud, &group).await.len(), 2, "{name}");
+        let ssh = ingress_rules(&cloud, &group).await;
+        let ssh = ssh.iter().find(|rule| rule.port_range_min == Some(22)).unwrap();
+        cloud.delete_security_group_rule(&ssh.id).await.unwrap();
         let stranger = format!("0190aaaa-0000-7000-8000-{:012}", std::process::id());
         let (stray, _) = cloud
             .ensure_network(&ResourceKey::new(&stranger, "network").unwrap())
@@ -72,7 +83,11 @@ async fn drift_is_repaired_and_an_orphan_removed_on_the_real_cloud() {
         let drift: Vec<(String, String)> = (orch.store.drift(&id).await.unwrap().into_iter())
             .map(|found| (found.logical_key, found.problem))
             .collect();
-        let expected = [("server:web:0", "gone"), ("server:web:1", "stopped")];
+        let expected = [
+            ("security-group:web", "rules_missing"),
+            ("server:web:0", "gone"),
+            ("server:web:1", "stopped"),
+        ];
         assert_eq!(
             drift,
             expected.map(|(key, problem)| (key.to_owned(), problem.to_owned())),
@@ -94,6 +109,12 @@ async fn drift_is_repaired_and_an_orphan_removed_on_the_real_cloud() {
         for server in [&made_again, &stopped] {
             assert_eq!(cloud.get_server(server).await.unwrap().status, "ACTIVE", "{name}");
         }
+        assert_eq!(ingress_rules(&cloud, &group).await.len(), 2, "{name}: the rule is back");
+        orch.reconcile_run(run_kind::RECONCILE).await;
+        assert!(
+            orch.store.drift(&id).await.unwrap().is_empty(),
+            "{name}: nothing drifts now"
+        );
 
         orch.age_orphans(&[&stray.id]).await;
         let cleanup = orch.reconcile_run(run_kind::CLEANUP).await;

@@ -10,6 +10,8 @@ use orch_core::{DeploymentStatus, Template};
 use orch_store::reconcile::{run_kind, OrphanRecord, ReconcileRun};
 use orch_store::{operation_state, Actor};
 use serde_json::json;
+
+use super::common::ingress_rules;
 use temporalio_client::schedules::ScheduleOverlapPolicy;
 
 use super::{harness, Harness};
@@ -19,8 +21,11 @@ const STRANGER: &str = "01900000-0000-7000-8000-00000000beef";
 
 fn web(count: u32) -> Template {
     Template::parse(
-        &json!({"name": "web", "vm_config": {"web": {"flavor": "m1.small", "image": "cirros", "count": count}},
-                "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}}),
+        &json!({"name": "web", "vm_config": {"web": {"flavor": "m1.small", "image": "cirros", "count": count, "security_groups": ["web"]}},
+                "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}},
+                "security_groups": {"web": {"rules": [
+                    {"protocol": "tcp", "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "10.0.0.0/8"},
+                    {"protocol": "tcp", "port_range_min": 443, "port_range_max": 443, "remote_group": "web"}]}}}),
         "",
         None,
     )
@@ -216,7 +221,13 @@ async fn drift_behind_orchs_back_is_found_and_repaired() {
         found.cloud_id.clone().unwrap()
     };
     let gone = server("server:web:0");
-    outsider(&h).delete_server(&gone).await.unwrap();
+    let cloud = outsider(&h);
+    cloud.delete_server(&gone).await.unwrap();
+    let group = server("security-group:web");
+    let rules = ingress_rules(&cloud, &group).await;
+    assert_eq!(rules.len(), 2);
+    let ssh = rules.iter().find(|rule| rule.port_range_min == Some(22)).unwrap();
+    cloud.delete_security_group_rule(&ssh.id).await.unwrap();
     {
         let mut world = h.cloud.cloud.world();
         world.servers.get_mut(&server("server:web:1")).unwrap().fails = true;
@@ -250,6 +261,7 @@ async fn drift_behind_orchs_back_is_found_and_repaired() {
         })
         .collect();
     let expected = [
+        ("security-group:web", "rules_missing"),
         ("server:web:0", "gone"),
         ("server:web:1", "error"),
         ("server:web:2", "stopped"),
@@ -260,7 +272,12 @@ async fn drift_behind_orchs_back_is_found_and_repaired() {
         expected.map(|(key, problem)| (key.to_owned(), problem))
     );
     let deployment = h.store.deployment(&id).await.unwrap();
-    assert_eq!(deployment.drift_count, 4);
+    assert_eq!(deployment.drift_count, 5);
+    assert_eq!(
+        serde_json::to_value(&drift[0].problem).unwrap()["rules"],
+        json!(["ingress IPv4 tcp 22-22 10.0.0.0/8"]),
+        "the missing rule, named"
+    );
     assert_eq!(deployment.status, DeploymentStatus::Completed, "reported, not repaired");
     assert!(h.event_actions(&id).await.contains(&"drift.found".to_owned()));
 
@@ -279,6 +296,7 @@ async fn drift_behind_orchs_back_is_found_and_repaired() {
         assert_eq!(server["status"], "ACTIVE", "{server}");
         assert_eq!(server["flavor"]["original_name"], "m1.small", "{server}");
     }
+    assert_eq!(ingress_rules(&cloud, &group).await.len(), 2, "the rule is made again");
     let now = h.store.resources(&id).await.unwrap();
     let made_again = now.iter().find(|r| r.logical_key == "server:web:0").unwrap();
     assert_ne!(
