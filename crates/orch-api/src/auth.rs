@@ -15,6 +15,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
@@ -37,6 +38,19 @@ pub enum Scope {
 struct KeyEntry {
     digest: [u8; 32],
     scope: Scope,
+    /// What the operator calls the key (`name=`), for logs.
+    name: Option<String>,
+    /// When the key stops working (`expires=`).
+    expires: Option<DateTime<Utc>>,
+}
+
+/// Why a presented key was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRefused {
+    /// No configured key matches.
+    Unknown,
+    /// It matches a key whose time is up.
+    Expired { key_id: String, name: Option<String> },
 }
 
 /// The configured API keys. `Debug` shows only how many there are.
@@ -57,6 +71,17 @@ pub struct Caller {
     /// First 12 hex digits of the key's SHA-256: safe to log and to store in events.
     pub key_id: String,
     pub scope: Scope,
+    /// The key's name, when the operator gave it one.
+    pub key_name: Option<String>,
+}
+
+/// What `API_KEYS` holds of one key, without the key: for the log at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub key_id: String,
+    pub name: Option<String>,
+    pub scope: Scope,
+    pub expires: Option<DateTime<Utc>>,
 }
 
 /// Shortest plain key accepted; shorter keys are guessable.
@@ -64,44 +89,26 @@ pub const MIN_KEY_LEN: usize = 16;
 
 impl ApiKeys {
     /// Parses `API_KEYS`: comma-separated `KEY:SCOPE` or `sha256:HEX:SCOPE` entries, where
-    /// SCOPE is `read` or `write`. Errors never repeat a key.
+    /// SCOPE is `read` or `write`, each optionally followed by `:name=NAME` and
+    /// `:expires=DATE` (RFC 3339, or `YYYY-MM-DD` for midnight UTC). Errors never repeat a
+    /// key.
     pub fn parse(spec: &str) -> Result<Self, String> {
-        let mut entries = Vec::new();
+        let mut entries: Vec<KeyEntry> = Vec::new();
         for (index, entry) in spec
             .split(',')
             .map(str::trim)
             .filter(|entry| !entry.is_empty())
             .enumerate()
         {
-            let position = index + 1;
-            let (secret, scope) = entry
-                .rsplit_once(':')
-                .ok_or_else(|| format!("entry {position} has no scope; write KEY:read or KEY:write"))?;
-            let scope = match scope {
-                "read" => Scope::Read,
-                "write" => Scope::Write,
-                _ => return Err(format!("entry {position} has scope '{scope}'; use 'read' or 'write'")),
-            };
-            let digest = if let Some(hex_digest) = secret.strip_prefix("sha256:") {
-                let bytes = hex::decode(hex_digest)
-                    .map_err(|_| format!("entry {position}: the sha256 digest is not hexadecimal"))?;
-                bytes
-                    .try_into()
-                    .map_err(|_| format!("entry {position}: a sha256 digest has 64 hex digits"))?
-            } else {
-                if secret.len() < MIN_KEY_LEN {
-                    return Err(format!(
-                        "entry {position}: keys must be at least {MIN_KEY_LEN} characters"
-                    ));
-                }
-                if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(format!(
-                        "entry {position}: keys must not contain spaces or control characters"
-                    ));
-                }
-                Sha256::digest(secret.as_bytes()).into()
-            };
-            entries.push(KeyEntry { digest, scope });
+            let entry = parse_entry(entry, index + 1)?;
+            if let Some(name) = entry
+                .name
+                .as_ref()
+                .filter(|name| entries.iter().any(|e| e.name.as_ref() == Some(name)))
+            {
+                return Err(format!("entry {}: the name '{name}' is given twice", index + 1));
+            }
+            entries.push(entry);
         }
         if entries.is_empty() {
             return Err("no keys given; write KEY:write[,KEY2:read]".into());
@@ -111,19 +118,149 @@ impl ApiKeys {
 
     /// The caller a presented key belongs to. Every entry is compared, whatever matches, so
     /// the time taken does not depend on which key (if any) matched.
-    pub fn authenticate(&self, presented: &str) -> Option<Caller> {
+    pub fn authenticate(&self, presented: &str, now: DateTime<Utc>) -> Result<Caller, KeyRefused> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut found: Option<Scope> = None;
+        let mut found: Option<&KeyEntry> = None;
         for entry in &self.entries {
             if bool::from(entry.digest.ct_eq(&digest)) {
-                found = Some(entry.scope);
+                found = Some(entry);
             }
         }
-        found.map(|scope| Caller {
-            key_id: hex::encode(&digest[..6]),
-            scope,
+        let entry = found.ok_or(KeyRefused::Unknown)?;
+        let key_id = key_id(&entry.digest);
+        if entry.expires.is_some_and(|expires| now >= expires) {
+            return Err(KeyRefused::Expired {
+                key_id,
+                name: entry.name.clone(),
+            });
+        }
+        Ok(Caller {
+            key_id,
+            scope: entry.scope,
+            key_name: entry.name.clone(),
         })
     }
+
+    /// Logs every configured key by id, name, scope and expiry (never the key), with a
+    /// warning for one that has expired or expires within a week.
+    pub fn log_configured(&self) {
+        let now = Utc::now();
+        for key in self.describe() {
+            let name = key.name.as_deref().unwrap_or("-");
+            let expires = key.expires.map_or_else(|| "never".to_owned(), |at| at.to_rfc3339());
+            tracing::info!(key_id = %key.key_id, name, scope = ?key.scope, %expires, "API key");
+            match key.expires {
+                Some(at) if at <= now => {
+                    tracing::warn!(key_id = %key.key_id, name, "this API key has expired: it is refused")
+                }
+                Some(at) if at <= now + chrono::Duration::days(7) => {
+                    tracing::warn!(key_id = %key.key_id, name, %expires, "this API key expires within a week");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Every configured key, without its secret.
+    pub fn describe(&self) -> Vec<KeyInfo> {
+        self.entries
+            .iter()
+            .map(|entry| KeyInfo {
+                key_id: key_id(&entry.digest),
+                name: entry.name.clone(),
+                scope: entry.scope,
+                expires: entry.expires,
+            })
+            .collect()
+    }
+}
+
+/// A key's id: the first 12 hex digits of its SHA-256.
+fn key_id(digest: &[u8; 32]) -> String {
+    hex::encode(&digest[..6])
+}
+
+/// The `sha256:HEX` form of a key, as `API_KEYS` takes it instead of the key itself.
+pub fn hashed_key(key: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+/// One `API_KEYS` entry. The scope is the last field that reads `read` or `write` and is
+/// followed only by `name=` and `expires=` fields, so a key may itself contain colons.
+fn parse_entry(entry: &str, position: usize) -> Result<KeyEntry, String> {
+    let fields: Vec<&str> = entry.split(':').collect();
+    let scope_at = (1..fields.len())
+        .rev()
+        .find(|&at| matches!(fields[at], "read" | "write") && fields[at + 1..].iter().all(|field| field.contains('=')))
+        .ok_or_else(|| match fields.len() {
+            1 => format!("entry {position} has no scope; write KEY:read or KEY:write"),
+            // Never quoted: what follows the last ':' may be part of the key.
+            _ => format!("entry {position}: the scope after the key must be 'read' or 'write'"),
+        })?;
+    let scope = match fields[scope_at] {
+        "read" => Scope::Read,
+        _ => Scope::Write,
+    };
+    let digest = digest_of(&fields[..scope_at].join(":"), position)?;
+    let mut parsed = KeyEntry {
+        digest,
+        scope,
+        name: None,
+        expires: None,
+    };
+    for field in &fields[scope_at + 1..] {
+        match field.split_once('=') {
+            Some(("name", name)) => parsed.name = Some(key_name(name, position)?),
+            Some(("expires", when)) => parsed.expires = Some(expiry(when, position)?),
+            _ => return Err(format!("entry {position}: '{field}' is not name=NAME or expires=DATE")),
+        }
+    }
+    Ok(parsed)
+}
+
+fn digest_of(secret: &str, position: usize) -> Result<[u8; 32], String> {
+    if let Some(hex_digest) = secret.strip_prefix("sha256:") {
+        let bytes =
+            hex::decode(hex_digest).map_err(|_| format!("entry {position}: the sha256 digest is not hexadecimal"))?;
+        return bytes
+            .try_into()
+            .map_err(|_| format!("entry {position}: a sha256 digest has 64 hex digits"));
+    }
+    if secret.len() < MIN_KEY_LEN {
+        return Err(format!(
+            "entry {position}: keys must be at least {MIN_KEY_LEN} characters"
+        ));
+    }
+    if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "entry {position}: keys must not contain spaces or control characters"
+        ));
+    }
+    Ok(Sha256::digest(secret.as_bytes()).into())
+}
+
+fn key_name(name: &str, position: usize) -> Result<String, String> {
+    let fits = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    match fits {
+        true => Ok(name.to_owned()),
+        false => Err(format!(
+            "entry {position}: a key's name is 1 to 64 letters, digits, '-', '_' or '.'"
+        )),
+    }
+}
+
+fn expiry(when: &str, position: usize) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(when) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(when, "%Y-%m-%d")
+        .ok()
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map(|midnight| midnight.and_utc())
+        .ok_or_else(|| format!("entry {position}: expires must be a date (2027-01-31) or an RFC 3339 time"))
 }
 
 /// The key from `X-API-Key` or `Authorization: Bearer`.
@@ -179,8 +316,22 @@ pub async fn require_api_key(
     if let Some(peer) = peer {
         state.auth_failures.check_blocked(peer)?;
     }
-    let Some(caller) = presented_key(&request).and_then(|key| state.config.api_keys.authenticate(key)) else {
-        return Err(peer.map_or(ApiError::Unauthorized, |peer| state.auth_failures.failed(peer)));
+    let checked = presented_key(&request).map(|key| state.config.api_keys.authenticate(key, Utc::now()));
+    let caller = match checked {
+        Some(Ok(caller)) => caller,
+        Some(Err(KeyRefused::Expired { key_id, name })) => {
+            tracing::warn!(%key_id, name = name.as_deref().unwrap_or("-"), "an expired API key was refused");
+            metrics::counter!("api_keys_expired_refused_total").increment(1);
+            return Err(
+                peer.map_or(ApiError::KeyExpired, |peer| match state.auth_failures.failed(peer) {
+                    ApiError::Unauthorized => ApiError::KeyExpired,
+                    blocked => blocked,
+                }),
+            );
+        }
+        Some(Err(KeyRefused::Unknown)) | None => {
+            return Err(peer.map_or(ApiError::Unauthorized, |peer| state.auth_failures.failed(peer)));
+        }
     };
     let reads_only = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if caller.scope == Scope::Read && !reads_only {
@@ -310,11 +461,49 @@ mod tests {
     fn plain_and_hashed_keys_authenticate_with_their_scope() {
         let digest = hex::encode(Sha256::digest(b"reader-key-0123456789"));
         let keys = ApiKeys::parse(&format!("writer-key-0123456789:write, sha256:{digest}:read")).unwrap();
-        assert_eq!(keys.authenticate("writer-key-0123456789").unwrap().scope, Scope::Write);
-        let reader = keys.authenticate("reader-key-0123456789").unwrap();
+        let now = Utc::now();
+        assert_eq!(
+            keys.authenticate("writer-key-0123456789", now).unwrap().scope,
+            Scope::Write
+        );
+        let reader = keys.authenticate("reader-key-0123456789", now).unwrap();
         assert_eq!(reader.scope, Scope::Read);
         assert_eq!(reader.key_id, &digest[..12]);
-        assert!(keys.authenticate("writer-key-012345678").is_none());
+        assert_eq!(
+            keys.authenticate("writer-key-012345678", now).unwrap_err(),
+            KeyRefused::Unknown
+        );
+    }
+
+    #[test]
+    fn keys_have_names_and_expire() {
+        let hashed = hashed_key("expiring-key-0123456789");
+        let spec = format!("colon:in:the:key-0123:write:name=deploy-bot, {hashed}:read:name=ci:expires=2027-01-31");
+        let keys = ApiKeys::parse(&spec).unwrap();
+        let before = DateTime::parse_from_rfc3339("2027-01-30T23:59:59Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let after = DateTime::parse_from_rfc3339("2027-01-31T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let bot = keys.authenticate("colon:in:the:key-0123", after).unwrap();
+        assert_eq!((bot.scope, bot.key_name.as_deref()), (Scope::Write, Some("deploy-bot")));
+        assert_eq!(
+            keys.authenticate("expiring-key-0123456789", before)
+                .unwrap()
+                .key_name
+                .as_deref(),
+            Some("ci")
+        );
+        let refused = keys.authenticate("expiring-key-0123456789", after).unwrap_err();
+        assert!(
+            matches!(refused, KeyRefused::Expired { name: Some(ref name), .. } if name == "ci"),
+            "{refused:?}"
+        );
+        let described = keys.describe();
+        assert_eq!(described[1].expires, Some(after));
+        assert_eq!(described[1].key_id, hashed["sha256:".len()..][..12]);
+        assert_eq!(hashed_key("x").len(), "sha256:".len() + 64);
     }
 
     #[test]
@@ -322,7 +511,14 @@ mod tests {
         for (spec, expected) in [
             ("", "no keys"),
             ("abcdefghijklmnopq", "no scope"),
-            ("abcdefghijklmnopq:admin", "scope 'admin'"),
+            ("abcdefghijklmnopq:admin", "must be 'read' or 'write'"),
+            ("abcdefghijklmnopq:read:owner=me", "not name=NAME"),
+            ("abcdefghijklmnopq:read:name=a b", "name is 1 to 64"),
+            ("abcdefghijklmnopq:read:expires=soon", "expires must be a date"),
+            (
+                "abcdefghijklmnopq:read:name=x,bcdefghijklmnopqr:read:name=x",
+                "given twice",
+            ),
             ("short:write", "at least 16"),
             ("sha256:zz:read", "not hexadecimal"),
             ("sha256:abcd:read", "64 hex digits"),

@@ -21,6 +21,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("a valid API key is required")]
     Unauthorized,
+    #[error("this API key has expired; ask its operator for a new one")]
+    KeyExpired,
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("{0} not found")]
@@ -70,7 +72,7 @@ impl ApiError {
         match self {
             Self::Validation(_) | Self::InvalidQuery(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::KeyExpired => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -88,6 +90,7 @@ impl ApiError {
             Self::Validation(_) | Self::InvalidQuery(_) => "validation-error",
             Self::BadRequest(_) => "bad-request",
             Self::Unauthorized => "unauthorized",
+            Self::KeyExpired => "key-expired",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
@@ -162,7 +165,7 @@ impl IntoResponse for ApiError {
         if let Self::RateLimited { retry_after_seconds } = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
         }
-        if matches!(self, Self::Unauthorized) {
+        if matches!(self, Self::Unauthorized | Self::KeyExpired) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response

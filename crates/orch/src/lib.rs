@@ -46,8 +46,59 @@ pub enum Command {
     /// Measure a deployment of N servers against fakecloud: makespan, lower bound, requests per
     /// server, workflow history, memory; and the same with the concurrency limited to 10.
     Bench(bench::BenchArgs),
+    /// API keys: their hashed form for API_KEYS, and new ones.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     #[command(flatten)]
     Client(client::ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print the `sha256:HEX` form of a key read from stdin, which API_KEYS takes instead of
+    /// the key itself (so the configuration holds no key).
+    Hash,
+    /// Make a new random key: prints the key, then its API_KEYS entry in hashed form.
+    New {
+        /// `read` or `write`.
+        #[arg(long, default_value = "read", value_parser = ["read", "write"])]
+        scope: String,
+        /// A name for logs (letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: Option<String>,
+        /// When the key stops working: 2027-01-31 (midnight UTC) or an RFC 3339 time.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+}
+
+/// `orch keys hash` and `orch keys new`. The key is read from stdin, never from the command
+/// line, where other users of the machine could see it.
+fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Hash => {
+            let mut key = String::new();
+            std::io::stdin().read_line(&mut key)?;
+            let key = key.trim_end_matches(['\n', '\r']);
+            // The same rules as API_KEYS, so that what is printed is accepted there.
+            orch_api::auth::ApiKeys::parse(&format!("{key}:read")).map_err(anyhow::Error::msg)?;
+            println!("{}", orch_api::auth::hashed_key(key));
+        }
+        KeysCommand::New { scope, name, expires } => {
+            let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            let mut entry = format!("{}:{scope}", orch_api::auth::hashed_key(&key));
+            if let Some(name) = name {
+                entry.push_str(&format!(":name={name}"));
+            }
+            if let Some(expires) = expires {
+                entry.push_str(&format!(":expires={expires}"));
+            }
+            orch_api::auth::ApiKeys::parse(&entry).map_err(anyhow::Error::msg)?;
+            println!("{key}");
+            println!("{entry}");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Client(command) => return client::run(command, cli.connection).await,
         Command::Bench(args) => return bench::run(args).await,
+        Command::Keys(command) => return keys(command),
         command => command,
     };
     let cli = Cli { command, ..cli };
@@ -98,7 +150,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => unreachable!("matched above"),
             }
         }
-        Command::Client(_) | Command::Bench(_) => unreachable!("handled above"),
+        Command::Client(_) | Command::Bench(_) | Command::Keys(_) => unreachable!("handled above"),
     }
 }
 

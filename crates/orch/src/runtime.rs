@@ -117,6 +117,7 @@ async fn run(
     temporal: Option<orch_workflows::TemporalClient>,
     extras: DevExtras,
 ) -> anyhow::Result<()> {
+    config.api.api_keys.log_configured();
     let store = open_store(&config).await?;
     let address = SocketAddr::new(config.api_host, config.api_port);
     let listener = TcpListener::bind(address)

@@ -383,3 +383,62 @@ fn serve_speaks_tls_and_reloads_its_certificate_on_sighup() {
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("TLS_CERT_FILE") && said.contains("key.pem"), "{said}");
 }
+
+/// Runs `orch keys ARGS` with `stdin`; its stdout.
+fn keys(args: &[&str], stdin: &str) -> String {
+    let mut child = orch()
+        .arg("keys")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn keys_are_hashed_and_made_and_an_expired_one_is_refused() {
+    let hashed = keys(&["hash"], &format!("{KEY}\n"));
+    assert_eq!(hashed.trim(), orch_api::auth::hashed_key(KEY));
+    assert_eq!(hashed.trim().len(), "sha256:".len() + 64);
+    let refused = orch().args(["keys", "hash"]).stdin(Stdio::piped()).output().unwrap();
+    assert!(!refused.status.success(), "an empty key is refused");
+
+    let made = keys(&["new", "--scope", "write", "--name", "ci"], "");
+    let (new_key, entry) = made.trim().split_once('\n').unwrap();
+    assert!(
+        entry.starts_with("sha256:") && entry.ends_with(":write:name=ci"),
+        "{entry}"
+    );
+    assert!(!entry.contains(new_key), "the entry holds no key");
+
+    let old_key = "old-key-0123456789abcdef";
+    let old = keys(&["hash"], old_key);
+    let api_keys = format!("{entry},{}:read:name=old:expires=2020-01-01", old.trim());
+    let dir = scratch_dir();
+    let (mut child, url) = serve(&dir, &[("API_KEYS", api_keys)], Stdio::piped());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let list = |key: &str| client.get(format!("{url}/deployments")).header("X-API-Key", key).send();
+        assert_eq!(list(new_key).await.unwrap().status(), 200);
+        let expired = list(old_key).await.unwrap();
+        assert_eq!(expired.status(), 401);
+        let problem: serde_json::Value = expired.json().await.unwrap();
+        assert!(problem["type"].as_str().unwrap().ends_with("key-expired"), "{problem}");
+    });
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(logs.contains("this API key has expired: it is refused"), "{logs}");
+    assert!(logs.contains("an expired API key was refused"), "{logs}");
+    assert!(!logs.contains(old_key) && !logs.contains(new_key), "no key in the logs");
+}
