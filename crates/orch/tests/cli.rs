@@ -43,6 +43,15 @@ fn serve(dir: &std::path::Path, env: &[(&str, String)], stderr: Stdio) -> (Runni
     (child, url)
 }
 
+/// Runs `work` to its end on a runtime of its own (the tests themselves are synchronous).
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(work)
+}
+
 /// A fresh working directory per test, so `./data` and `.env` are the test's own.
 fn scratch_dir() -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -121,11 +130,7 @@ fn serve_answers_and_stops_gracefully_on_sigterm() {
     let dir = scratch_dir();
     let (mut child, url) = serve(&dir, &[("LOG_LEVEL", "trace".into())], Stdio::piped());
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let client = reqwest::Client::new();
         assert_eq!(
             client.get(format!("{url}/health/ready")).send().await.unwrap().status(),
@@ -214,9 +219,16 @@ fn serve_checks_regions_and_readiness_with_the_configured_cloud() {
             .unwrap(),
     );
     let url = common::listening_url(&mut child);
-    runtime.block_on(async {
+    block_on(async {
         let client = reqwest::Client::new();
-        let ready: serde_json::Value = client.get(format!("{url}/health/ready")).send().await.unwrap().json().await.unwrap();
+        let ready: serde_json::Value = client
+            .get(format!("{url}/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(ready["checks"]["cloud"]["status"], "ok", "{ready}");
         let template = serde_json::json!({"vm_config": {"web": {"flavor": "m1.tiny", "image": "cirros", "count": 1}},
                                           "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}});
@@ -342,11 +354,7 @@ fn serve_speaks_tls_and_reloads_its_certificate_on_sighup() {
     ];
     let (child, url) = serve(&dir, &tls, Stdio::null());
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         assert!(trusted_by(&url, &first).await, "served with the first certificate");
         let plain = reqwest::get(url.replace("https://", "http://") + "/health").await;
         assert!(
@@ -360,7 +368,7 @@ fn serve_speaks_tls_and_reloads_its_certificate_on_sighup() {
         .status()
         .unwrap();
     assert!(hangup.success());
-    runtime.block_on(async {
+    block_on(async {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !trusted_by(&url, &second).await {
             assert!(Instant::now() < deadline, "the renewed certificate is never served");
@@ -421,11 +429,7 @@ fn keys_are_hashed_and_made_and_an_expired_one_is_refused() {
     let api_keys = format!("{entry},{}:read:name=old:expires=2020-01-01", old.trim());
     let dir = scratch_dir();
     let (mut child, url) = serve(&dir, &[("API_KEYS", api_keys)], Stdio::piped());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let client = reqwest::Client::new();
         let list = |key: &str| client.get(format!("{url}/deployments")).header("X-API-Key", key).send();
         assert_eq!(list(new_key).await.unwrap().status(), 200);
