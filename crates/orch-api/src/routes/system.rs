@@ -77,6 +77,10 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoRespon
     // read before any gauge is set, so the gauges are set and rendered without a pause.
     let counts = state.store.count_by_status().await?;
     let orphans = state.store.orphan_counts(state.config.orphan_grace_seconds).await?;
+    // The recorder is the process's: two scrapes at once (two apps in one test process)
+    // must not set each other's gauges between a set and its render.
+    static SCRAPE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = SCRAPE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for status in DeploymentStatus::ALL {
         let total = counts
             .iter()
@@ -88,8 +92,9 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoRespon
         metrics::gauge!("orch_orphaned_resources", "kind" => kind, "region" => location).set(total as f64);
     }
     state.metrics.run_upkeep();
+    let text = state.metrics.render();
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
+        text,
     ))
 }

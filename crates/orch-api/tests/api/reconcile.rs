@@ -52,20 +52,20 @@ db_test!(a_pass_is_recorded_and_followed, reconcile_runs);
 
 async fn orphans_and_cleanup(db: Db) {
     let app = spawn_app_with(db, |config| config.orphan_grace_seconds = 0).await;
+    // The metrics recorder is the process's: each test counts under locations of its own.
+    let region = format!("cloud:{}", uuid::Uuid::new_v4().simple());
+    let host = format!("containers:{}", uuid::Uuid::new_v4().simple());
     let listed: Value = app.get("/orphans").await.json().await.unwrap();
     assert_eq!(listed, json!({"items": [], "grace_seconds": 0}));
     app.store
-        .record_orphans("cloud:RegionOne", &[stray("n1"), stray("n2")])
+        .record_orphans(&region, &[stray("n1"), stray("n2")])
         .await
         .unwrap();
-    app.store
-        .record_orphans("containers:local", &[stray("c1")])
-        .await
-        .unwrap();
+    app.store.record_orphans(&host, &[stray("c1")]).await.unwrap();
     let listed: Value = app.get("/orphans").await.json().await.unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 3, "{listed}");
     let only: Value = app
-        .get("/orphans?location=containers:local")
+        .get(&format!("/orphans?location={host}"))
         .await
         .json()
         .await
@@ -78,7 +78,9 @@ async fn orphans_and_cleanup(db: Db) {
 
     let metrics = app.metrics_text().await;
     assert!(
-        metrics.contains(r#"orch_orphaned_resources{kind="network",region="cloud:RegionOne"} 2"#),
+        metrics.contains(&format!(
+            r#"orch_orphaned_resources{{kind="network",region="{region}"}} 2"#
+        )),
         "{metrics}"
     );
 
@@ -105,10 +107,12 @@ async fn orphans_and_cleanup(db: Db) {
     assert_eq!(accepted["kind"], "cleanup");
 
     // Seen no more by the next pass: gone by itself, and counted 0.
-    app.store.record_orphans("cloud:RegionOne", &[]).await.unwrap();
+    app.store.record_orphans(&region, &[]).await.unwrap();
     let metrics = app.metrics_text().await;
     assert!(
-        metrics.contains(r#"orch_orphaned_resources{kind="network",region="cloud:RegionOne"} 0"#),
+        metrics.contains(&format!(
+            r#"orch_orphaned_resources{{kind="network",region="{region}"}} 0"#
+        )),
         "{metrics}"
     );
 }
