@@ -214,38 +214,45 @@ pub async fn ensure_schedules(
         match client.create_schedule(id.clone(), options).await {
             Ok(_) => tracing::info!(schedule = %id, ?interval, "reconcile schedule created"),
             Err(ScheduleError::Rpc(status)) if status.code() == temporalio_client::tonic::Code::AlreadyExists => {
-                let handle = client.get_schedule_handle(id.clone());
-                let description = handle.describe(Default::default()).await.map_err(failed)?;
-                let every: Vec<Duration> = description
-                    .raw()
-                    .schedule
-                    .as_ref()
-                    .and_then(|schedule| schedule.spec.as_ref())
-                    .map(|spec| {
-                        spec.interval
-                            .iter()
-                            .filter_map(|i| i.interval.as_ref())
-                            .map(|d| Duration::new(d.seconds as u64, d.nanos as u32))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if every != [interval] {
-                    let spec = ScheduleSpec::from_interval(interval);
-                    handle
-                        .update(
-                            move |update| {
-                                update.set_spec(spec);
-                            },
-                            Default::default(),
-                        )
-                        .await
-                        .map_err(failed)?;
-                    tracing::info!(schedule = %id, ?interval, "reconcile schedule's interval changed");
-                }
+                keep_interval(client, &id, interval).await.map_err(failed)?;
             }
             Err(error) => return Err(failed(error)),
         }
     }
+    Ok(())
+}
+
+/// Sets an existing schedule's interval to `interval` unless it is that already.
+async fn keep_interval(
+    client: &Client,
+    id: &str,
+    interval: Duration,
+) -> Result<(), temporalio_client::schedules::ScheduleError> {
+    let handle = client.get_schedule_handle(id.to_owned());
+    let description = handle.describe(Default::default()).await?;
+    let spec = description
+        .raw()
+        .schedule
+        .as_ref()
+        .and_then(|schedule| schedule.spec.as_ref());
+    let every: Vec<Duration> = spec
+        .into_iter()
+        .flat_map(|spec| spec.interval.iter().filter_map(|each| each.interval.as_ref()))
+        .map(|every| Duration::new(every.seconds as u64, every.nanos as u32))
+        .collect();
+    if every == [interval] {
+        return Ok(());
+    }
+    let spec = temporalio_client::schedules::ScheduleSpec::from_interval(interval);
+    handle
+        .update(
+            move |update| {
+                update.set_spec(spec);
+            },
+            Default::default(),
+        )
+        .await?;
+    tracing::info!(schedule = %id, ?interval, "reconcile schedule's interval changed");
     Ok(())
 }
 

@@ -8,16 +8,16 @@
 
 #![allow(unreachable_pub)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use orch_cloud::OpenStack;
 use orch_core::plan::{Backend, CONTAINER_KINDS};
 use orch_core::provider::{Observed, Provider};
-use orch_core::reconcile::{drift, orphans, Drift, Problem};
+use orch_core::reconcile::{drift, orphans, Drift, Holding, Marked, OrphanReason, Problem};
 use orch_core::DeploymentStatus;
-use orch_docker::Docker;
+use orch_docker::{ContainerHosts, Docker};
 use orch_store::deployments::DeploymentFilter;
 use orch_store::reconcile::run_kind;
 use orch_store::resources::ResourceUpsert;
@@ -102,12 +102,9 @@ pub fn location(backend: Backend, name: &str) -> String {
 
 /// The locations a worker or server is configured for: the cloud's region and every
 /// container host.
-pub fn configured_locations(cloud: Option<&OpenStack>, containers: &Docker) -> Vec<String> {
+pub fn configured_locations(cloud: Option<&OpenStack>, hosts: &ContainerHosts) -> Vec<String> {
     let region = cloud.map(|cloud| location(Backend::Cloud, cloud.region()));
-    let hosts = containers
-        .hosts()
-        .names()
-        .map(|host| location(Backend::Containers, host));
+    let hosts = hosts.names().map(|host| location(Backend::Containers, host));
     region.into_iter().chain(hosts).collect()
 }
 
@@ -237,7 +234,7 @@ impl SweepActivities {
         }
         all_locations(
             &self.store,
-            &configured_locations(self.cloud.as_ref(), &self.containers),
+            &configured_locations(self.cloud.as_ref(), self.containers.hosts()),
         )
         .await
     }
@@ -251,6 +248,19 @@ impl SweepActivities {
         .await
     }
 
+    /// The orphans among what `provider` holds with orch's mark, and what the store holds of
+    /// each deployment a mark names.
+    async fn orphans_held_by<P: Provider>(
+        &self,
+        provider: &P,
+        activity: &'static str,
+    ) -> Result<(Vec<(Marked, OrphanReason)>, HashMap<String, Holding>), ActivityError> {
+        let marked = provider.marked().await.map_err(provider_failed(activity))?;
+        let named: HashSet<String> = marked.iter().map(|found| found.deployment_id.clone()).collect();
+        let holdings = self.store.holdings(&named).await.map_err(store_failed(activity))?;
+        Ok((orphans(&marked, &holdings), holdings))
+    }
+
     /// Finds the orphans and the drift at one location.
     async fn sweep<P: Provider>(
         &self,
@@ -261,10 +271,7 @@ impl SweepActivities {
         const ACTIVITY: &str = "sweep_place";
         let name = parse_location(&place.location).map_or("", |(_, name)| name);
         let provider = provider.in_region(name).await.map_err(provider_failed(ACTIVITY))?;
-        let marked = provider.marked().await.map_err(provider_failed(ACTIVITY))?;
-        let named: HashSet<String> = marked.iter().map(|found| found.deployment_id.clone()).collect();
-        let holdings = self.store.holdings(&named).await.map_err(store_failed(ACTIVITY))?;
-        let found = orphans(&marked, &holdings);
+        let (found, holdings) = self.orphans_held_by(&provider, ACTIVITY).await?;
         let new = (self.store.record_orphans(&place.location, &found).await).map_err(store_failed(ACTIVITY))?;
         for orphan in &new {
             tracing::warn!(location = %place.location, kind = %orphan.kind, id = %orphan.id, name = %orphan.name,
@@ -352,13 +359,8 @@ impl SweepActivities {
             return Ok(result);
         }
         let provider = provider.in_region(name).await.map_err(provider_failed(ACTIVITY))?;
-        let marked = provider.marked().await.map_err(provider_failed(ACTIVITY))?;
-        let named: HashSet<String> = marked.iter().map(|found| found.deployment_id.clone()).collect();
-        let holdings = self.store.holdings(&named).await.map_err(store_failed(ACTIVITY))?;
-        let still: HashSet<String> = orphans(&marked, &holdings)
-            .into_iter()
-            .map(|(orphan, _)| orphan.id)
-            .collect();
+        let (still, _) = self.orphans_held_by(&provider, ACTIVITY).await?;
+        let still: HashSet<String> = still.into_iter().map(|(orphan, _)| orphan.id).collect();
         let doomed: Vec<_> = listed
             .iter()
             .filter(|orphan| still.contains(&orphan.resource_id))
@@ -368,7 +370,8 @@ impl SweepActivities {
             .remove_orphans(&doomed)
             .await
             .map_err(provider_failed(ACTIVITY))?;
-        let ids: Vec<String> = listed.iter().map(|orphan| orphan.resource_id.clone()).collect();
+        // Only what went: one adopted meanwhile is not this run's, and the next pass sees it.
+        let ids: Vec<String> = doomed.iter().map(|orphan| orphan.id.clone()).collect();
         let removed = self.store.orphans_removed(&place.location, &ids, &place.run_id);
         removed.await.map_err(store_failed(ACTIVITY))?;
         for orphan in &doomed {

@@ -143,10 +143,7 @@ async fn run(
                     let _ = relay_stopped.await;
                 },
             );
-            let configured = orch_workflows::sweep::configured_locations(
-                cloud.as_ref(),
-                &orch_docker::Docker::new(config.container_hosts.clone()),
-            );
+            let configured = orch_workflows::sweep::configured_locations(cloud.as_ref(), &config.container_hosts);
             tokio::spawn(orch_workflows::run_schedules(
                 store.clone(),
                 client.clone(),

@@ -304,6 +304,38 @@ pub async fn ingress_rules(cloud: &OpenStack, group_id: &str) -> Vec<orch_cloud:
     rules.into_iter().filter(|rule| rule.direction == "ingress").collect()
 }
 
+/// One group of `count` servers on one subnet, in a security group of two rules (one from
+/// a prefix, one from the group itself): what reconcile tests make drift.
+pub fn guarded_web(flavor: &str, count: u32) -> Template {
+    Template::parse(
+        &json!({"name": "guarded-web", "vm_config": {"web": {"flavor": flavor, "image": "cirros", "count": count, "security_groups": ["web"]}},
+                "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}},
+                "security_groups": {"web": {"rules": [
+                    {"protocol": "tcp", "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "10.0.0.0/8"},
+                    {"protocol": "tcp", "port_range_min": 443, "port_range_max": 443, "remote_group": "web"}]}}}),
+        "",
+        None,
+    )
+    .unwrap()
+}
+
+/// Waits until the server's status is `status`, or it is gone (`None`).
+pub async fn until_server(cloud: &OpenStack, id: &str, status: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let now = match cloud.get_server(id).await {
+            Ok(server) if server.status != "DELETED" => Some(server.status),
+            Ok(_) | Err(orch_cloud::CloudError::NotFound { .. }) => None,
+            Err(error) => panic!("{error}"),
+        };
+        if now.as_deref() == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "server {id} is {now:?}, not {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Seed 001's three-tier stack.
 pub fn web_app_stack() -> Template {
     Template::parse(

@@ -2,47 +2,15 @@
 //! deleted behind orch's back are found as drift and repaired, and a tagged network of no
 //! deployment is found and removed.
 
-use std::time::{Duration, Instant};
-
-use orch_cloud::{OpenStack, ResourceKey};
-use orch_core::{DeploymentStatus, Template};
+use orch_cloud::ResourceKey;
+use orch_core::DeploymentStatus;
 use orch_store::reconcile::run_kind;
 use serde_json::json;
 
-use crate::common::ingress_rules;
+use crate::common::{guarded_web, ingress_rules, until_server};
 
 use crate::lifecycle::{assert_nothing_left, assert_status, orch, server_id};
 use crate::{client, clouds, ONE_AT_A_TIME};
-
-fn small() -> Template {
-    Template::parse(
-        &json!({"name": "drifting", "vm_config": {"web": {"flavor": "m1.tiny", "image": "cirros", "count": 2, "security_groups": ["web"]}},
-                "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}},
-                "security_groups": {"web": {"rules": [
-                    {"protocol": "tcp", "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "10.0.0.0/8"},
-                    {"protocol": "tcp", "port_range_min": 443, "port_range_max": 443, "remote_group": "web"}]}}}),
-        "",
-        None,
-    )
-    .unwrap()
-}
-
-/// Waits until the server's status is `status`, or it is gone (`None`).
-async fn until_server(cloud: &OpenStack, id: &str, status: Option<&str>) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let now = match cloud.get_server(id).await {
-            Ok(server) if server.status != "DELETED" => Some(server.status),
-            Ok(_) | Err(orch_cloud::CloudError::NotFound { .. }) => None,
-            Err(error) => panic!("{error}"),
-        };
-        if now.as_deref() == status {
-            return;
-        }
-        assert!(Instant::now() < deadline, "server {id} is {now:?}, not {status:?}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a real OpenStack: ORCH_TEST_CLOUDS"]
@@ -51,7 +19,7 @@ async fn drift_is_repaired_and_an_orphan_removed_on_the_real_cloud() {
     for name in clouds() {
         let cloud = client(&name);
         let orch = orch(&name).await;
-        let id = orch.create("real-drift", small(), true).await;
+        let id = orch.create("real-drift", guarded_web("m1.tiny", 2), true).await;
         assert_status(&orch.settle(&id).await, DeploymentStatus::Completed, &name, "deploy");
         let (gone, stopped) = (
             server_id(&orch, &id, "server:web:0").await,

@@ -6,31 +6,18 @@ use std::time::{Duration, Instant};
 
 use orch_cloud::{CloudConfig, OpenStack, ResourceKey};
 use orch_core::reconcile::Drift;
-use orch_core::{DeploymentStatus, Template};
-use orch_store::reconcile::{run_kind, OrphanRecord, ReconcileRun};
+use orch_core::DeploymentStatus;
+use orch_store::reconcile::{run_kind, OrphanRecord};
 use orch_store::{operation_state, Actor};
 use serde_json::json;
 
-use super::common::ingress_rules;
+use super::common::{guarded_web, ingress_rules, until_server};
 use temporalio_client::schedules::ScheduleOverlapPolicy;
 
 use super::{harness, Harness};
 
 /// A deployment id no store ever had.
 const STRANGER: &str = "01900000-0000-7000-8000-00000000beef";
-
-fn web(count: u32) -> Template {
-    Template::parse(
-        &json!({"name": "web", "vm_config": {"web": {"flavor": "m1.small", "image": "cirros", "count": count, "security_groups": ["web"]}},
-                "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}},
-                "security_groups": {"web": {"rules": [
-                    {"protocol": "tcp", "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "10.0.0.0/8"},
-                    {"protocol": "tcp", "port_range_min": 443, "port_range_max": 443, "remote_group": "web"}]}}}),
-        "",
-        None,
-    )
-    .unwrap()
-}
 
 /// orch's own client, as someone working behind orch's back would use the cloud.
 fn outsider(h: &Harness) -> OpenStack {
@@ -40,14 +27,6 @@ fn outsider(h: &Harness) -> OpenStack {
 /// The orphans the store knows (in their grace period or not).
 async fn known_orphans(h: &Harness, location: &str) -> Vec<OrphanRecord> {
     h.store.orphans(0, Some(location)).await.unwrap()
-}
-
-async fn run(h: &Harness, kind: &str) -> ReconcileRun {
-    h.reconcile_run(kind).await
-}
-
-async fn age(h: &Harness, ids: &[&str]) {
-    h.age_orphans(ids).await;
 }
 
 fn network_ids(inventory: &serde_json::Value) -> Vec<String> {
@@ -62,7 +41,7 @@ fn network_ids(inventory: &serde_json::Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orphans_are_found_listed_and_removed_and_nothing_unmarked_is_touched() {
     let h = harness(|_| {}).await;
-    let id = h.create("keeper", web(1), true).await;
+    let id = h.create("keeper", guarded_web("m1.small", 1), true).await;
     assert_eq!(h.settle(&id).await.status, DeploymentStatus::Completed);
     let cloud = outsider(&h);
     // A network of a deployment no store knows, and a security group of the live
@@ -91,7 +70,7 @@ async fn orphans_are_found_listed_and_removed_and_nothing_unmarked_is_touched() 
         network["tags"] = json!([]);
     }
 
-    let pass = run(&h, run_kind::RECONCILE).await;
+    let pass = h.reconcile_run(run_kind::RECONCILE).await;
     assert_eq!(pass.state, operation_state::SUCCEEDED, "{:?}", pass.error);
     let place = &pass.result["locations"]["cloud:RegionOne"];
     assert_eq!(place["new_orphans"], 2, "{place}");
@@ -116,8 +95,8 @@ async fn orphans_are_found_listed_and_removed_and_nothing_unmarked_is_touched() 
     );
 
     // In its grace period an orphan stays; past it, it goes, and only it.
-    age(&h, &[&stray_network.id]).await;
-    let cleanup = run(&h, run_kind::CLEANUP).await;
+    h.age_orphans(&[&stray_network.id]).await;
+    let cleanup = h.reconcile_run(run_kind::CLEANUP).await;
     assert_eq!(cleanup.state, operation_state::SUCCEEDED, "{:?}", cleanup.error);
     let removed = &cleanup.result["locations"]["cloud:RegionOne"]["removed"];
     assert_eq!(removed, &json!([stray_network.id]), "{}", cleanup.result);
@@ -125,8 +104,8 @@ async fn orphans_are_found_listed_and_removed_and_nothing_unmarked_is_touched() 
     assert!(!networks.contains(&stray_network.id));
     assert!(networks.contains(&handmade.id), "unmarked: left alone");
     assert_eq!(h.count("servers").await, 1, "the live deployment keeps its server");
-    age(&h, &[&stray_group.id]).await;
-    run(&h, run_kind::CLEANUP).await;
+    h.age_orphans(&[&stray_group.id]).await;
+    h.reconcile_run(run_kind::CLEANUP).await;
     let groups = h.inventory().await["security_groups"].clone();
     assert!(
         !groups
@@ -168,7 +147,7 @@ async fn a_container_labelled_for_no_deployment_is_an_orphan_and_goes() {
     let plain = docker(&["run", "-d", super::containers::BUSYBOX, "sleep", "600"]);
     let _cleanup = Removal(vec![labelled.clone(), plain.clone()]);
 
-    run(&h, run_kind::RECONCILE).await;
+    h.reconcile_run(run_kind::RECONCILE).await;
     let found = known_orphans(&h, "containers:local").await;
     let ours: Vec<&OrphanRecord> = found.iter().filter(|orphan| orphan.resource_id == labelled).collect();
     assert_eq!(ours.len(), 1, "{found:?}");
@@ -179,8 +158,8 @@ async fn a_container_labelled_for_no_deployment_is_an_orphan_and_goes() {
         "unlabelled: not ours"
     );
 
-    age(&h, &[&labelled]).await;
-    let cleanup = run(&h, run_kind::CLEANUP).await;
+    h.age_orphans(&[&labelled]).await;
+    let cleanup = h.reconcile_run(run_kind::CLEANUP).await;
     assert_eq!(
         cleanup.result["locations"]["containers:local"]["removed"],
         json!([labelled]),
@@ -213,7 +192,7 @@ fn problems(drift: &[Drift]) -> Vec<(String, &'static str)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drift_behind_orchs_back_is_found_and_repaired() {
     let h = harness(|_| {}).await;
-    let id = h.create("drifting", web(4), true).await;
+    let id = h.create("drifting", guarded_web("m1.small", 4), true).await;
     assert_eq!(h.settle(&id).await.status, DeploymentStatus::Completed);
     let recorded = h.store.resources(&id).await.unwrap();
     let server = |key: &str| {
@@ -242,10 +221,9 @@ async fn drift_behind_orchs_back_is_found_and_repaired() {
             .unwrap();
         world.servers.get_mut(&server("server:web:3")).unwrap().flavor = large;
     }
-    // Nova takes a moment to forget a deleted server.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_server(&cloud, &gone, None).await;
 
-    let pass = run(&h, run_kind::RECONCILE).await;
+    let pass = h.reconcile_run(run_kind::RECONCILE).await;
     assert_eq!(pass.result["locations"]["cloud:RegionOne"]["drifted"], json!([id]));
     let drift: Vec<Drift> = h
         .store
@@ -308,14 +286,14 @@ async fn drift_behind_orchs_back_is_found_and_repaired() {
         let kept = now.iter().find(|r| r.logical_key == key).unwrap();
         assert_eq!(kept.cloud_id, Some(server(key)), "{key} repaired in place");
     }
-    run(&h, run_kind::RECONCILE).await;
+    h.reconcile_run(run_kind::RECONCILE).await;
     assert_eq!(h.store.deployment(&id).await.unwrap().drift_count, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_auto_healing_deployment_is_repaired_by_the_pass() {
     let h = harness(|_| {}).await;
-    let id = h.orch.create_auto_healing("healing", web(1)).await;
+    let id = h.orch.create_auto_healing("healing", guarded_web("m1.small", 1)).await;
     assert_eq!(h.settle(&id).await.status, DeploymentStatus::Completed);
     let server = h.store.resources(&id).await.unwrap();
     let server = server
@@ -325,9 +303,10 @@ async fn an_auto_healing_deployment_is_repaired_by_the_pass() {
         .cloud_id
         .clone()
         .unwrap();
-    outsider(&h).delete_server(&server).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let pass = run(&h, run_kind::RECONCILE).await;
+    let cloud = outsider(&h);
+    cloud.delete_server(&server).await.unwrap();
+    until_server(&cloud, &server, None).await;
+    let pass = h.reconcile_run(run_kind::RECONCILE).await;
     assert_eq!(pass.result["locations"]["cloud:RegionOne"]["healed"], json!([id]));
     let healed = h.settle(&id).await;
     assert_eq!(healed.status, DeploymentStatus::Completed, "{:?}", healed.status_reason);
