@@ -9,6 +9,7 @@
 //! - [`names`]: the safe character sets for names.
 //! - [`problem`]: validation problems located by JSON pointers.
 //! - [`reconcile`]: which marked resources are orphans, and how a deployment drifted.
+//! - `fuzz` (tests only): property-based fuzzing of every reader of outside input.
 
 // Functions stay short enough to read at once (the threshold is in clippy.toml).
 #![warn(clippy::too_many_lines)]
@@ -16,6 +17,8 @@
 pub mod catalog;
 pub mod compose;
 pub mod deployment;
+#[cfg(test)]
+mod fuzz;
 pub mod names;
 pub mod parameters;
 pub mod plan;
