@@ -61,6 +61,29 @@ ensure_python_tools() {
   export DOCKER_COMPOSE="$venv/bin/docker-compose"
 }
 
+# schemathesis, pinned, in a virtualenv of its own (its dependencies must not move the
+# tools' pins): the API test runs it against orch serve.
+SCHEMATHESIS=schemathesis==4.32.5
+ensure_schemathesis() {
+  local venv="$ROOT/.venv/schemathesis"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+  fi
+  if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$SCHEMATHESIS" ]; then
+    log "installing $SCHEMATHESIS"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$SCHEMATHESIS"
+    echo "$SCHEMATHESIS" > "$venv/.installed"
+  fi
+}
+
+# sshd for the test of SSH host-key checking (the test starts one of its own; the package's
+# service is not started: policy-rc.d or no init system).
+ensure_sshd() {
+  [ -x /usr/sbin/sshd ] && return
+  log "installing openssh-server"
+  apt_install openssh-server openssh-client
+}
+
 # True when a Docker Engine answers on the default socket.
 docker_answers() {
   command -v docker >/dev/null 2>&1 && docker version --format '{{.Server.Version}}' >/dev/null 2>&1

@@ -93,6 +93,8 @@ ensure_protoc
 ensure_postgres
 drop_old_test_databases
 ensure_python_tools
+ensure_schemathesis
+ensure_sshd
 ensure_docker
 ensure_busybox_image
 ensure_service_images

@@ -48,7 +48,7 @@ pub mod views;
 pub use auth::{ApiKeys, Scope};
 pub use error::ApiError;
 
-/// Failed authentications an address may make in a minute before it waits.
+/// Failed authentications an address may make in a minute before it waits, by default.
 pub const AUTH_FAILURES_PER_MINUTE: NonZeroU32 = NonZeroU32::new(30).expect("non-zero");
 
 /// What the API needs to know, already validated by the binary's configuration loader.
@@ -56,6 +56,9 @@ pub const AUTH_FAILURES_PER_MINUTE: NonZeroU32 = NonZeroU32::new(30).expect("non
 pub struct ApiConfig {
     pub api_keys: ApiKeys,
     pub rate_limit_per_minute: NonZeroU32,
+    /// Failed authentications an address may make in a minute; then everything it sends is
+    /// answered 429 until the minute is over.
+    pub auth_failures_per_minute: NonZeroU32,
     /// Allowed browser origins; empty means no cross-origin access, `*` means any.
     pub cors_origins: Vec<String>,
     /// When not empty, only these networks may connect.
@@ -90,6 +93,7 @@ impl ApiConfig {
         Self {
             api_keys,
             rate_limit_per_minute: NonZeroU32::new(100).expect("non-zero"),
+            auth_failures_per_minute: AUTH_FAILURES_PER_MINUTE,
             cors_origins: Vec::new(),
             ip_allowlist: Vec::new(),
             trusted_proxies: Vec::new(),
@@ -145,7 +149,7 @@ impl AppState {
     pub fn new(store: Store, config: ApiConfig) -> Self {
         Self {
             rate_limiter: auth::KeyRateLimiter::per_minute(config.rate_limit_per_minute),
-            auth_failures: auth::FailedAuthLimiter::per_minute(AUTH_FAILURES_PER_MINUTE),
+            auth_failures: auth::FailedAuthLimiter::per_minute(config.auth_failures_per_minute),
             store,
             config: Arc::new(config),
             metrics: metrics_handle(),
@@ -179,7 +183,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = routes::documented_routes(&state).split_for_parts();
-    let openapi = Arc::new(openapi);
+    let openapi = Arc::new(routes::with_standard_errors(openapi));
     let cors = cors_layer(&state.config.cors_origins);
     api.route(
         "/openapi.json",

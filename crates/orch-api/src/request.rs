@@ -133,14 +133,34 @@ impl<const YAML: bool> FromRequest<AppState> for Body<YAML> {
             ));
         }
         let value = if is_yaml {
-            serde_yaml_ng::from_slice::<Value>(&bytes)
-                .map_err(|error| ApiError::BadRequest(format!("the body is not valid YAML: {error}")))?
+            yaml_as_json(&bytes)?
         } else {
             serde_json::from_slice::<Value>(&bytes)
                 .map_err(|error| ApiError::BadRequest(format!("the body is not valid JSON: {error}")))?
         };
         Ok(Self(value))
     }
+}
+
+/// A YAML body as JSON. Malformed YAML is a bad request; well-formed YAML that JSON cannot
+/// carry is an invalid body (422): a key that is a list, or an integer beyond 64 bits (which
+/// the YAML reader reports as an `i128` or `u128`, naming where it is).
+fn yaml_as_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    let invalid = |error: &dyn std::fmt::Display| {
+        ApiError::Validation(orch_core::Problems::single(
+            "",
+            format!("holds what JSON cannot carry: {error}"),
+        ))
+    };
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_slice(bytes).map_err(|error| {
+        let message = error.to_string();
+        if message.contains(" as i128") || message.contains(" as u128") {
+            invalid(&message)
+        } else {
+            ApiError::BadRequest(format!("the body is not valid YAML: {message}"))
+        }
+    })?;
+    serde_json::to_value(yaml).map_err(|error| invalid(&error))
 }
 
 /// Path parameters, like axum's, but a path that cannot be decoded (`/deployments/%FF`) is a
@@ -175,5 +195,14 @@ mod tests {
         assert!(!is_plain("a b\"c") && !is_plain("") && !is_plain(&"x".repeat(129)));
         let made = NewRequestId.make_request_id(&axum::http::Request::new(())).unwrap();
         assert!(Uuid::parse_str(made.header_value().to_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn yaml_bodies_read_as_json_bodies_do() {
+        let big = yaml_as_json(b"n: -18650638356303004990609278852992598016\n");
+        assert!(matches!(big, Err(ApiError::Validation(_))), "{big:?}");
+        assert_eq!(yaml_as_json(b"n: 3\n").unwrap()["n"], 3);
+        assert!(matches!(yaml_as_json(b"a: [unclosed"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(yaml_as_json(b"? [a, b]\n: c\n"), Err(ApiError::Validation(_))));
     }
 }

@@ -6,6 +6,7 @@
 //! - [`templates`]: the `deployment_templates` repository.
 //! - [`deployments`]: deployments, and every status change together with its `operations`
 //!   outbox row and its `deployment_events` row in one transaction.
+//! - [`host_keys`]: SSH host keys per deployment, trusted on first contact.
 //! - [`records`]: the rows as Rust types.
 //!
 //! One set of SQL serves both databases through sqlx's `Any` driver: `$n` placeholders (which
@@ -25,6 +26,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 mod cancel;
 pub mod configuration_runs;
 pub mod deployments;
+pub mod host_keys;
 pub mod leases;
 pub mod reconcile;
 pub mod records;

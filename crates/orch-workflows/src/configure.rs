@@ -21,6 +21,9 @@ use temporalio_sdk::{ActivityOptions, ApplicationFailure, WorkflowContext, Workf
 use tokio::io::AsyncReadExt;
 
 use crate::activities::{Finish, OperationRef, OrchActivities, Outcome};
+use crate::known_hosts;
+use orch_store::host_keys::HostKey;
+use orch_store::ResourceRecord;
 
 /// Largest output kept per run.
 const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
@@ -34,6 +37,8 @@ pub struct AnsibleSettings {
     /// User and private key for SSH to the servers, when set.
     pub ssh_user: Option<String>,
     pub ssh_key_path: Option<PathBuf>,
+    /// The servers' SSH port, when not 22.
+    pub ssh_port: Option<u16>,
 }
 
 impl Default for AnsibleSettings {
@@ -48,6 +53,7 @@ impl Default for AnsibleSettings {
             },
             ssh_user: None,
             ssh_key_path: None,
+            ssh_port: None,
         }
     }
 }
@@ -58,6 +64,8 @@ pub struct PlaybookResult {
     pub succeeded: bool,
     pub failed_task: Option<String>,
     pub output: String,
+    /// The `known_hosts` file as ssh left it: the keys it started from and those it met.
+    pub known_hosts: String,
 }
 
 /// The task whose failure ended the run: the last `TASK [name]` before a `fatal:` or
@@ -96,6 +104,9 @@ fn inventory(groups: &Map<String, Value>, settings: &AnsibleSettings) -> Value {
     if let Some(key) = &settings.ssh_key_path {
         vars.insert("ansible_ssh_private_key_file".into(), json!(key));
     }
+    if let Some(port) = settings.ssh_port {
+        vars.insert("ansible_port".into(), json!(port));
+    }
     json!({"all": {"children": children, "vars": vars}})
 }
 
@@ -116,27 +127,55 @@ fn resolve_playbook(dir: &Path, playbook: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// Runs ansible-playbook without a shell, with a timeout; kills it when the time is up.
+/// Runs ansible-playbook without a shell, with a timeout; kills it when the time is up. ssh
+/// trusts `known_hosts` and nothing else: a host not in it is trusted on first contact and
+/// added, a host whose key differs is refused.
 pub async fn run_playbook(
     settings: &AnsibleSettings,
     request: &ConfigureRequest,
     groups: &Map<String, Value>,
+    known_hosts: &str,
 ) -> Result<PlaybookResult, String> {
     let playbook = resolve_playbook(&settings.playbook_dir, &request.playbook)?;
     let work = std::env::temp_dir().join(format!("orch-ansible-{}", uuid_like()));
     std::fs::create_dir_all(&work).map_err(|error| format!("cannot create a work directory: {error}"))?;
-    let inventory_path = work.join("inventory.json");
-    let vars_path = work.join("extra-vars.json");
-    std::fs::write(&inventory_path, inventory(groups, settings).to_string()).map_err(|error| error.to_string())?;
-    std::fs::write(&vars_path, Value::Object(request.extra_vars.clone()).to_string())
-        .map_err(|error| error.to_string())?;
+    let result = run_in(&work, settings, request, groups, &playbook, known_hosts).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+async fn run_in(
+    work: &Path,
+    settings: &AnsibleSettings,
+    request: &ConfigureRequest,
+    groups: &Map<String, Value>,
+    playbook: &Path,
+    known_hosts: &str,
+) -> Result<PlaybookResult, String> {
+    let write = |name: &str, content: String| {
+        let path = work.join(name);
+        std::fs::write(&path, content)
+            .map(|()| path)
+            .map_err(|error| error.to_string())
+    };
+    let inventory_path = write("inventory.json", inventory(groups, settings).to_string())?;
+    let vars_path = write("extra-vars.json", Value::Object(request.extra_vars.clone()).to_string())?;
+    let known_hosts_path = write("known_hosts", known_hosts.to_owned())?;
     let mut child = tokio::process::Command::new(&settings.ansible_playbook)
         .arg("-i")
         .arg(&inventory_path)
         .arg("--extra-vars")
         .arg(format!("@{}", vars_path.display()))
-        .arg(&playbook)
-        .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+        .arg(playbook)
+        .env("ANSIBLE_HOST_KEY_CHECKING", "True")
+        .env(
+            "ANSIBLE_SSH_COMMON_ARGS",
+            crate::known_hosts::ssh_options(&known_hosts_path),
+        )
+        // A connection of this run is never reused by another run, which would skip the
+        // host-key check, so connections are shared only inside the run's directory.
+        .env("ANSIBLE_SSH_ARGS", "-C -o ControlMaster=auto -o ControlPersist=10s")
+        .env("ANSIBLE_SSH_CONTROL_PATH_DIR", work.join("cp"))
         .env("ANSIBLE_NOCOLOR", "1")
         .env("ANSIBLE_RETRY_FILES_ENABLED", "False")
         .stdin(Stdio::null())
@@ -157,21 +196,31 @@ pub async fn run_playbook(
         Ok::<_, String>((status, out))
     };
     let result = tokio::time::timeout(Duration::from_secs(request.timeout_seconds.into()), run).await;
-    let _ = std::fs::remove_dir_all(&work);
-    let (status, output) = match result {
-        Ok(result) => result?,
-        Err(_) => {
-            return Ok(PlaybookResult {
-                succeeded: false,
-                failed_task: None,
-                output: format!(
-                    "ansible-playbook did not finish within {} s and was stopped",
-                    request.timeout_seconds
-                ),
-            })
+    drop(child);
+    let known_hosts = std::fs::read_to_string(&known_hosts_path).unwrap_or_default();
+    let (succeeded, output) = match result {
+        Ok(result) => {
+            let (status, output) = result?;
+            (status.success(), String::from_utf8_lossy(&output).into_owned())
         }
+        Err(_) => (
+            false,
+            format!(
+                "ansible-playbook did not finish within {} s and was stopped",
+                request.timeout_seconds
+            ),
+        ),
     };
-    let mut output = String::from_utf8_lossy(&output).into_owned();
+    let output = truncated(output);
+    Ok(PlaybookResult {
+        succeeded,
+        failed_task: if succeeded { None } else { failing_task(&output) },
+        output,
+        known_hosts,
+    })
+}
+
+fn truncated(mut output: String) -> String {
     if output.len() > MAX_OUTPUT_BYTES {
         let cut = (0..=MAX_OUTPUT_BYTES)
             .rev()
@@ -180,11 +229,7 @@ pub async fn run_playbook(
         output.truncate(cut);
         output.push_str("\n[output truncated]");
     }
-    Ok(PlaybookResult {
-        succeeded: status.success(),
-        failed_task: failing_task(&output),
-        output,
-    })
+    output
 }
 
 fn uuid_like() -> String {
@@ -221,35 +266,19 @@ impl ConfigureActivities {
             .await
             .map_err(|error| retryable(error.to_string()))?;
         let request = ConfigureRequest::parse(&record.payload).map_err(|problems| fatal(problems.to_string()))?;
-        let groups = match &request.inventory {
-            Some(groups) => groups.clone(),
-            None => {
-                let mut groups = Map::new();
-                for resource in store
-                    .resources(&operation.deployment_id)
-                    .await
-                    .map_err(|error| retryable(error.to_string()))?
-                {
-                    let (Some(group), Some(ip)) = (
-                        resource.attributes["group"].as_str(),
-                        resource.attributes["ip"].as_str(),
-                    ) else {
-                        continue;
-                    };
-                    if resource.kind == "server" {
-                        groups
-                            .entry(group.to_owned())
-                            .or_insert_with(|| json!([]))
-                            .as_array_mut()
-                            .expect("array")
-                            .push(json!(ip));
-                    }
-                }
-                groups
-            }
-        };
+        let deployment_id = &operation.deployment_id;
+        let resources = store
+            .resources(deployment_id)
+            .await
+            .map_err(|error| retryable(error.to_string()))?;
+        let servers = servers_by_address(&resources);
+        let groups = request.inventory.clone().unwrap_or_else(|| groups_of(&resources));
+        let trusted = self
+            .trusted_host_keys(deployment_id, &servers)
+            .await
+            .map_err(|error| retryable(error.to_string()))?;
         let run_id = store
-            .start_configuration_run(&operation.deployment_id, &operation.operation_id, &request.playbook)
+            .start_configuration_run(deployment_id, &operation.operation_id, &request.playbook)
             .await
             .map_err(|error| retryable(error.to_string()))?;
         let heartbeats = async {
@@ -258,8 +287,9 @@ impl ConfigureActivities {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         };
+        let known = known_hosts::file(&trusted);
         let result = tokio::select! {
-            result = run_playbook(&self.ansible, &request, &groups) => result,
+            result = run_playbook(&self.ansible, &request, &groups, &known) => result,
             () = heartbeats => unreachable!("the heartbeat loop never ends"),
         };
         let result = match result {
@@ -268,14 +298,31 @@ impl ConfigureActivities {
                 succeeded: false,
                 failed_task: None,
                 output: message,
+                known_hosts: String::new(),
             },
         };
+        let met = known_hosts::first_met(&result.known_hosts, &trusted, &servers);
+        store
+            .record_host_keys(deployment_id, &met)
+            .await
+            .map_err(|error| retryable(error.to_string()))?;
+        for key in &met {
+            tracing::info!(deployment_id, host = %key.host, "SSH host key recorded on first contact");
+        }
         store
             .finish_configuration_run(&run_id, result.succeeded, result.failed_task.as_deref(), &result.output)
             .await
             .map_err(|error| retryable(error.to_string()))?;
         if result.succeeded {
             return Ok(());
+        }
+        let refused = known_hosts::refused_hosts(&result.output);
+        if !refused.is_empty() {
+            return Err(fatal(format!(
+                "the SSH host key of {} is not the one recorded on first contact (run {run_id}); \
+                 if the change is expected, forget the old key: DELETE /deployments/{deployment_id}/host-keys/HOST",
+                refused.join(", ")
+            )));
         }
         let cause = match &result.failed_task {
             Some(task) => format!("ansible-playbook failed at task '{task}' (run {run_id})"),
@@ -286,6 +333,63 @@ impl ConfigureActivities {
         };
         Err(fatal(cause))
     }
+}
+
+impl ConfigureActivities {
+    /// The deployment's recorded host keys still trusted; the keys of servers that were
+    /// replaced or removed are forgotten (the new server has a new key).
+    async fn trusted_host_keys(
+        &self,
+        deployment_id: &str,
+        servers: &known_hosts::Servers,
+    ) -> Result<Vec<HostKey>, orch_store::StoreError> {
+        let (trusted, stale) = known_hosts::trusted(self.store.host_keys(deployment_id).await?, servers);
+        for host in stale {
+            match (self.store)
+                .forget_host_key(
+                    deployment_id,
+                    &host,
+                    "its server was replaced",
+                    &orch_store::Actor::default(),
+                )
+                .await
+            {
+                Ok(()) | Err(orch_store::StoreError::NotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+            tracing::info!(deployment_id, %host, "SSH host key forgotten: its server was replaced");
+        }
+        Ok(trusted)
+    }
+}
+
+/// Each server's address → its id.
+fn servers_by_address(resources: &[ResourceRecord]) -> known_hosts::Servers {
+    resources
+        .iter()
+        .filter(|resource| resource.kind == "server")
+        .filter_map(|resource| {
+            let ip = resource.attributes["ip"].as_str()?;
+            Some((ip.to_owned(), resource.cloud_id.clone()?))
+        })
+        .collect()
+}
+
+/// The inventory made from the servers: a group per server group, the server's IP as host.
+fn groups_of(resources: &[ResourceRecord]) -> Map<String, Value> {
+    let mut groups = Map::new();
+    for resource in resources.iter().filter(|resource| resource.kind == "server") {
+        let (Some(group), Some(ip)) = (
+            resource.attributes["group"].as_str(),
+            resource.attributes["ip"].as_str(),
+        ) else {
+            continue;
+        };
+        if let Value::Array(hosts) = groups.entry(group.to_owned()).or_insert_with(|| json!([])) {
+            hosts.push(json!(ip));
+        }
+    }
+    groups
 }
 
 #[workflow]

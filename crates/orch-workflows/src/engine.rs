@@ -9,7 +9,8 @@ use orch_store::reconcile::{run_kind, ReconcileRun};
 use orch_store::{OperationRecord, Store};
 use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::{
-    Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowIdConflictPolicy, WorkflowStartOptions,
+    Client, ClientOptions, ClientTlsOptions, Connection, ConnectionOptions, TlsOptions, Url, WorkflowIdConflictPolicy,
+    WorkflowStartOptions,
 };
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
@@ -31,23 +32,104 @@ pub enum EngineError {
     Start { workflow_id: String, message: String },
 }
 
-/// Connects to the Temporal frontend at `host` (HOST:PORT).
-#[tracing::instrument]
+/// How orch proves itself to a secured or hosted Temporal, and checks the server: TLS with
+/// an optional CA, client certificate (mTLS) and server name, and an API key (which implies
+/// TLS). The default is plain gRPC, as for a dev server.
+#[derive(Clone, Default)]
+pub struct TemporalSecurity {
+    pub tls: Option<TemporalTls>,
+    pub api_key: Option<String>,
+}
+
+/// TLS to Temporal; without a CA, the system's roots verify the server.
+#[derive(Clone, Default)]
+pub struct TemporalTls {
+    /// PEM certificates of the CA that signed the server's certificate.
+    pub server_ca: Option<Vec<u8>>,
+    /// The name the server's certificate must carry, when not the host's.
+    pub server_name: Option<String>,
+    /// PEM certificate and key orch presents (mTLS).
+    pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+// Neither the key nor the client's private key is ever printed.
+impl std::fmt::Debug for TemporalSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tls = self.tls.as_ref().map(|tls| {
+            (
+                tls.server_ca.is_some(),
+                tls.server_name.as_deref(),
+                tls.client_identity.is_some(),
+            )
+        });
+        f.debug_struct("TemporalSecurity")
+            .field("tls (ca, server name, client certificate)", &tls)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl TemporalSecurity {
+    fn uses_tls(&self) -> bool {
+        self.tls.is_some() || self.api_key.is_some()
+    }
+
+    fn tls_options(&self) -> Option<TlsOptions> {
+        let tls = self.tls.as_ref()?;
+        let client = tls.client_identity.as_ref().map(|(cert, key)| {
+            ClientTlsOptions::builder()
+                .client_cert(cert.clone())
+                .client_private_key(key.clone())
+                .build()
+        });
+        Some(
+            TlsOptions::builder()
+                .maybe_server_root_ca_cert(tls.server_ca.clone())
+                .maybe_domain(tls.server_name.clone())
+                .maybe_client_tls_options(client)
+                .build(),
+        )
+    }
+}
+
+/// Connects to the Temporal frontend at `host` (HOST:PORT) over plain gRPC.
 pub async fn connect(host: &str, namespace: &str) -> Result<Client, EngineError> {
+    connect_secured(host, namespace, &TemporalSecurity::default()).await
+}
+
+/// Connects to the Temporal frontend at `host` (HOST:PORT) as `security` says.
+#[tracing::instrument(skip(security))]
+pub async fn connect_secured(host: &str, namespace: &str, security: &TemporalSecurity) -> Result<Client, EngineError> {
     let connect_error = |message: String| EngineError::Connect {
         host: host.to_owned(),
         message,
     };
-    let url = Url::parse(&format!("http://{host}")).map_err(|error| connect_error(error.to_string()))?;
+    let scheme = if security.uses_tls() { "https" } else { "http" };
+    let url = Url::parse(&format!("{scheme}://{host}")).map_err(|error| connect_error(error.to_string()))?;
     let connection = Connection::connect(
         ConnectionOptions::new(url)
             .identity(format!("orch-{}", std::process::id()))
+            .connect_timeout(Duration::from_secs(10))
+            .maybe_tls_options(security.tls_options())
+            .maybe_api_key(security.api_key.clone())
             .build(),
     )
     .await
-    .map_err(|error| connect_error(error.to_string()))?;
+    .map_err(|error| connect_error(error_chain(&error)))?;
     Client::new(connection, ClientOptions::new(namespace.to_owned()).build())
         .map_err(|error| connect_error(error.to_string()))
+}
+
+/// An error and its causes in one line: a TLS failure is only named by its source.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 /// Runs a worker for every orch workflow and activity until `shutdown` resolves; in-flight
@@ -384,6 +466,7 @@ impl WorkerThread {
     pub fn spawn(
         host: String,
         namespace: String,
+        security: TemporalSecurity,
         task_queue: String,
         activities: OrchActivities,
         ansible: AnsibleSettings,
@@ -397,7 +480,7 @@ impl WorkerThread {
                     .build()
                     .map_err(|error| EngineError::Worker(error.to_string()))?;
                 runtime.block_on(async move {
-                    let client = connect(&host, &namespace).await?;
+                    let client = connect_secured(&host, &namespace, &security).await?;
                     run_worker(client, &task_queue, activities, ansible, async move {
                         let _ = stopped.await;
                     })

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`workflows`]: `DeployWorkflow`, `DeleteWorkflow`, `ScaleWorkflow`, `UpdateWorkflow`
 //!   (deterministic; no I/O).
-//! - [`configure`]: `ConfigureWorkflow` and its `ansible-playbook` activity.
+//! - [`configure`]: `ConfigureWorkflow` and its `ansible-playbook` activity;
+//!   [`known_hosts`]: SSH host keys trusted on first contact per deployment.
 //! - [`activities`]: all I/O, the same for every provider: the plan from `orch-core`, each
 //!   step handed to the provider (`orch-cloud` for OpenStack), state through `orch-store`.
 //!   `failure` keeps each error's kind across the activity boundary; `report` records what
@@ -22,6 +23,7 @@ pub mod configure;
 pub mod devserver;
 pub mod engine;
 mod failure;
+pub mod known_hosts;
 pub mod reconcile;
 mod report;
 pub mod sweep;
@@ -30,7 +32,8 @@ pub mod workflows;
 pub use activities::OrchActivities;
 pub use configure::AnsibleSettings;
 pub use engine::{
-    check_temporal, connect, ensure_schedules, history_length, relay_once, run_relay, run_schedules, run_worker,
-    run_workflow_id, schedule_id, start_operation, workflow_id, WorkerThread, DEFAULT_TASK_QUEUE,
+    check_temporal, connect, connect_secured, ensure_schedules, history_length, relay_once, run_relay, run_schedules,
+    run_worker, run_workflow_id, schedule_id, start_operation, workflow_id, TemporalSecurity, TemporalTls,
+    WorkerThread, DEFAULT_TASK_QUEUE,
 };
 pub use temporalio_client::Client as TemporalClient;

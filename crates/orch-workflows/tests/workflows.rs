@@ -7,6 +7,8 @@ mod cancel;
 mod common;
 #[path = "workflows/containers.rs"]
 mod containers;
+#[path = "workflows/host_keys.rs"]
+mod host_keys;
 #[path = "workflows/real_services.rs"]
 mod real_services;
 #[path = "workflows/reconcile.rs"]
@@ -34,6 +36,11 @@ fn playbook_dir() -> std::path::PathBuf {
     )
     .unwrap();
     std::fs::write(
+        dir.join("reach.yml"),
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: reach the host over ssh\n      ansible.builtin.raw: echo reached\n",
+    )
+    .unwrap();
+    std::fs::write(
         dir.join("broken.yml"),
         "- hosts: all\n  connection: local\n  gather_facts: false\n  tasks:\n    - name: this task fails\n      ansible.builtin.command: /bin/false\n",
     )
@@ -55,15 +62,27 @@ impl std::ops::Deref for Harness {
 }
 
 async fn harness(configure: impl FnOnce(&mut FakeConfig)) -> Harness {
-    let limits = ClientLimits {
+    harness_with(configure, fast_limits()).await
+}
+
+/// Quick retries and no pacing: fakecloud answers at once.
+fn fast_limits() -> ClientLimits {
+    ClientLimits {
         backoff_base: Duration::from_millis(50),
         requests_per_second: 0.0,
         ..ClientLimits::default()
-    };
-    harness_with(configure, limits).await
+    }
 }
 
 async fn harness_with(configure: impl FnOnce(&mut FakeConfig), limits: ClientLimits) -> Harness {
+    harness_with_ansible(configure, limits, |_| {}).await
+}
+
+async fn harness_with_ansible(
+    configure: impl FnOnce(&mut FakeConfig),
+    limits: ClientLimits,
+    ansible_settings: impl FnOnce(&mut AnsibleSettings),
+) -> Harness {
     let mut fake = FakeConfig {
         boot_delay_ms: 300,
         delete_delay_ms: 100,
@@ -83,11 +102,12 @@ async fn harness_with(configure: impl FnOnce(&mut FakeConfig), limits: ClientLim
             ))
             .to_path_buf()
         });
-    let ansible = AnsibleSettings {
+    let mut ansible = AnsibleSettings {
         playbook_dir: playbook_dir(),
         ansible_playbook,
         ..AnsibleSettings::default()
     };
+    ansible_settings(&mut ansible);
     let orch = Orch::start(OpenStack::new(cloud_config).unwrap(), ansible).await;
     Harness { orch, cloud }
 }

@@ -218,6 +218,7 @@ impl Running {
         let worker = WorkerThread::spawn(
             temporal_host.to_owned(),
             "default".to_owned(),
+            orch_workflows::TemporalSecurity::default(),
             task_queue.clone(),
             activities,
             AnsibleSettings::default(),

@@ -22,6 +22,7 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("API_PORT", Some("8000"), false),
     ("API_KEYS", None, true),
     ("RATE_LIMIT_PER_MINUTE", Some("100"), false),
+    ("AUTH_FAILURES_PER_MINUTE", Some("30"), false),
     ("LOG_LEVEL", Some("info"), false),
     ("LOG_FORMAT", Some("json"), false),
     ("CORS_ORIGINS", Some(""), false),
@@ -37,10 +38,17 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("TEMPORAL_HOST", None, false),
     ("TEMPORAL_NAMESPACE", Some("default"), false),
     ("TEMPORAL_TASK_QUEUE", Some("orch"), false),
+    ("TEMPORAL_TLS", None, false),
+    ("TEMPORAL_TLS_CA_FILE", None, false),
+    ("TEMPORAL_TLS_CERT_FILE", None, false),
+    ("TEMPORAL_TLS_KEY_FILE", None, false),
+    ("TEMPORAL_TLS_SERVER_NAME", None, false),
+    ("TEMPORAL_API_KEY", None, true),
     ("PLAYBOOK_DIR", Some("playbooks"), false),
     ("ANSIBLE_PLAYBOOK", None, false),
     ("ANSIBLE_USER", None, false),
     ("ANSIBLE_SSH_KEY_PATH", None, false),
+    ("ANSIBLE_SSH_PORT", None, false),
     ("OPENSTACK_AUTH_URL", None, false),
     ("OPENSTACK_USERNAME", None, false),
     ("OPENSTACK_PASSWORD", None, true),
@@ -68,6 +76,7 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
 ];
 
 mod containers;
+mod temporal;
 
 /// One line: which variable, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +122,8 @@ pub struct Config {
     pub temporal_host: Option<String>,
     pub temporal_namespace: String,
     pub temporal_task_queue: String,
+    /// TLS, mTLS and an API key towards Temporal.
+    pub temporal_security: orch_workflows::TemporalSecurity,
     /// Where playbooks are and how ansible-playbook reaches the servers.
     pub ansible: orch_workflows::AnsibleSettings,
     pub openstack: Option<OpenStackConfig>,
@@ -230,6 +241,7 @@ impl Sources {
         let api = self.load_api()?;
         let (log_level, log_format) = self.load_logging()?;
         let temporal_host = self.load_temporal_host()?;
+        let temporal_security = self.load_temporal_security()?;
         let openstack = self.load_openstack()?;
         let cloud_limits = self.load_cloud_limits()?;
         let ansible = self.load_ansible()?;
@@ -273,6 +285,7 @@ impl Sources {
             temporal_host,
             temporal_namespace: self.non_empty("TEMPORAL_NAMESPACE").unwrap_or("default").to_owned(),
             temporal_task_queue: self.non_empty("TEMPORAL_TASK_QUEUE").unwrap_or("orch").to_owned(),
+            temporal_security,
             ansible,
             openstack,
             cloud_limits,
@@ -334,6 +347,8 @@ impl Sources {
         let api_keys = ApiKeys::parse(spec).map_err(|problem| invalid("API_KEYS", problem))?;
         let rate_limit_per_minute: NonZeroU32 =
             self.parse_var("RATE_LIMIT_PER_MINUTE", "", "a whole number above 0")?;
+        let auth_failures_per_minute: NonZeroU32 =
+            self.parse_var("AUTH_FAILURES_PER_MINUTE", "", "a whole number above 0")?;
         let max_body_bytes: usize = self.parse_var("MAX_BODY_BYTES", "", "a number of bytes")?;
         if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(invalid("MAX_BODY_BYTES", "must be between 1024 and 67108864"));
@@ -353,6 +368,7 @@ impl Sources {
         Ok(ApiConfig {
             api_keys,
             rate_limit_per_minute,
+            auth_failures_per_minute,
             cors_origins,
             ip_allowlist,
             trusted_proxies,
@@ -425,20 +441,6 @@ impl Sources {
         Ok((log_level, log_format))
     }
 
-    /// `HOST:PORT` of a Temporal server; none means `orch dev` starts one.
-    fn load_temporal_host(&self) -> Result<Option<String>, ConfigError> {
-        let Some(host) = self.non_empty("TEMPORAL_HOST") else {
-            return Ok(None);
-        };
-        let valid = host
-            .rsplit_once(':')
-            .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
-        if !valid {
-            return Err(invalid("TEMPORAL_HOST", "must be HOST:PORT, e.g. localhost:7233"));
-        }
-        Ok(Some(host.to_owned()))
-    }
-
     fn load_cloud_limits(&self) -> Result<CloudLimits, ConfigError> {
         let cloud_limits = CloudLimits {
             allowed_hosts: self
@@ -475,6 +477,13 @@ impl Sources {
         };
         if let Some(binary) = self.non_empty("ANSIBLE_PLAYBOOK") {
             ansible.ansible_playbook = std::path::PathBuf::from(binary);
+        }
+        if let Some(port) = self.non_empty("ANSIBLE_SSH_PORT") {
+            let port: u16 = parse("ANSIBLE_SSH_PORT", port, "a port number from 1 to 65535")?;
+            if port == 0 {
+                return Err(invalid("ANSIBLE_SSH_PORT", "must be a port number from 1 to 65535"));
+            }
+            ansible.ssh_port = Some(port);
         }
         if let Some(key) = ansible.ssh_key_path.as_ref().filter(|key| !key.is_file()) {
             return Err(invalid(
@@ -762,6 +771,7 @@ mod tests {
         let sources = keyed(&[
             ("DATABASE_URL", "postgres://orch:hunter2@db:5432/orch"),
             ("OPENSTACK_PASSWORD", "s3cret"),
+            ("TEMPORAL_API_KEY", "temporal-s3cret"),
         ]);
         let shown = format!("{:?}", sources.describe());
         assert!(
@@ -775,11 +785,75 @@ mod tests {
             "postgres://orch@db/orch?sslmode=require&password=hunter2",
         );
         assert_eq!(in_query, "postgres://orch@db/orch?sslmode=require&password=***");
-        let config = keyed(&[("DATABASE_URL", "postgres://orch:hunter2@db/orch")])
-            .load()
-            .unwrap();
+        let config = keyed(&[
+            ("DATABASE_URL", "postgres://orch:hunter2@db/orch"),
+            ("TEMPORAL_API_KEY", "temporal-s3cret"),
+        ])
+        .load()
+        .unwrap();
         let debug = format!("{config:?}");
-        assert!(!debug.contains(KEY) && !debug.contains("hunter2"), "{debug}");
+        assert!(
+            !debug.contains(KEY) && !debug.contains("hunter2") && !debug.contains("s3cret"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn temporal_tls_is_implied_by_its_settings_and_checked_at_start() {
+        let dir = temp_dir();
+        let pem = |name: &str, kind: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("-----BEGIN {kind}-----\nAAAA\n-----END {kind}-----\n")).unwrap();
+            path.display().to_string()
+        };
+        let (ca, cert, key) = (
+            pem("ca.pem", "CERTIFICATE"),
+            pem("c.pem", "CERTIFICATE"),
+            pem("k.pem", "PRIVATE KEY"),
+        );
+        let plain = keyed(&[]).load().unwrap().temporal_security;
+        assert!(plain.tls.is_none() && plain.api_key.is_none());
+        let keyed_only = keyed(&[("TEMPORAL_API_KEY", "k")]).load().unwrap().temporal_security;
+        assert!(keyed_only.tls.is_some(), "an API key never travels in the clear");
+        let mtls = keyed(&[
+            ("TEMPORAL_TLS_CA_FILE", &ca),
+            ("TEMPORAL_TLS_CERT_FILE", &cert),
+            ("TEMPORAL_TLS_KEY_FILE", &key),
+            ("TEMPORAL_TLS_SERVER_NAME", "temporal.internal"),
+        ])
+        .load()
+        .unwrap()
+        .temporal_security;
+        let tls = mtls.tls.unwrap();
+        assert!(tls.server_ca.is_some() && tls.client_identity.is_some());
+        assert_eq!(tls.server_name.as_deref(), Some("temporal.internal"));
+        for (pairs, variable, words) in [
+            (
+                vec![("TEMPORAL_TLS_CERT_FILE", cert.as_str())],
+                "TEMPORAL_TLS_KEY_FILE",
+                "is needed",
+            ),
+            (
+                vec![("TEMPORAL_TLS_CA_FILE", key.as_str())],
+                "TEMPORAL_TLS_CA_FILE",
+                "no PEM CERTIFICATE",
+            ),
+            (
+                vec![("TEMPORAL_TLS_CA_FILE", "/nonexistent.pem")],
+                "TEMPORAL_TLS_CA_FILE",
+                "cannot read",
+            ),
+            (
+                vec![("TEMPORAL_TLS", "false"), ("TEMPORAL_API_KEY", "k")],
+                "TEMPORAL_TLS",
+                "need TLS",
+            ),
+            (vec![("TEMPORAL_TLS", "maybe")], "TEMPORAL_TLS", "not true or false"),
+        ] {
+            let error = keyed(&pairs).load().unwrap_err();
+            assert_eq!(error.variable, variable, "{error}");
+            assert!(error.problem.contains(words), "{error}");
+        }
     }
 
     #[test]

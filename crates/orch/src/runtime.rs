@@ -76,11 +76,11 @@ fn dev_secret_keys(config: &mut Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects to Temporal, waiting up to 30 s for it to come up.
-async fn connect_temporal(host: &str, namespace: &str) -> anyhow::Result<orch_workflows::TemporalClient> {
+/// Connects to Temporal as configured, waiting up to 30 s for it to come up.
+async fn connect_temporal(host: &str, config: &Config) -> anyhow::Result<orch_workflows::TemporalClient> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match orch_workflows::connect(host, namespace).await {
+        match orch_workflows::connect_secured(host, &config.temporal_namespace, &config.temporal_security).await {
             Ok(client) => return Ok(client),
             Err(error) if Instant::now() < deadline => {
                 tracing::warn!(error = %error, "waiting for Temporal");
@@ -184,7 +184,7 @@ async fn run(
 
 pub async fn serve(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<()> {
     let temporal = match &config.temporal_host {
-        Some(host) => Some(connect_temporal(host, &config.temporal_namespace).await?),
+        Some(host) => Some(connect_temporal(host, &config).await?),
         None => None,
     };
     run(config, cloud, temporal, DevExtras::default()).await
@@ -216,7 +216,7 @@ pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<
         .clone()
         .unwrap_or_else(|| "127.0.0.1:7233".to_owned());
     let store = open_store(&config).await?;
-    let client = connect_temporal(&host, &config.temporal_namespace).await?;
+    let client = connect_temporal(&host, &config).await?;
     tracing::info!(temporal = %host, task_queue = %config.temporal_task_queue, "worker starting");
     let containers = orch_docker::Docker::new(config.container_hosts.clone());
     spawn_reconciler(&config, &store, &containers);
@@ -280,6 +280,7 @@ pub async fn dev(
     let worker = WorkerThread::spawn(
         temporal_host.clone(),
         config.temporal_namespace.clone(),
+        config.temporal_security.clone(),
         config.temporal_task_queue.clone(),
         OrchActivities {
             store,
@@ -289,7 +290,7 @@ pub async fn dev(
         },
         config.ansible.clone(),
     );
-    let client = connect_temporal(&temporal_host, &config.temporal_namespace).await?;
+    let client = connect_temporal(&temporal_host, &config).await?;
     let cloud_line = match &fake {
         Some(fake) => format!("fakecloud (simulated) at {}", fake.auth_url()),
         None => "the configured OpenStack cloud".to_owned(),

@@ -2,6 +2,8 @@
 //! graceful shutdown on SIGTERM, and no secret in the logs.
 
 mod common;
+#[path = "cli/schemathesis.rs"]
+mod schemathesis;
 
 use common::Running;
 
@@ -115,6 +117,7 @@ fn config_command_shows_sources_without_secrets() {
         .current_dir(&dir)
         .env("API_KEYS", format!("{KEY}:write"))
         .env("OPENSTACK_PASSWORD", "cloud-secret")
+        .env("TEMPORAL_API_KEY", "temporal-secret")
         .arg("config")
         .output()
         .unwrap();
@@ -122,7 +125,10 @@ fn config_command_shows_sources_without_secrets() {
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.contains("API_PORT=9100\t# DotEnv"), "{text}");
     assert!(text.contains("API_KEYS=***\t# Environment"), "{text}");
-    assert!(!text.contains(KEY) && !text.contains("cloud-secret"), "{text}");
+    assert!(
+        !text.contains(KEY) && !text.contains("cloud-secret") && !text.contains("temporal-secret"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -269,63 +275,12 @@ fn serve_checks_regions_and_readiness_with_the_configured_cloud() {
     });
 }
 
-/// A certificate for 127.0.0.1 issued by a fresh CA, written as `cert.pem` and `key.pem` in
-/// `dir` (the openssl CLI, from Debian's package); the CA's PEM text, which a client trusts.
+/// A certificate for 127.0.0.1 issued by a fresh CA, written as `server.pem` and
+/// `server.key` in `dir`; the CA's PEM text, which a client trusts.
 fn issued_certificate(dir: &std::path::Path) -> Vec<u8> {
-    let run = |args: &[&str]| {
-        let made = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
-        assert!(
-            made.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=orch-test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "cert.pem",
-    ]);
-    std::fs::read(dir.join("ca.pem")).unwrap()
+    let ca = common::new_ca(dir, "orch-test-ca");
+    common::issue(dir, "server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\n");
+    ca
 }
 
 /// Whether a client that trusts only `pem` is answered 200 on `/health`.
@@ -349,8 +304,8 @@ fn serve_speaks_tls_and_reloads_its_certificate_on_sighup() {
     let dir = scratch_dir();
     let first = issued_certificate(&dir);
     let tls = [
-        ("TLS_CERT_FILE", dir.join("cert.pem").display().to_string()),
-        ("TLS_KEY_FILE", dir.join("key.pem").display().to_string()),
+        ("TLS_CERT_FILE", dir.join("server.pem").display().to_string()),
+        ("TLS_KEY_FILE", dir.join("server.key").display().to_string()),
     ];
     let (child, url) = serve(&dir, &tls, Stdio::null());
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
@@ -378,18 +333,18 @@ fn serve_speaks_tls_and_reloads_its_certificate_on_sighup() {
     });
     drop(child);
 
-    std::fs::write(dir.join("key.pem"), "not a key").unwrap();
+    std::fs::write(dir.join("server.key"), "not a key").unwrap();
     let refused = orch()
         .current_dir(&dir)
         .env("API_KEYS", format!("{KEY}:write"))
-        .env("TLS_CERT_FILE", dir.join("cert.pem"))
-        .env("TLS_KEY_FILE", dir.join("key.pem"))
+        .env("TLS_CERT_FILE", dir.join("server.pem"))
+        .env("TLS_KEY_FILE", dir.join("server.key"))
         .arg("serve")
         .output()
         .unwrap();
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr);
-    assert!(said.contains("TLS_CERT_FILE") && said.contains("key.pem"), "{said}");
+    assert!(said.contains("TLS_CERT_FILE") && said.contains("server.key"), "{said}");
 }
 
 /// Runs `orch keys ARGS` with `stdin`; its stdout.

@@ -1,8 +1,11 @@
 //! Nothing is lost when a worker dies: `orch serve` and `orch worker` as separate processes
 //! against a real Temporal dev server and fakecloud; the worker is killed with SIGKILL in the
 //! middle of a deploy, a new one takes over, and the deploy completes with no resource twice.
+//! Both also reach a Temporal that insists on TLS, a client certificate and an API key.
 
 mod common;
+#[path = "crash/secure_temporal.rs"]
+mod secure_temporal;
 
 use std::process::{Command, Stdio};
 
@@ -15,7 +18,8 @@ use serde_json::{json, Value};
 
 const KEY: &str = "crash-test-key-0123456789";
 
-fn orch(dir: &std::path::Path, temporal: &str, auth_url: &str, command: &str) -> Command {
+/// `orch COMMAND` against `temporal` and the fakecloud at `auth_url`, with `env` besides.
+fn orch(dir: &std::path::Path, temporal: &str, auth_url: &str, env: &[(String, String)], command: &str) -> Command {
     let mut command_line = Command::new(env!("CARGO_BIN_EXE_orch"));
     command_line
         .current_dir(dir)
@@ -29,18 +33,10 @@ fn orch(dir: &std::path::Path, temporal: &str, auth_url: &str, command: &str) ->
         .env("OPENSTACK_USERNAME", "admin")
         .env("OPENSTACK_PASSWORD", "fakecloud")
         .env("OPENSTACK_PROJECT_NAME", "admin")
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .arg(command)
         .stdin(Stdio::null());
     command_line
-}
-
-fn worker(dir: &std::path::Path, temporal: &str, auth_url: &str) -> Running {
-    let child = orch(dir, temporal, auth_url, "worker")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Running(child)
 }
 
 /// What both crash tests run: fakecloud, a Temporal dev server, `orch serve` and a first
@@ -48,7 +44,10 @@ fn worker(dir: &std::path::Path, temporal: &str, auth_url: &str) -> Running {
 struct Scene {
     // Fields drop in this order: the processes first, the runtime last.
     _server: Running,
-    temporal: DevServer,
+    _temporal: DevServer,
+    /// Where orch reaches Temporal, and the settings that secure it.
+    temporal_address: String,
+    temporal_env: Vec<(String, String)>,
     cloud: FakeCloud,
     dir: std::path::PathBuf,
     url: String,
@@ -57,6 +56,16 @@ struct Scene {
 
 impl Scene {
     fn start(name: &str, fake: FakeConfig) -> (Self, Running) {
+        Self::start_with(name, fake, |address, _, _| (address.to_owned(), Vec::new()))
+    }
+
+    /// A scene whose Temporal is reached through `front`: given the dev server's address, the
+    /// scene's directory and runtime, it returns the address orch uses and its settings.
+    fn start_with(
+        name: &str,
+        fake: FakeConfig,
+        front: impl FnOnce(&str, &std::path::Path, &tokio::runtime::Runtime) -> (String, Vec<(String, String)>),
+    ) -> (Self, Running) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -71,8 +80,9 @@ impl Scene {
         let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
         let temporal = DevServer::start(&temporal_cli(root), &dir.join("temporal.db"))
             .expect("temporal CLI (scripts/test.sh installs it)");
+        let (temporal_address, temporal_env) = front(&temporal.address, &dir, &runtime);
         let mut server = Running(
-            orch(&dir, &temporal.address, &cloud.auth_url(), "serve")
+            orch(&dir, &temporal_address, &cloud.auth_url(), &temporal_env, "serve")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
@@ -81,7 +91,9 @@ impl Scene {
         let url = common::listening_url(&mut server);
         let scene = Self {
             _server: server,
-            temporal,
+            _temporal: temporal,
+            temporal_address,
+            temporal_env,
             cloud,
             dir,
             url,
@@ -92,12 +104,23 @@ impl Scene {
     }
 
     fn worker(&self) -> Running {
-        worker(&self.dir, &self.temporal.address, &self.cloud.auth_url())
+        let child = self
+            .orch(&self.cloud.auth_url(), "worker")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Running(child)
+    }
+
+    fn orch(&self, auth_url: &str, command: &str) -> Command {
+        orch(&self.dir, &self.temporal_address, auth_url, &self.temporal_env, command)
     }
 
     /// A worker with no cloud configured: it runs containers only.
     fn worker_without_cloud(&self) -> Running {
-        let child = orch(&self.dir, &self.temporal.address, "", "worker")
+        let child = self
+            .orch("", "worker")
             .env_remove("OPENSTACK_AUTH_URL")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -246,4 +269,70 @@ fn a_worker_killed_mid_container_deploy_is_replaced_and_nothing_is_made_twice() 
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });
+}
+
+/// `TEMPORAL_TLS_*` and `TEMPORAL_API_KEY`: serve and worker reach a Temporal that refuses a
+/// handshake without a client certificate from its CA and every call without the key, and a
+/// deploy completes through it; the key appears in no log.
+#[test]
+fn serve_and_worker_reach_temporal_over_mtls_with_an_api_key() {
+    const API_KEY: &str = "temporal-api-key-0123456789";
+    let mut counts = None;
+    let (scene, _worker) = Scene::start_with("secure-temporal", FakeConfig::default(), |upstream, dir, runtime| {
+        let certificates = secure_temporal::Certificates::issue(dir);
+        let (address, seen) = runtime.block_on(secure_temporal::start(upstream, &certificates, API_KEY));
+        counts = Some(seen);
+        let path = |path: &std::path::Path| path.display().to_string();
+        let env = vec![
+            ("TEMPORAL_TLS_CA_FILE".to_owned(), path(&certificates.ca)),
+            ("TEMPORAL_TLS_CERT_FILE".to_owned(), path(&certificates.client_cert)),
+            ("TEMPORAL_TLS_KEY_FILE".to_owned(), path(&certificates.client_key)),
+            (
+                "TEMPORAL_TLS_SERVER_NAME".to_owned(),
+                secure_temporal::SERVER_NAME.to_owned(),
+            ),
+            ("TEMPORAL_API_KEY".to_owned(), API_KEY.to_owned()),
+            ("LOG_LEVEL".to_owned(), "debug".to_owned()),
+        ];
+        (address.to_string(), env)
+    });
+    let counts = counts.unwrap();
+    scene.runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let template = json!({
+          "vm_config": {"web": {"flavor": "m1.small", "image": "ubuntu-22.04", "count": 1}},
+          "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}
+        });
+        let id = scene.deploy(&http, "through-mtls", template).await;
+        let deployment = scene.deployed(&http, &id).await;
+        assert_eq!(deployment["status"], "COMPLETED", "{deployment}");
+    });
+    use secure_temporal::Counts as C;
+    assert!(
+        C::get(&counts.calls) > 0,
+        "every call went through the secured frontend"
+    );
+    assert_eq!(C::get(&counts.calls_refused), 0, "no call went without the key");
+    assert_eq!(
+        C::get(&counts.handshakes_refused),
+        0,
+        "no handshake went without the certificate"
+    );
+
+    // The frontend is as strict as it claims: without a client certificate, no handshake.
+    let mut plain = scene.orch(&scene.cloud.auth_url(), "worker");
+    plain
+        .env_remove("TEMPORAL_TLS_CERT_FILE")
+        .env_remove("TEMPORAL_TLS_KEY_FILE");
+    let mut refused = Running(plain.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while C::get(&counts.handshakes_refused) == 0 {
+        assert!(Instant::now() < deadline, "a worker without a certificate was let in");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    refused.kill().unwrap();
+    let mut logged = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut logged).unwrap();
+    assert!(logged.contains("waiting for Temporal"), "{logged}");
+    assert!(!logged.contains(API_KEY), "the key is never logged");
 }

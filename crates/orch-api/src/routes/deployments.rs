@@ -32,16 +32,20 @@ use crate::{AppState, Region};
 /// reader, which reports every problem at once.
 #[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct CreateDeploymentBody {
     /// 1–63 characters of letters, digits, '.', '_' and '-'; unique among live deployments.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     name: String,
     /// A stored template's name or id, or a template object.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = super::openapi::template_reference)]
     template: Value,
     /// Defaults to the configured region; unused by a template of services alone.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     cloud_region: Option<String>,
     /// The container host the template's services run on; defaults to the first configured
     /// (`local`).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     container_host: Option<String>,
     /// `<group>_count`, `<group>_flavor`, `<group>_image`.
     #[schema(value_type = Object)]
@@ -60,8 +64,10 @@ struct CreateDeploymentBody {
 /// `PATCH /deployments/{id}` body (documentation only).
 #[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct UpdateDeploymentBody {
-    #[schema(value_type = Object)]
+    /// A stored template's name or id, or a template object.
+    #[schema(schema_with = super::openapi::template_reference)]
     template: Option<Value>,
     /// Merged into the current parameters; `null` removes one.
     #[schema(value_type = Object)]
@@ -73,6 +79,7 @@ struct UpdateDeploymentBody {
 /// `POST /deployments/{id}/scale` body (documentation only).
 #[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct ScaleBody {
     target_count: u32,
     /// The server group to scale.
@@ -84,8 +91,10 @@ struct ScaleBody {
 /// `POST /deployments/{id}/configure` body (documentation only).
 #[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct ConfigureBody {
     /// A playbook relative to the configured playbook directory.
+    #[schema(min_length = 1)]
     playbook: String,
     #[schema(value_type = Object)]
     inventory: Option<Value>,
@@ -219,8 +228,8 @@ pub async fn record_deployment(
     params(
         ("status" = Option<DeploymentStatus>, Query, description = "Only this status; DELETED lists soft-deleted deployments"),
         ("name" = Option<String>, Query, description = "Only this exact name"),
-        ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
-        ("offset" = Option<i64>, Query, description = "Default 0"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
+        ("offset" = Option<i64>, Query, minimum = 0, maximum = 2147483647, description = "Default 0"),
     ),
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, description = "Newest first", body = DeploymentList),
@@ -488,8 +497,8 @@ async fn start_operation(
 
 #[utoipa::path(get, path = "/deployments/{id}/events", tag = "deployments",
     params(("id" = String, Path, description = "Deployment id"),
-           ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
-           ("offset" = Option<i64>, Query, description = "Default 0")),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
+           ("offset" = Option<i64>, Query, minimum = 0, maximum = 2147483647, description = "Default 0")),
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, description = "Oldest first", body = EventList),
               (status = 404, body = ProblemDocument, content_type = "application/problem+json")))]

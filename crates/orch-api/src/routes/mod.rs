@@ -15,6 +15,8 @@ use crate::AppState;
 
 pub mod catalog;
 pub mod deployments;
+pub mod host_keys;
+mod openapi;
 pub mod reconcile;
 pub mod secrets;
 pub mod system;
@@ -67,6 +69,8 @@ pub fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::configurations))
         .routes(routes!(deployments::configuration))
         .routes(routes!(deployments::events))
+        .routes(routes!(host_keys::list))
+        .routes(routes!(host_keys::forget))
         .routes(routes!(reconcile::drift))
         .routes(routes!(reconcile::repair))
         .routes(routes!(reconcile::reconcile_now))
@@ -90,6 +94,12 @@ pub fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(protected.route_layer(from_fn_with_state(state.clone(), auth::require_api_key)))
         .merge(open)
+}
+
+/// The whole document with the answers every operation shares (see [`openapi`]).
+pub fn with_standard_errors(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    openapi::StandardErrors.modify(&mut document);
+    document
 }
 
 /// The caller and request id of an authenticated request, as recorded in events.

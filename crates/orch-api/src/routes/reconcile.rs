@@ -114,6 +114,7 @@ pub struct OrphanList {
 /// `POST /orphans/cleanup` body (documentation only).
 #[allow(dead_code)]
 #[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct CleanupBody {
     /// List what would be removed, and remove nothing (default false).
     dry_run: Option<bool>,

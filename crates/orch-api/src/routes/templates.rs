@@ -40,8 +40,8 @@ fn given(body: &serde_json::Value) -> ApiResult<Template> {
 }
 
 #[utoipa::path(get, path = "/templates", tag = "templates",
-    params(("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
-           ("offset" = Option<i64>, Query, description = "Default 0")),
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
+           ("offset" = Option<i64>, Query, minimum = 0, maximum = 2147483647, description = "Default 0")),
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, description = "Newest first", body = TemplateList)))]
 pub async fn list(State(state): State<AppState>, mut query: QueryParams) -> ApiResult<Json<TemplateList>> {

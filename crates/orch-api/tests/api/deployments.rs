@@ -349,6 +349,59 @@ async fn conflicts(db: Db) {
 }
 db_test!(one_operation_at_a_time, conflicts);
 
+/// SSH host keys recorded by configure runs: listed, and forgotten by a write key (an event
+/// says who); a read key may only look.
+async fn host_keys_are_listed_and_forgotten(db: Db) {
+    let app = spawn_app(db).await;
+    app.create_seed_template().await;
+    let id = app.create_deployment("keyed").await;
+    let key = orch_store::host_keys::HostKey {
+        host: "10.0.1.4".into(),
+        server_id: Some("server-1".into()),
+        known_hosts: "10.0.1.4 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITest\n".into(),
+        first_seen_at: String::new(),
+    };
+    app.store.record_host_keys(&id, &[key]).await.unwrap();
+    let listed: Value = app
+        .get(&format!("/deployments/{id}/host-keys"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0]["host"], "10.0.1.4");
+    assert_eq!(listed["items"][0]["server_id"], "server-1");
+    assert!(listed["items"][0]["known_hosts"]
+        .as_str()
+        .unwrap()
+        .contains("ssh-ed25519"));
+    let path = format!("/deployments/{id}/host-keys/10.0.1.4");
+    let as_reader = app
+        .client
+        .delete(app.url(&path))
+        .header("X-API-Key", READ_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_reader.status(), StatusCode::FORBIDDEN);
+    let forgotten = app.request(Method::DELETE, &path).send().await.unwrap();
+    assert_eq!(forgotten.status(), StatusCode::NO_CONTENT);
+    assert!(app.store.host_keys(&id).await.unwrap().is_empty());
+    let events = events_of(&app, &id).await;
+    assert!(
+        events
+            .iter()
+            .any(|event| event["action"] == "host-key.forgotten" && event["actor"].is_string()),
+        "{events:?}"
+    );
+    expect_problem(
+        app.request(Method::DELETE, &path).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    expect_problem(app.get("/deployments/nope/host-keys").await, StatusCode::NOT_FOUND).await;
+}
+db_test!(host_keys, host_keys_are_listed_and_forgotten);
+
 async fn operation_validation(db: Db) {
     let app = spawn_app(db).await;
     let mut template = web_app_stack();

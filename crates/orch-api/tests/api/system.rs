@@ -106,6 +106,7 @@ async fn openapi(db: Db) {
     operations.sort();
     let expected = [
         ("DELETE", "/deployments/{id}"),
+        ("DELETE", "/deployments/{id}/host-keys/{host}"),
         ("DELETE", "/templates/{id_or_name}"),
         ("GET", "/catalog"),
         ("GET", "/catalog/{name}"),
@@ -115,6 +116,7 @@ async fn openapi(db: Db) {
         ("GET", "/deployments/{id}/configurations/{run}"),
         ("GET", "/deployments/{id}/drift"),
         ("GET", "/deployments/{id}/events"),
+        ("GET", "/deployments/{id}/host-keys"),
         ("GET", "/deployments/{id}/plan"),
         ("GET", "/health"),
         ("GET", "/health/ready"),
@@ -138,6 +140,7 @@ async fn openapi(db: Db) {
     ];
     let expected: Vec<(String, String)> = expected.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(operations, expected);
+    assert_errors_documented(&document);
     // Every documented operation is served: the answer may be 4xx, but never "no such route".
     for (method, path) in &operations {
         let response = app
@@ -207,3 +210,44 @@ async fn shutdown(db: Db) {
     assert!(store.ping().await.is_err(), "the pool is closed");
 }
 db_test!(graceful_shutdown_closes_listener_and_pool, shutdown);
+
+/// Every operation documents the errors it can answer, each as problem+json: 400 always;
+/// 401, 403 and 429 behind the key check; 404 on a record's path; 413, 415 and 422 with a
+/// body; and the list bounds are in the document.
+fn assert_errors_documented(document: &Value) {
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            let mut expected = vec!["400"];
+            if operation["security"]
+                .as_array()
+                .is_some_and(|security| !security.is_empty())
+            {
+                expected.extend(["401", "403", "429"]);
+            }
+            if path.contains('{') {
+                expected.push("404");
+            }
+            if operation.get("requestBody").is_some() {
+                expected.extend(["413", "415", "422"]);
+            }
+            for status in expected {
+                let content = &responses[status]["content"]["application/problem+json"];
+                assert!(
+                    content.is_object(),
+                    "{method} {path} does not document {status}: {responses}"
+                );
+            }
+        }
+    }
+    let limit = document["paths"]["/deployments"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|parameter| parameter["name"] == "limit")
+        .unwrap();
+    assert_eq!(
+        (limit["schema"]["minimum"].as_i64(), limit["schema"]["maximum"].as_i64()),
+        (Some(1), Some(100))
+    );
+}

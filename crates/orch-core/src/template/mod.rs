@@ -58,8 +58,10 @@ pub const MAX_METADATA_ITEMS: usize = 128;
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Template {
     /// The template's name; for an inline template it defaults to the deployment's name.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
     pub description: Option<String>,
     /// Server groups by name; a template of services alone has none.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -72,6 +74,7 @@ pub struct Template {
     pub security_groups: BTreeMap<String, SecurityGroup>,
     /// Default key pair for every group that does not name its own.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
     pub key_pair: Option<String>,
     /// Containerised services by name, run on the deployment's container host.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

@@ -78,3 +78,68 @@ pub fn labelled(kind: &str, id: &str) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Runs the openssl CLI (Debian's package) in `dir`; panics with its stderr when it fails.
+#[allow(dead_code)] // only the TLS tests issue certificates
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let made = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+    assert!(
+        made.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
+/// A fresh CA in `dir`, as `ca.pem` and `ca.key`; its certificate's PEM text.
+#[allow(dead_code)]
+pub fn new_ca(dir: &std::path::Path, name: &str) -> Vec<u8> {
+    let subject = format!("/CN={name}");
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", &subject, "-keyout", "ca.key",
+            "-out", "ca.pem",
+        ],
+    );
+    std::fs::read(dir.join("ca.pem")).unwrap()
+}
+
+/// A certificate for `subject` issued by the CA in `dir` with `extensions` (lines of an
+/// openssl extension file), as `{stem}.pem` and `{stem}.key`.
+#[allow(dead_code)]
+pub fn issue(dir: &std::path::Path, stem: &str, subject: &str, extensions: &str) {
+    let (key, csr, cert, ext) = (
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.pem"),
+        format!("{stem}.ext"),
+    );
+    std::fs::write(dir.join(&ext), extensions).unwrap();
+    let subject = format!("/CN={subject}");
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &key, "-out", &csr,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    );
+}
