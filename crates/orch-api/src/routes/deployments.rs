@@ -48,7 +48,7 @@ struct CreateDeploymentBody {
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     container_host: Option<String>,
     /// `<group>_count`, `<group>_flavor`, `<group>_image`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     parameters: Option<Value>,
     /// Whether a failed deploy deletes what it created (default true).
     rollback: Option<bool>,
@@ -70,7 +70,7 @@ struct UpdateDeploymentBody {
     #[schema(schema_with = super::openapi::template_reference)]
     template: Option<Value>,
     /// Merged into the current parameters; `null` removes one.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     parameters: Option<Value>,
     /// Only return the plan.
     dry_run: Option<bool>,
@@ -81,6 +81,7 @@ struct UpdateDeploymentBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ScaleBody {
+    #[schema(maximum = 1000)]
     target_count: u32,
     /// The server group to scale.
     vm_type: Option<String>,
@@ -96,10 +97,15 @@ struct ConfigureBody {
     /// A playbook relative to the configured playbook directory.
     #[schema(min_length = 1)]
     playbook: String,
-    #[schema(value_type = Object)]
+    /// Groups of hosts: the deployment's servers (by name or address) or addresses in its
+    /// subnets; the servers by group when absent.
+    #[schema(value_type = Option<Object>)]
     inventory: Option<Value>,
-    #[schema(value_type = Object)]
+    /// Variables by name (identifiers, none of Ansible's own).
+    #[schema(value_type = Option<Object>)]
     extra_vars: Option<Value>,
+    /// Default 1800 (30 min).
+    #[schema(minimum = 1, maximum = 21600)]
     timeout_seconds: Option<u32>,
 }
 

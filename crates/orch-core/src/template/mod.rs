@@ -40,6 +40,8 @@ pub const MAX_GROUP_COUNT: u32 = 1_000;
 pub const MAX_TOTAL_COUNT: u32 = 5_000;
 /// Most volumes per server.
 pub const MAX_VOLUMES_PER_SERVER: usize = 16;
+/// The most DNS servers a subnet has (Neutron's default `max_dns_nameservers`).
+pub const MAX_DNS_NAMESERVERS: usize = 5;
 /// Largest volume, in GiB.
 pub const MAX_VOLUME_GB: u64 = 16_384;
 /// Nova's limit for user data (before base64).
@@ -691,6 +693,11 @@ mod tests {
         value["vm_config"]["web"]["min_count"] = json!(1);
         value["network_config"]["subnets"]["web"] =
             json!({"cidr": "10.0.1.0/24", "gateway_ip": "10.0.1.1", "dns_nameservers": ["8.8.8.8"]});
+        let six = json!({"cidr": "10.0.1.0/24", "dns_nameservers": vec!["8.8.8.8"; 6]});
+        let mut refused = Problems::default();
+        let _ = network::read_subnet(&six, "/s", &mut refused);
+        assert_eq!(refused.0[0].pointer, "/s/dns_nameservers", "{refused:?}");
+        assert!(refused.0[0].detail.contains("at most 5"), "{refused:?}");
         let template = Template::parse(&value, "", None).unwrap();
         assert_eq!(template.security_groups["web"].rules[0].port_range_max, Some(443));
         assert_eq!(template.vm_config["web"].volumes[0].size_gb, 10);

@@ -100,13 +100,15 @@ pub(super) fn read_subnet(value: &Value, pointer: &str, problems: &mut Problems)
     let dns_nameservers = match object.optional("dns_nameservers") {
         Some(value) => {
             let dns_pointer = object.pointer_to("dns_nameservers");
-            reader::array(value, &dns_pointer, problems).map(|items| {
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(index, item)| read_ip(item, &child(&dns_pointer, &index.to_string()), problems))
-                    .collect()
-            })
+            reader::array(value, &dns_pointer, problems)
+                .filter(|items| reader::at_most(items.len(), MAX_DNS_NAMESERVERS, &dns_pointer, problems))
+                .map(|items| {
+                    items
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(index, item)| read_ip(item, &child(&dns_pointer, &index.to_string()), problems))
+                        .collect()
+                })
         }
         None => Some(Vec::new()),
     };
