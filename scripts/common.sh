@@ -76,6 +76,14 @@ ensure_schemathesis() {
   fi
 }
 
+# promtool (Debian's prometheus package; its service is not started) checks the metrics
+# orch serves.
+ensure_promtool() {
+  command -v promtool >/dev/null 2>&1 && return
+  log "installing prometheus (for promtool)"
+  apt_install prometheus
+}
+
 # sshd for the test of SSH host-key checking (the test starts one of its own; the package's
 # service is not started: policy-rc.d or no init system).
 ensure_sshd() {

@@ -95,6 +95,7 @@ drop_old_test_databases
 ensure_python_tools
 ensure_schemathesis
 ensure_sshd
+ensure_promtool
 ensure_docker
 ensure_busybox_image
 ensure_service_images

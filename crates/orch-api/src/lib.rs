@@ -27,7 +27,7 @@ use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
 use ipnet::IpNet;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use orch_store::Store;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -159,6 +159,80 @@ impl AppState {
     }
 }
 
+/// The help text of every metric orch records, whichever crate records it: one list, so
+/// that a scrape passes `promtool check metrics` and the names are documented together.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_histogram!(
+        "api_request_duration_seconds",
+        Unit::Seconds,
+        "API requests by route template, method and status."
+    );
+    describe_histogram!(
+        "database_query_duration_seconds",
+        Unit::Seconds,
+        "Database queries by operation."
+    );
+    describe_histogram!(
+        "openstack_api_call_duration_seconds",
+        Unit::Seconds,
+        "OpenStack API calls by service."
+    );
+    describe_counter!(
+        "openstack_api_calls_total",
+        "OpenStack API calls by service, method and status."
+    );
+    describe_histogram!(
+        "engine_request_duration_seconds",
+        Unit::Seconds,
+        "Docker Engine requests."
+    );
+    describe_counter!("engine_requests_total", "Docker Engine requests, by outcome.");
+    describe_histogram!(
+        "workflow_execution_duration_seconds",
+        Unit::Seconds,
+        "Operations from their start to their end, by workflow."
+    );
+    describe_histogram!(
+        "deployment_duration_seconds",
+        Unit::Seconds,
+        "Deployments from their request to the end of their create, by the status they ended in."
+    );
+    describe_counter!(
+        "activity_failures_total",
+        "Failed activity attempts by activity and kind of failure."
+    );
+    describe_counter!(
+        "container_drift_repairs_total",
+        "Container instances found lost and asked to be repaired."
+    );
+    describe_counter!(
+        "api_auth_blocked_total",
+        "Requests refused because their address failed to authenticate too often."
+    );
+    describe_counter!(
+        "api_connections_saturated_total",
+        "Times the API reached its connection cap."
+    );
+    describe_counter!(
+        "api_keys_expired_refused_total",
+        "Requests refused for an expired API key."
+    );
+    describe_gauge!(
+        "orch_deployments",
+        "Deployments by status, counted from the database at each scrape."
+    );
+    describe_gauge!(
+        "orch_orphaned_resources",
+        "Resources with orch's mark that no deployment holds, past their grace period."
+    );
+}
+
+/// Buckets of what takes seconds to hours: deployments and workflows.
+const LONG_BUCKETS: [f64; 13] = [
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+];
+
 /// The process-wide Prometheus recorder. Every crate records through the `metrics` facade;
 /// this renders all of it.
 pub fn metrics_handle() -> PrometheusHandle {
@@ -170,11 +244,19 @@ pub fn metrics_handle() -> PrometheusHandle {
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                 ])
                 .expect("bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Full("deployment_duration_seconds".into()), &LONG_BUCKETS)
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("workflow_execution_duration_seconds".into()),
+                    &LONG_BUCKETS,
+                )
+                .expect("bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be incomplete");
             }
+            describe_metrics();
             handle
         })
         .clone()
@@ -260,6 +342,32 @@ pub async fn serve_metrics(
     let app = Router::new()
         .route("/metrics", axum::routing::get(routes::system::metrics))
         .with_state(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// `/metrics` and `/health` of a process without the API (`orch worker`): what this process
+/// recorded, its cloud, engine and database calls and its workflows' durations. The
+/// deployment counts stay with the API, which reads them from the database.
+pub async fn serve_process_metrics(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = metrics_handle();
+    let metrics = move || {
+        let handle = handle.clone();
+        async move {
+            handle.run_upkeep();
+            let content_type = [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )];
+            (content_type, handle.render())
+        }
+    };
+    let app = Router::new().route("/metrics", axum::routing::get(metrics)).route(
+        "/health",
+        axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+    );
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 

@@ -300,6 +300,7 @@ impl OrchActivities {
             .finish_operation(&record.id, succeeded, status, reason)
             .await
             .map_err(store_failure)?;
+        crate::durations::record_end(&record, status, chrono::Utc::now());
         Ok(())
     }
 

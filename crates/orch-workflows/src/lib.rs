@@ -10,6 +10,7 @@
 //!   `failure` keeps each error's kind across the activity boundary; `report` records what
 //!   a provider reports the moment it reports it.
 //! - [`devserver`]: a local Temporal dev server as a child process.
+//! - `durations`: how long workflows and deployments took, recorded at their end.
 //! - [`engine`]: Temporal connection, worker, and the relay that starts recorded operations
 //!   and reconcile runs, and the reconcile schedules.
 //! - [`sweep`]: `ReconcileWorkflow`: orphans, drift and their cleanup, per location.
@@ -21,6 +22,7 @@
 pub mod activities;
 pub mod configure;
 pub mod devserver;
+mod durations;
 pub mod engine;
 mod failure;
 pub mod known_hosts;

@@ -38,6 +38,7 @@ pub const VARIABLES: &[(&str, Option<&str>, bool)] = &[
     ("TEMPORAL_HOST", None, false),
     ("TEMPORAL_NAMESPACE", Some("default"), false),
     ("TEMPORAL_TASK_QUEUE", Some("orch"), false),
+    ("WORKER_METRICS_PORT", None, false),
     ("TEMPORAL_TLS", None, false),
     ("TEMPORAL_TLS_CA_FILE", None, false),
     ("TEMPORAL_TLS_CERT_FILE", None, false),
@@ -134,6 +135,8 @@ pub struct Config {
     /// How often the reconcile pass runs per location (its Temporal Schedule), and the worker
     /// compares the container hosts with the store (besides watching their events).
     pub reconcile_interval: std::time::Duration,
+    /// Where `orch worker` serves `/metrics` and `/health` (on `API_HOST`); none: nowhere.
+    pub worker_metrics_port: Option<u16>,
     /// Operators' catalog entries, from `CATALOG_DIR`.
     pub catalog: orch_core::catalog::Catalog,
     /// The keys secrets are sealed with (`ORCH_SECRET_KEY`, `ORCH_SECRET_KEY_PREVIOUS`).
@@ -291,6 +294,7 @@ impl Sources {
             cloud_limits,
             container_hosts,
             reconcile_interval: std::time::Duration::from_secs(reconcile_seconds),
+            worker_metrics_port: self.load_worker_metrics_port()?,
             catalog,
             secret_keys: self.load_secret_keys()?,
         })
@@ -466,6 +470,16 @@ impl Sources {
             return Err(invalid("OPENSTACK_TIMEOUT_SECONDS", "must be at least 1"));
         }
         Ok(cloud_limits)
+    }
+
+    fn load_worker_metrics_port(&self) -> Result<Option<u16>, ConfigError> {
+        let Some(port) = self.non_empty("WORKER_METRICS_PORT") else {
+            return Ok(None);
+        };
+        match parse::<u16>("WORKER_METRICS_PORT", port, "a port number from 1 to 65535")? {
+            0 => Err(invalid("WORKER_METRICS_PORT", "must be a port number from 1 to 65535")),
+            port => Ok(Some(port)),
+        }
     }
 
     fn load_ansible(&self) -> Result<orch_workflows::AnsibleSettings, ConfigError> {

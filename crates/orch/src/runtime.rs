@@ -206,6 +206,20 @@ fn sweep_settings(config: &Config) -> orch_workflows::sweep::SweepSettings {
     }
 }
 
+/// `/metrics` and `/health` of the worker on `address`, until SIGTERM.
+async fn serve_worker_metrics(address: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("WORKER_METRICS_PORT: cannot listen on {address}"))?;
+    tracing::info!(%address, "worker metrics and health served");
+    tokio::spawn(async move {
+        if let Err(error) = orch_api::serve_process_metrics(listener, shutdown_signal()).await {
+            tracing::error!(%error, "the worker's metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
 /// `orch worker`: executes workflows and activities until SIGTERM.
 pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<()> {
     if cloud.is_none() {
@@ -218,6 +232,9 @@ pub async fn worker(config: Config, cloud: Option<OpenStack>) -> anyhow::Result<
     let store = open_store(&config).await?;
     let client = connect_temporal(&host, &config).await?;
     tracing::info!(temporal = %host, task_queue = %config.temporal_task_queue, "worker starting");
+    if let Some(port) = config.worker_metrics_port {
+        serve_worker_metrics(SocketAddr::new(config.api_host, port)).await?;
+    }
     let containers = orch_docker::Docker::new(config.container_hosts.clone());
     spawn_reconciler(&config, &store, &containers);
     let activities = OrchActivities {

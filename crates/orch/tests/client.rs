@@ -548,7 +548,7 @@ fn dashboard_queries_answer(prometheus: &str, id: &str) {
     let dashboard: serde_json::Value = serde_json::from_str(&file.content).unwrap();
     let panels = dashboard["panels"].as_array().unwrap();
     assert!(panels.len() >= 8, "{dashboard}");
-    let must_have_data = ["deployments_total", "api_request", "engine_requests", "database_query"];
+    let must_have_data = ["orch_deployments", "api_request", "engine_requests", "database_query"];
     for panel in panels {
         assert_eq!(panel["datasource"]["uid"], "prometheus", "{panel}");
         for target in panel["targets"].as_array().unwrap() {

@@ -336,3 +336,88 @@ fn serve_and_worker_reach_temporal_over_mtls_with_an_api_key() {
     assert!(logged.contains("waiting for Temporal"), "{logged}");
     assert!(!logged.contains(API_KEY), "the key is never logged");
 }
+
+/// Whether promtool (Debian's prometheus package, installed by scripts/test.sh) accepts a
+/// scrape: names and labels as Prometheus means them.
+fn promtool_accepts(scrape: &str) -> Result<(), String> {
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/test.sh installs Debian's prometheus package)");
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), scrape.as_bytes()).unwrap();
+    let output = check.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
+
+/// `WORKER_METRICS_PORT`: a worker apart from the API serves `/health` and `/metrics` with
+/// its cloud calls and the seed's workflow and deployment durations; promtool accepts both
+/// the worker's scrape and the API's.
+#[test]
+fn a_worker_serves_its_own_metrics_and_promtool_accepts_every_scrape() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (scene, _worker) = Scene::start_with("worker-metrics", FakeConfig::default(), |address, _, _| {
+        (
+            address.to_owned(),
+            vec![("WORKER_METRICS_PORT".to_owned(), port.to_string())],
+        )
+    });
+    scene.runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let template = json!({
+          "vm_config": {"web": {"flavor": "m1.small", "image": "ubuntu-22.04", "count": 1}},
+          "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}
+        });
+        let id = scene.deploy(&http, "measured", template).await;
+        let deployment = scene.deployed(&http, &id).await;
+        assert_eq!(deployment["status"], "COMPLETED", "{deployment}");
+        let worker = format!("http://127.0.0.1:{port}");
+        let health = http.get(format!("{worker}/health")).send().await.unwrap();
+        assert_eq!(health.status(), reqwest::StatusCode::OK);
+        let scrape = http
+            .get(format!("{worker}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for expected in [
+            r#"workflow_execution_duration_seconds_count{workflow="DeployWorkflow"} 1"#,
+            r#"deployment_duration_seconds_count{status="COMPLETED"} 1"#,
+            "openstack_api_calls_total{",
+            "database_query_duration_seconds_bucket{",
+        ] {
+            assert!(
+                scrape.contains(expected),
+                "the worker's scrape lacks {expected}:\n{scrape}"
+            );
+        }
+        promtool_accepts(&scrape).unwrap_or_else(|said| panic!("promtool on the worker's scrape: {said}"));
+        let api = http
+            .get(format!("{}/metrics", scene.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(api.contains(r#"orch_deployments{status="COMPLETED"} 1"#), "{api}");
+        promtool_accepts(&api).unwrap_or_else(|said| panic!("promtool on the API's scrape: {said}"));
+    });
+}

@@ -86,7 +86,7 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoRespon
             .iter()
             .find(|(counted, _)| *counted == status)
             .map_or(0, |(_, total)| *total);
-        metrics::gauge!("deployments_total", "status" => status.as_str()).set(total as f64);
+        metrics::gauge!("orch_deployments", "status" => status.as_str()).set(total as f64);
     }
     for (location, kind, total) in orphans {
         metrics::gauge!("orch_orphaned_resources", "kind" => kind, "region" => location).set(total as f64);

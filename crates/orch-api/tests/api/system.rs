@@ -65,8 +65,8 @@ async fn metrics(db: Db) {
         text.contains(r#"database_query_duration_seconds_bucket{operation="deployments.insert""#),
         "{text}"
     );
-    assert!(text.contains(r#"deployments_total{status="PENDING"} 1"#), "{text}");
-    assert!(text.contains(r#"deployments_total{status="COMPLETED"} 0"#), "{text}");
+    assert!(text.contains(r#"orch_deployments{status="PENDING"} 1"#), "{text}");
+    assert!(text.contains(r#"orch_deployments{status="COMPLETED"} 0"#), "{text}");
 }
 db_test!(metrics_use_the_seed_names, metrics);
 
