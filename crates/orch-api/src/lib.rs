@@ -223,6 +223,20 @@ fn describe_metrics() {
         "Deployments by status, counted from the database at each scrape."
     );
     describe_gauge!(
+        "orch_oldest_pending_operation_seconds",
+        Unit::Seconds,
+        "Age of the oldest accepted operation no workflow has claimed yet (the relay's lag); 0 when none waits."
+    );
+    describe_gauge!(
+        "orch_oldest_running_operation_seconds",
+        Unit::Seconds,
+        "Age of the oldest running operation; 0 when none runs."
+    );
+    describe_gauge!(
+        "openstack_circuit_open",
+        "1 while the circuit of an OpenStack endpoint is open (its calls fail fast), else 0."
+    );
+    describe_gauge!(
         "orch_orphaned_resources",
         "Resources with orch's mark that no deployment holds, past their grace period."
     );

@@ -502,6 +502,23 @@ impl Store {
     }
 }
 
+impl Store {
+    /// When the oldest operation still waiting for its workflow was accepted, and when the
+    /// oldest running one started: the relay's lag and a stuck operation, for the metrics.
+    #[tracing::instrument(skip(self))]
+    pub async fn oldest_operations(&self) -> Result<(Option<String>, Option<String>)> {
+        let query = sqlx::query(
+            "SELECT (SELECT MIN(created_at) FROM operations WHERE state = $1) AS pending, \
+                    (SELECT MIN(started_at) FROM operations WHERE state = $2) AS running",
+        )
+        .bind(operation_state::PENDING)
+        .bind(operation_state::RUNNING)
+        .fetch_one(self.pool());
+        let row = timed("operations.oldest", query).await?;
+        Ok((row.try_get("pending")?, row.try_get("running")?))
+    }
+}
+
 /// A cloud resource as the workflow layer records it the moment the cloud returns its id.
 impl Store {
     /// Marks a pending operation as running (the relay's claim). Returns `None` when it was

@@ -401,3 +401,39 @@ fn keys_are_hashed_and_made_and_an_expired_one_is_refused() {
     assert!(logs.contains("an expired API key was refused"), "{logs}");
     assert!(!logs.contains(old_key) && !logs.contains(new_key), "no key in the logs");
 }
+
+/// The alert rules are valid and fire as `alerts.test.yaml` says (promtool, from Debian's
+/// prometheus package, which scripts/test.sh installs); each alert has its runbook entry.
+#[test]
+fn alert_rules_pass_promtool_and_each_has_a_runbook_entry() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let monitoring = root.join("deploy/monitoring");
+    for args in [["check", "rules", "alerts.yaml"], ["test", "rules", "alerts.test.yaml"]] {
+        let output = Command::new("promtool")
+            .current_dir(&monitoring)
+            .args(args)
+            .output()
+            .expect("promtool (scripts/test.sh installs Debian's prometheus package)");
+        assert!(
+            output.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let rules = std::fs::read_to_string(monitoring.join("alerts.yaml")).unwrap();
+    let runbook = std::fs::read_to_string(root.join("docs/runbook.md")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 6, "{alerts:?}");
+    for alert in alerts {
+        assert!(
+            runbook.contains(&format!("## {alert}\n")),
+            "no runbook entry for {alert}"
+        );
+        let anchor = format!("docs/runbook.md#{}", alert.to_lowercase());
+        assert!(rules.contains(&anchor), "{alert} does not link {anchor}");
+    }
+}

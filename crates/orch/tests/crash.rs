@@ -144,6 +144,17 @@ impl Scene {
         accepted["id"].as_str().unwrap().to_owned()
     }
 
+    /// Deploys one server on its own network under `name` and waits until it is COMPLETED.
+    async fn deploy_one_server(&self, http: &reqwest::Client, name: &str) {
+        let template = json!({
+          "vm_config": {"web": {"flavor": "m1.small", "image": "ubuntu-22.04", "count": 1}},
+          "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}
+        });
+        let id = self.deploy(http, name, template).await;
+        let deployment = self.deployed(http, &id).await;
+        assert_eq!(deployment["status"], "COMPLETED", "{deployment}");
+    }
+
     /// Waits until the deploy of `id` is over, and returns the deployment.
     async fn deployed(&self, http: &reqwest::Client, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -298,14 +309,7 @@ fn serve_and_worker_reach_temporal_over_mtls_with_an_api_key() {
     });
     let counts = counts.unwrap();
     scene.runtime.block_on(async {
-        let http = reqwest::Client::new();
-        let template = json!({
-          "vm_config": {"web": {"flavor": "m1.small", "image": "ubuntu-22.04", "count": 1}},
-          "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}
-        });
-        let id = scene.deploy(&http, "through-mtls", template).await;
-        let deployment = scene.deployed(&http, &id).await;
-        assert_eq!(deployment["status"], "COMPLETED", "{deployment}");
+        scene.deploy_one_server(&reqwest::Client::new(), "through-mtls").await;
     });
     use secure_temporal::Counts as C;
     assert!(
@@ -379,13 +383,7 @@ fn a_worker_serves_its_own_metrics_and_promtool_accepts_every_scrape() {
     });
     scene.runtime.block_on(async {
         let http = reqwest::Client::new();
-        let template = json!({
-          "vm_config": {"web": {"flavor": "m1.small", "image": "ubuntu-22.04", "count": 1}},
-          "network_config": {"cidr": "10.0.0.0/16", "subnets": {"web": "10.0.1.0/24"}}
-        });
-        let id = scene.deploy(&http, "measured", template).await;
-        let deployment = scene.deployed(&http, &id).await;
-        assert_eq!(deployment["status"], "COMPLETED", "{deployment}");
+        scene.deploy_one_server(&http, "measured").await;
         let worker = format!("http://127.0.0.1:{port}");
         let health = http.get(format!("{worker}/health")).send().await.unwrap();
         assert_eq!(health.status(), reqwest::StatusCode::OK);
@@ -418,6 +416,10 @@ fn a_worker_serves_its_own_metrics_and_promtool_accepts_every_scrape() {
             .await
             .unwrap();
         assert!(api.contains(r#"orch_deployments{status="COMPLETED"} 1"#), "{api}");
+        assert!(
+            api.contains("orch_oldest_pending_operation_seconds 0"),
+            "nothing waits: {api}"
+        );
         promtool_accepts(&api).unwrap_or_else(|said| panic!("promtool on the API's scrape: {said}"));
     });
 }

@@ -77,6 +77,7 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoRespon
     // read before any gauge is set, so the gauges are set and rendered without a pause.
     let counts = state.store.count_by_status().await?;
     let orphans = state.store.orphan_counts(state.config.orphan_grace_seconds).await?;
+    let (oldest_pending, oldest_running) = state.store.oldest_operations().await?;
     // The recorder is the process's: two scrapes at once (two apps in one test process)
     // must not set each other's gauges between a set and its render.
     static SCRAPE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -88,6 +89,8 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoRespon
             .map_or(0, |(_, total)| *total);
         metrics::gauge!("orch_deployments", "status" => status.as_str()).set(total as f64);
     }
+    metrics::gauge!("orch_oldest_pending_operation_seconds").set(age_seconds(oldest_pending.as_deref()));
+    metrics::gauge!("orch_oldest_running_operation_seconds").set(age_seconds(oldest_running.as_deref()));
     for (location, kind, total) in orphans {
         metrics::gauge!("orch_orphaned_resources", "kind" => kind, "region" => location).set(total as f64);
     }
@@ -97,4 +100,13 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoRespon
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
     ))
+}
+
+/// Seconds since the RFC 3339 time `at`; 0 when there is none.
+fn age_seconds(at: Option<&str>) -> f64 {
+    let Some(at) = at.and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok()) else {
+        return 0.0;
+    };
+    let age = chrono::Utc::now().signed_duration_since(at.with_timezone(&chrono::Utc));
+    age.num_milliseconds().max(0) as f64 / 1000.0
 }

@@ -67,6 +67,13 @@ async fn metrics(db: Db) {
     );
     assert!(text.contains(r#"orch_deployments{status="PENDING"} 1"#), "{text}");
     assert!(text.contains(r#"orch_deployments{status="COMPLETED"} 0"#), "{text}");
+    // No workflow has claimed the create: it shows as the relay's lag, and nothing runs.
+    let gauge = |name: &str| -> f64 {
+        let line = text.lines().find_map(|line| line.strip_prefix(&format!("{name} ")));
+        line.unwrap_or_else(|| panic!("no {name}:\n{text}")).parse().unwrap()
+    };
+    assert!(gauge("orch_oldest_pending_operation_seconds") > 0.0, "{text}");
+    assert_eq!(gauge("orch_oldest_running_operation_seconds"), 0.0, "{text}");
 }
 db_test!(metrics_use_the_seed_names, metrics);
 

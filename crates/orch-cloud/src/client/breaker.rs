@@ -73,8 +73,14 @@ impl OpenStack {
             limits.breaker_threshold,
             limits.breaker_cooldown,
         ) {
-            Some(true) => tracing::warn!(endpoint = key, failures = breaker.failures, "circuit opened"),
-            Some(false) => tracing::info!(endpoint = key, "circuit closed"),
+            Some(true) => {
+                tracing::warn!(endpoint = key, failures = breaker.failures, "circuit opened");
+                metrics::gauge!("openstack_circuit_open", "endpoint" => key.to_owned()).set(1.0);
+            }
+            Some(false) => {
+                tracing::info!(endpoint = key, "circuit closed");
+                metrics::gauge!("openstack_circuit_open", "endpoint" => key.to_owned()).set(0.0);
+            }
             None => {}
         }
     }
