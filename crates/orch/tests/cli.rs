@@ -2,6 +2,8 @@
 //! graceful shutdown on SIGTERM, and no secret in the logs.
 
 mod common;
+#[path = "cli/kubernetes.rs"]
+mod kubernetes;
 #[path = "cli/schemathesis.rs"]
 mod schemathesis;
 
@@ -52,6 +54,15 @@ fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
         .build()
         .unwrap();
     runtime.block_on(work)
+}
+
+/// A finished command's stdout and stderr, for a failure message.
+fn said(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// A fresh working directory per test, so `./data` and `.env` are the test's own.
@@ -414,12 +425,7 @@ fn alert_rules_pass_promtool_and_each_has_a_runbook_entry() {
             .args(args)
             .output()
             .expect("promtool (scripts/test.sh installs Debian's prometheus package)");
-        assert!(
-            output.status.success(),
-            "promtool {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "promtool {args:?}: {}", said(&output));
     }
     let rules = std::fs::read_to_string(monitoring.join("alerts.yaml")).unwrap();
     let runbook = std::fs::read_to_string(root.join("docs/runbook.md")).unwrap();

@@ -64,11 +64,7 @@ fn run_schemathesis(url: &str, report: &Path) -> (bool, String) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let said = super::said(&output);
     (output.status.success(), said)
 }
 
