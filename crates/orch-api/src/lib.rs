@@ -159,87 +159,123 @@ impl AppState {
     }
 }
 
+/// What a metric is, for its `# TYPE` and help text.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    /// Every histogram orch records is in seconds.
+    Histogram,
+}
+
 /// The help text of every metric orch records, whichever crate records it: one list, so
 /// that a scrape passes `promtool check metrics` and the names are documented together.
-fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_histogram!(
+const METRICS: &[(&str, Kind, &str)] = &[
+    (
         "api_request_duration_seconds",
-        Unit::Seconds,
-        "API requests by route template, method and status."
-    );
-    describe_histogram!(
+        Kind::Histogram,
+        "API requests by route template, method and status.",
+    ),
+    (
         "database_query_duration_seconds",
-        Unit::Seconds,
-        "Database queries by operation."
-    );
-    describe_histogram!(
+        Kind::Histogram,
+        "Database queries by operation.",
+    ),
+    (
         "openstack_api_call_duration_seconds",
-        Unit::Seconds,
-        "OpenStack API calls by service."
-    );
-    describe_counter!(
+        Kind::Histogram,
+        "OpenStack API calls by service.",
+    ),
+    (
         "openstack_api_calls_total",
-        "OpenStack API calls by service, method and status."
-    );
-    describe_histogram!(
+        Kind::Counter,
+        "OpenStack API calls by service, method and status.",
+    ),
+    (
         "engine_request_duration_seconds",
-        Unit::Seconds,
-        "Docker Engine requests."
-    );
-    describe_counter!("engine_requests_total", "Docker Engine requests, by outcome.");
-    describe_histogram!(
+        Kind::Histogram,
+        "Docker Engine requests.",
+    ),
+    (
+        "engine_requests_total",
+        Kind::Counter,
+        "Docker Engine requests, by outcome.",
+    ),
+    (
         "workflow_execution_duration_seconds",
-        Unit::Seconds,
-        "Operations from their start to their end, by workflow."
-    );
-    describe_histogram!(
+        Kind::Histogram,
+        "Operations from their start to their end, by workflow.",
+    ),
+    (
         "deployment_duration_seconds",
-        Unit::Seconds,
-        "Deployments from their request to the end of their create, by the status they ended in."
-    );
-    describe_counter!(
+        Kind::Histogram,
+        "Deployments from their request to the end of their create, by the status they ended in.",
+    ),
+    (
         "activity_failures_total",
-        "Failed activity attempts by activity and kind of failure."
-    );
-    describe_counter!(
+        Kind::Counter,
+        "Failed activity attempts by activity and kind of failure.",
+    ),
+    (
         "container_drift_repairs_total",
-        "Container instances found lost and asked to be repaired."
-    );
-    describe_counter!(
+        Kind::Counter,
+        "Container instances found lost and asked to be repaired.",
+    ),
+    (
         "api_auth_blocked_total",
-        "Requests refused because their address failed to authenticate too often."
-    );
-    describe_counter!(
+        Kind::Counter,
+        "Requests refused because their address failed to authenticate too often.",
+    ),
+    (
         "api_connections_saturated_total",
-        "Times the API reached its connection cap."
-    );
-    describe_counter!(
+        Kind::Counter,
+        "Times the API reached its connection cap.",
+    ),
+    (
         "api_keys_expired_refused_total",
-        "Requests refused for an expired API key."
-    );
-    describe_gauge!(
+        Kind::Counter,
+        "Requests refused for an expired API key.",
+    ),
+    (
         "orch_deployments",
-        "Deployments by status, counted from the database at each scrape."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        "Deployments by status, counted from the database at each scrape.",
+    ),
+    (
         "orch_oldest_pending_operation_seconds",
-        Unit::Seconds,
-        "Age of the oldest accepted operation no workflow has claimed yet (the relay's lag); 0 when none waits."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        "Age of the oldest accepted operation no workflow has claimed yet (the relay's lag); 0 when none waits.",
+    ),
+    (
         "orch_oldest_running_operation_seconds",
-        Unit::Seconds,
-        "Age of the oldest running operation; 0 when none runs."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        "Age of the oldest running operation; 0 when none runs.",
+    ),
+    (
+        "orch_relay_leader",
+        Kind::Gauge,
+        "1 in the orch serve replica that relays accepted operations to Temporal, 0 in those standing by.",
+    ),
+    (
         "openstack_circuit_open",
-        "1 while the circuit of an OpenStack endpoint is open (its calls fail fast), else 0."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        "1 while the circuit of an OpenStack endpoint is open (its calls fail fast), else 0.",
+    ),
+    (
         "orch_orphaned_resources",
-        "Resources with orch's mark that no deployment holds, past their grace period."
-    );
+        Kind::Gauge,
+        "Resources with orch's mark that no deployment holds, past their grace period.",
+    ),
+];
+
+fn describe_metrics() {
+    for &(name, kind, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, metrics::Unit::Seconds, help),
+        }
+    }
 }
 
 /// Buckets of what takes seconds to hours: deployments and workflows.

@@ -7,6 +7,7 @@
 //! - [`deployments`]: deployments, and every status change together with its `operations`
 //!   outbox row and its `deployment_events` row in one transaction.
 //! - [`host_keys`]: SSH host keys per deployment, trusted on first contact.
+//! - [`leadership`]: leases on roles one process at a time plays (the relay).
 //! - [`records`]: the rows as Rust types.
 //!
 //! One set of SQL serves both databases through sqlx's `Any` driver: `$n` placeholders (which
@@ -27,6 +28,7 @@ mod cancel;
 pub mod configuration_runs;
 pub mod deployments;
 pub mod host_keys;
+pub mod leadership;
 pub mod leases;
 pub mod reconcile;
 pub mod records;

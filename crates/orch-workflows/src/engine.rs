@@ -406,8 +406,15 @@ async fn relay_operations(store: &Store, client: &Client, task_queue: &str) -> R
     Ok(started)
 }
 
-/// The relay: every operation committed to the database gets its workflow,
-/// even if the process that accepted it died right after the commit.
+/// How long the relay's lease lasts, and how often its holder renews it (and a replica
+/// standing by asks for it): a dead leader's work waits about a lease, never more.
+const RELAY_LEASE: Duration = Duration::from_secs(10);
+const RELAY_RENEW: Duration = Duration::from_secs(3);
+
+/// The relay: every operation committed to the database gets its workflow, even if the
+/// process that accepted it died right after the commit. One replica at a time relays (the
+/// holder of the `relay` lease); the others stand by and take over when its lease runs out
+/// or it stops. Starting a workflow is idempotent, so two relays for a moment are harmless.
 pub async fn run_relay(
     store: Store,
     client: Client,
@@ -416,15 +423,49 @@ pub async fn run_relay(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let holder = format!("{}-{}", std::process::id(), uuid_suffix());
+    let mut leading = false;
+    let mut asked: Option<std::time::Instant> = None;
     loop {
-        if let Err(error) = relay_once(&store, &client, &task_queue).await {
-            tracing::warn!(error = %error, "relay cycle failed");
+        if asked.is_none_or(|at| at.elapsed() >= RELAY_RENEW) {
+            let now_leading = store.lead("relay", &holder, RELAY_LEASE).await.unwrap_or_else(|error| {
+                tracing::warn!(error = %error, "relay: cannot renew the lease");
+                false
+            });
+            if now_leading != leading {
+                tracing::info!(
+                    holder,
+                    leading = now_leading,
+                    "relay: {}",
+                    if now_leading { "leading" } else { "standing by" }
+                );
+            }
+            leading = now_leading;
+            asked = Some(std::time::Instant::now());
+            metrics::gauge!("orch_relay_leader").set(f64::from(u8::from(leading)));
+        }
+        if leading {
+            if let Err(error) = relay_once(&store, &client, &task_queue).await {
+                tracing::warn!(error = %error, "relay cycle failed");
+            }
         }
         tokio::select! {
-            () = &mut shutdown => return,
+            () = &mut shutdown => {
+                if leading {
+                    let _ = store.resign("relay", &holder).await;
+                }
+                return;
+            }
             () = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+/// A suffix that tells apart two processes with the same id (on two hosts).
+fn uuid_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos())
 }
 
 /// Whether the Temporal frontend answers its gRPC health check.

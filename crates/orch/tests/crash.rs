@@ -43,7 +43,7 @@ fn orch(dir: &std::path::Path, temporal: &str, auth_url: &str, env: &[(String, S
 /// `orch worker`, each stopped when the scene drops.
 struct Scene {
     // Fields drop in this order: the processes first, the runtime last.
-    _server: Running,
+    server: Option<Running>,
     _temporal: DevServer,
     /// Where orch reaches Temporal, and the settings that secure it.
     temporal_address: String,
@@ -90,7 +90,7 @@ impl Scene {
         );
         let url = common::listening_url(&mut server);
         let scene = Self {
-            _server: server,
+            server: Some(server),
             _temporal: temporal,
             temporal_address,
             temporal_env,
@@ -103,6 +103,11 @@ impl Scene {
         (scene, first_worker)
     }
 
+    /// The first `orch serve`, to stop it; the scene keeps running without it.
+    fn take_server(&mut self) -> Running {
+        self.server.take().expect("the first server is still the scene's")
+    }
+
     fn worker(&self) -> Running {
         let child = self
             .orch(&self.cloud.auth_url(), "worker")
@@ -111,6 +116,19 @@ impl Scene {
             .spawn()
             .unwrap();
         Running(child)
+    }
+
+    /// Another `orch serve` on the same database and Temporal; its process and URL.
+    fn another_server(&self) -> (Running, String) {
+        let mut server = Running(
+            self.orch(&self.cloud.auth_url(), "serve")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let url = common::listening_url(&mut server);
+        (server, url)
     }
 
     fn orch(&self, auth_url: &str, command: &str) -> Command {
@@ -422,4 +440,70 @@ fn a_worker_serves_its_own_metrics_and_promtool_accepts_every_scrape() {
         );
         promtool_accepts(&api).unwrap_or_else(|said| panic!("promtool on the API's scrape: {said}"));
     });
+}
+
+/// `orch_relay_leader` on the `/metrics` of the API at `url`; none when it does not answer.
+async fn relay_leader(http: &reqwest::Client, url: &str) -> Option<bool> {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = text.lines().find_map(|line| line.strip_prefix("orch_relay_leader "))?;
+    Some(value.trim() == "1")
+}
+
+/// Waits until exactly one of `urls` relays; its index.
+async fn the_one_leader(http: &reqwest::Client, urls: &[&str]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut leaders = Vec::new();
+        for (index, url) in urls.iter().enumerate() {
+            if relay_leader(http, url).await == Some(true) {
+                leaders.push(index);
+            }
+        }
+        if let [leader] = leaders[..] {
+            return leader;
+        }
+        assert!(Instant::now() < deadline, "leaders among {urls:?}: {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Two `orch serve` replicas on one database: one relays, the other stands by; the leader
+/// killed with SIGKILL, the other takes over within the lease, and a deploy accepted by
+/// the survivor completes.
+#[test]
+fn one_of_two_servers_relays_and_the_other_takes_over_when_it_dies() {
+    let (mut scene, _worker) = Scene::start("relay-failover", FakeConfig::default());
+    let (second, second_url) = scene.another_server();
+    let first_url = scene.url.clone();
+    let mut servers = [Some(scene.take_server()), Some(second)];
+    let http = reqwest::Client::new();
+    let urls = [first_url.as_str(), second_url.as_str()];
+    let survivor = scene.runtime.block_on(async {
+        let leader = the_one_leader(&http, &urls).await;
+        // Standing by is stable: the other never starts relaying while the leader lives.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(the_one_leader(&http, &urls).await, leader);
+        let mut killed = servers[leader].take().unwrap();
+        killed.kill().unwrap();
+        killed.wait().unwrap();
+        let survivor = 1 - leader;
+        let started = Instant::now();
+        while relay_leader(&http, urls[survivor]).await != Some(true) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no failover within the lease"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        survivor
+    });
+    scene.url = urls[survivor].to_owned();
+    scene.runtime.block_on(scene.deploy_one_server(&http, "after-failover"));
 }
