@@ -443,3 +443,50 @@ fn alert_rules_pass_promtool_and_each_has_a_runbook_entry() {
         assert!(rules.contains(&anchor), "{alert} does not link {anchor}");
     }
 }
+
+/// The production dashboard (`deploy/monitoring/dashboard.json`): every panel's query is
+/// PromQL that promtool accepts (each written as a recording rule and checked), and names
+/// only metrics orch describes, so a renamed metric cannot leave a panel empty.
+#[test]
+fn dashboard_queries_are_valid_promql_on_metrics_orch_serves() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/monitoring/dashboard.json")).unwrap()).unwrap();
+    let described = std::fs::read_to_string(root.join("crates/orch-api/src/lib.rs")).unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 12, "{} panels", panels.len());
+    for (index, panel) in panels.iter().enumerate() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let quoted = serde_json::to_string(expr).unwrap();
+            rules.push_str(&format!(
+                "      - record: orch:panel_{index}:{}\n        expr: {quoted}\n",
+                target["refId"].as_str().unwrap()
+            ));
+            let names = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.contains('_') && word.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            for name in names {
+                let metric = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(name);
+                let function = ["histogram_quantile"].contains(&metric);
+                assert!(
+                    function || described.contains(&format!("\"{metric}\"")),
+                    "panel {} names {name}, which orch does not describe",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    let file = scratch_dir().join("dashboard-rules.yaml");
+    std::fs::write(&file, rules).unwrap();
+    let output = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (scripts/test.sh installs Debian's prometheus package)");
+    assert!(output.status.success(), "the dashboard's queries: {}", said(&output));
+}
