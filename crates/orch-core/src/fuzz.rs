@@ -75,7 +75,13 @@ const VOCABULARY: &[&str] = &[
     "image_pull",
 ];
 
+/// The documents mutations start from, read once.
 fn seeds() -> Vec<Value> {
+    static SEEDS: std::sync::OnceLock<Vec<Value>> = std::sync::OnceLock::new();
+    SEEDS.get_or_init(read_seeds).clone()
+}
+
+fn read_seeds() -> Vec<Value> {
     let text = |yaml: &str| serde_yaml_ng::from_str::<Value>(yaml).expect("the examples parse");
     vec![
         text(include_str!("../../../examples/web-app-stack.yaml")),

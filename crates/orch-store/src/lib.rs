@@ -266,6 +266,14 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// Seconds from a stored time `since` to `now`, never negative; none for a time that does
+/// not read.
+pub fn seconds_between(since: &str, now: chrono::DateTime<chrono::Utc>) -> Option<f64> {
+    let since = chrono::DateTime::parse_from_rfc3339(since).ok()?;
+    let elapsed = now.signed_duration_since(since.with_timezone(&chrono::Utc));
+    Some(elapsed.num_milliseconds().max(0) as f64 / 1000.0)
+}
+
 /// Runs one query future and records `database_query_duration_seconds{operation}`.
 pub(crate) async fn timed<T>(operation: &'static str, query: impl std::future::Future<Output = T>) -> T {
     let started = Instant::now();

@@ -137,7 +137,7 @@ pub async fn run_playbook(
     known_hosts: &str,
 ) -> Result<PlaybookResult, String> {
     let playbook = resolve_playbook(&settings.playbook_dir, &request.playbook)?;
-    let work = std::env::temp_dir().join(format!("orch-ansible-{}", uuid_like()));
+    let work = std::env::temp_dir().join(format!("orch-ansible-{}", crate::process_unique()));
     std::fs::create_dir_all(&work).map_err(|error| format!("cannot create a work directory: {error}"))?;
     let result = run_in(&work, settings, request, groups, &playbook, known_hosts).await;
     let _ = std::fs::remove_dir_all(&work);
@@ -230,17 +230,6 @@ fn truncated(mut output: String) -> String {
         output.push_str("\n[output truncated]");
     }
     output
-}
-
-fn uuid_like() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    )
 }
 
 /// Activities of configuration, beside the deployment activities.

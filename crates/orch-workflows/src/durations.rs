@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use orch_core::{DeploymentStatus, OperationKind};
-use orch_store::OperationRecord;
+use orch_store::{seconds_between, OperationRecord};
 
 /// The workflow that carries out an operation of `kind`.
 pub fn workflow_name(kind: OperationKind) -> &'static str {
@@ -16,13 +16,6 @@ pub fn workflow_name(kind: OperationKind) -> &'static str {
         OperationKind::Scale => "ScaleWorkflow",
         OperationKind::Configure => "ConfigureWorkflow",
     }
-}
-
-/// Seconds from the RFC 3339 time `since` to `now`; none for a time that does not read.
-fn seconds_between(since: &str, now: DateTime<Utc>) -> Option<f64> {
-    let since = DateTime::parse_from_rfc3339(since).ok()?;
-    let elapsed = now.signed_duration_since(since.with_timezone(&Utc));
-    Some(elapsed.num_milliseconds().max(0) as f64 / 1000.0)
 }
 
 /// Records the end of `operation`, which left its deployment in `status`.

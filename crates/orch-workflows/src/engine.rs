@@ -423,7 +423,7 @@ pub async fn run_relay(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let holder = format!("{}-{}", std::process::id(), uuid_suffix());
+    let holder = crate::process_unique();
     let mut leading = false;
     let mut asked: Option<std::time::Instant> = None;
     loop {
@@ -459,13 +459,6 @@ pub async fn run_relay(
             () = tokio::time::sleep(interval) => {}
         }
     }
-}
-
-/// A suffix that tells apart two processes with the same id (on two hosts).
-fn uuid_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos())
 }
 
 /// Whether the Temporal frontend answers its gRPC health check.

@@ -39,3 +39,12 @@ pub use engine::{
     WorkerThread, DEFAULT_TASK_QUEUE,
 };
 pub use temporalio_client::Client as TemporalClient;
+
+/// The process id and the time in nanoseconds: unique per process and call, also across
+/// hosts whose processes share an id (a relay's lease holder, a run's work directory).
+pub(crate) fn process_unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    format!("{}-{nanos}", std::process::id())
+}

@@ -359,6 +359,11 @@ fn serve_and_worker_reach_temporal_over_mtls_with_an_api_key() {
     assert!(!logged.contains(API_KEY), "the key is never logged");
 }
 
+/// The `/metrics` text of the process serving at `base`.
+async fn metrics_of(http: &reqwest::Client, base: &str) -> reqwest::Result<String> {
+    http.get(format!("{base}/metrics")).send().await?.text().await
+}
+
 /// Whether promtool (Debian's prometheus package, installed by scripts/test.sh) accepts a
 /// scrape: names and labels as Prometheus means them.
 fn promtool_accepts(scrape: &str) -> Result<(), String> {
@@ -405,14 +410,7 @@ fn a_worker_serves_its_own_metrics_and_promtool_accepts_every_scrape() {
         let worker = format!("http://127.0.0.1:{port}");
         let health = http.get(format!("{worker}/health")).send().await.unwrap();
         assert_eq!(health.status(), reqwest::StatusCode::OK);
-        let scrape = http
-            .get(format!("{worker}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let scrape = metrics_of(&http, &worker).await.unwrap();
         for expected in [
             r#"workflow_execution_duration_seconds_count{workflow="DeployWorkflow"} 1"#,
             r#"deployment_duration_seconds_count{status="COMPLETED"} 1"#,
@@ -425,14 +423,7 @@ fn a_worker_serves_its_own_metrics_and_promtool_accepts_every_scrape() {
             );
         }
         promtool_accepts(&scrape).unwrap_or_else(|said| panic!("promtool on the worker's scrape: {said}"));
-        let api = http
-            .get(format!("{}/metrics", scene.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let api = metrics_of(&http, &scene.url).await.unwrap();
         assert!(api.contains(r#"orch_deployments{status="COMPLETED"} 1"#), "{api}");
         assert!(
             api.contains("orch_oldest_pending_operation_seconds 0"),
@@ -444,14 +435,7 @@ fn a_worker_serves_its_own_metrics_and_promtool_accepts_every_scrape() {
 
 /// `orch_relay_leader` on the `/metrics` of the API at `url`; none when it does not answer.
 async fn relay_leader(http: &reqwest::Client, url: &str) -> Option<bool> {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = metrics_of(http, url).await.ok()?;
     let value = text.lines().find_map(|line| line.strip_prefix("orch_relay_leader "))?;
     Some(value.trim() == "1")
 }

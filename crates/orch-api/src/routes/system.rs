@@ -104,9 +104,6 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoRespon
 
 /// Seconds since the RFC 3339 time `at`; 0 when there is none.
 fn age_seconds(at: Option<&str>) -> f64 {
-    let Some(at) = at.and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok()) else {
-        return 0.0;
-    };
-    let age = chrono::Utc::now().signed_duration_since(at.with_timezone(&chrono::Utc));
-    age.num_milliseconds().max(0) as f64 / 1000.0
+    at.and_then(|at| orch_store::seconds_between(at, chrono::Utc::now()))
+        .unwrap_or(0.0)
 }
